@@ -1,0 +1,587 @@
+"""The public building blocks: one-direction layers, Bidirectional, and the deep Stack.
+
+Every layer is batch-first and returns ``(output, state)``:
+
+* ``RNN``, ``GRU``, ``LSTM`` -- one direction over time. ``state`` is h (B, H), or (h, c) for
+  the LSTM, taken at each sequence's own last step.
+* ``Bidirectional(layer, merge=...)`` -- a forward and a backward copy with their own weights.
+  ``state`` is ``BiState(forward=..., backward=...)``: the backward state is the one after it
+  has read position 0.
+* ``Stack`` -- depth: a list of the layers above with dropout, residual connections and layer
+  norm between them. ``state`` is a list with one entry per layer.
+
+Layers only describe what to compute; ``recurrence`` decides how (fused kernel or loop).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from . import recurrence
+from .cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, RNNCell, State
+from .recurrence import Path
+
+__all__ = ["Recurrent", "RNN", "GRU", "LSTM", "Bidirectional", "BiState", "Stack", "MERGES", "CELLS"]
+
+MERGES = ("concat", "sum", "mul", "mean", "none")
+
+
+class BiState(NamedTuple):
+    """Final states of a bidirectional layer, named per direction."""
+
+    forward: State
+    backward: State
+
+
+# ------------------------------------------------------------------------------- checks
+
+def _shape(t) -> str:
+    return str(tuple(t.shape)) if isinstance(t, Tensor) else type(t).__name__
+
+
+def check_input(x, input_size: int, name: str = "x") -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, T, D); got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
+    if x.dim() != 3:
+        raise ValueError(f"{name} must have 3 dimensions (B, T, D), batch first; got shape {_shape(x)}")
+    if x.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one time step; got shape {_shape(x)}")
+    if x.shape[2] != input_size:
+        raise ValueError(f"{name} must have last dimension D = input_size = {input_size}; "
+                         f"got shape {_shape(x)}")
+
+
+def check_lengths(lengths, B: int, T: int, device: torch.device) -> Tensor | None:
+    """Validate ``lengths`` and return it as an int64 tensor on ``device`` (or None)."""
+    if lengths is None:
+        return None
+    if not isinstance(lengths, Tensor):
+        try:
+            lengths = torch.as_tensor(lengths)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"lengths must be a 1-D integer tensor or list of ints; got {lengths!r}") from None
+    if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
+        raise TypeError(f"lengths must have an integer dtype; got {lengths.dtype}")
+    if lengths.dim() != 1 or lengths.shape[0] != B:
+        raise ValueError(f"lengths must have shape (B,) = ({B},); got {_shape(lengths)}")
+    lo, hi = int(lengths.min()), int(lengths.max())
+    if lo < 1:
+        raise ValueError(f"lengths must be >= 1 (every sequence needs a step); got min {lo}")
+    if hi > T:
+        raise ValueError(f"lengths must be <= T = {T} (the time dimension of x); got max {hi}")
+    return lengths.to(device=device, dtype=torch.long)
+
+
+def check_state(state, B: int, H: int, lstm: bool, name: str = "state") -> None:
+    want = f"(B, H) = ({B}, {H})"
+    if lstm:
+        if not (isinstance(state, (tuple, list)) and len(state) == 2):
+            raise TypeError(f"{name} of an LSTM must be a pair (h, c) of tensors {want}; got {_shape(state)}")
+        for part, t in zip("hc", state):
+            check_state(t, B, H, False, f"{name}[{'hc'.index(part)}] ({part})")
+        return
+    if not isinstance(state, Tensor):
+        raise TypeError(f"{name} must be a tensor of shape {want}; got {type(state).__name__}")
+    if tuple(state.shape) != (B, H):
+        raise ValueError(f"{name} must have shape {want}; got {_shape(state)}")
+
+
+def _check_choice(name: str, value, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _check_rate(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a float in [0, 1); got {value!r}")
+
+
+# ------------------------------------------------------------------ one-direction layers
+
+class Recurrent(nn.Module):
+    """A cell run over time in one direction. Use ``RNN``, ``GRU`` or ``LSTM``.
+
+    ``forward(x, state=None, *, lengths=None, reverse=False)`` with x (B, T, D) returns the
+    output (B, T, H), zero at padded steps, and the state at each sequence's true last step.
+    ``reverse=True`` reads each sequence from its last real step back to its first.
+    """
+
+    kind: str = ""  # "rnn" | "gru" | "lstm": the torch.nn module it mirrors
+
+    def __init__(self, input_size: int, hidden_size: int, *, bias: bool = True,
+                 layer_norm: bool = False, recurrent_dropout: float = 0.0) -> None:
+        super().__init__()
+        _check_rate("recurrent_dropout", recurrent_dropout)
+        self.recurrent_dropout = float(recurrent_dropout)
+        self.cell = self._make_cell(input_size, hidden_size, bias=bias, layer_norm=layer_norm)
+
+    def _make_cell(self, input_size: int, hidden_size: int, *, bias: bool, layer_norm: bool):
+        raise NotImplementedError
+
+    input_size = property(lambda self: self.cell.input_size)
+    hidden_size = property(lambda self: self.cell.hidden_size)
+    output_size = property(lambda self: self.cell.hidden_size)
+    is_lstm = property(lambda self: self.cell.is_lstm)
+
+    @property
+    def path(self) -> Path:
+        """The execution path this layer takes in its current mode (train/eval), and why."""
+        return recurrence.choose_path(self.cell, recurrent_dropout=self.recurrent_dropout,
+                                      training=self.training)
+
+    def reset_parameters(self) -> None:
+        self.cell.reset_parameters()
+
+    def forward(self, x: Tensor, state: State | None = None, *, lengths=None,
+                reverse: bool = False) -> tuple[Tensor, State]:
+        check_input(x, self.input_size)
+        B, T = x.shape[:2]
+        lengths = check_lengths(lengths, B, T, x.device)
+        if state is not None:
+            check_state(state, B, self.hidden_size, self.is_lstm)
+        return recurrence.run(self.cell, x, state, lengths, reverse=reverse,
+                              recurrent_dropout=self.recurrent_dropout, training=self.training)
+
+    def step(self, x_t: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One time step: x_t (B, D) -> (h_t (B, H), new state). Same math as ``forward``."""
+        if not isinstance(x_t, Tensor) or x_t.dim() != 2 or x_t.shape[1] != self.input_size:
+            raise ValueError(f"x_t must have shape (B, D) with D = input_size = {self.input_size}; "
+                             f"got {_shape(x_t)}")
+        if state is not None:
+            check_state(state, x_t.shape[0], self.hidden_size, self.is_lstm)
+        state = self.cell(x_t, state)
+        return (state[0] if self.is_lstm else state), state
+
+    # -- interop with torch.nn -----------------------------------------------------------
+    @classmethod
+    def from_torch(cls, module: nn.RNNBase) -> "Recurrent":
+        """A layer with the weights of a one-layer, one-direction torch.nn.RNN/GRU/LSTM."""
+        _check_torch_module(module, cls, layers=1, bidirectional=False)
+        layer = _layer_like(module)
+        _copy_from_torch(layer.cell, module, 0, "")
+        return layer
+
+    def to_torch(self) -> nn.RNNBase:
+        """A batch-first torch.nn.RNN/GRU/LSTM with this layer's weights."""
+        module = _torch_module_for([self], num_layers=1, bidirectional=False, dropout=0.0)
+        _copy_to_torch(self.cell, module, 0, "")
+        return module
+
+    def extra_repr(self) -> str:
+        return f"recurrent_dropout={self.recurrent_dropout}" if self.recurrent_dropout else ""
+
+
+class RNN(Recurrent):
+    """Elman RNN over time (``tanh`` or ``relu``). See ``cells.RNNCell`` for the equations."""
+
+    kind = "rnn"
+
+    def __init__(self, input_size: int, hidden_size: int, *, nonlinearity: str = "tanh",
+                 bias: bool = True, recurrent_dropout: float = 0.0) -> None:
+        self._nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, bias=bias, recurrent_dropout=recurrent_dropout)
+
+    def _make_cell(self, input_size, hidden_size, *, bias, layer_norm):
+        return RNNCell(input_size, hidden_size, bias=bias, nonlinearity=self._nonlinearity)
+
+
+class GRU(Recurrent):
+    """GRU over time, PyTorch's gate convention; ``layer_norm=True`` normalises the gate
+    pre-activations (``cells.LayerNormGRUCell``, which has no biases and no fused kernel)."""
+
+    kind = "gru"
+
+    def _make_cell(self, input_size, hidden_size, *, bias, layer_norm):
+        if layer_norm:
+            return LayerNormGRUCell(input_size, hidden_size)
+        return GRUCell(input_size, hidden_size, bias=bias)
+
+
+class LSTM(Recurrent):
+    """LSTM over time, gate order i, f, g, o; state (h, c). ``forget_bias`` initialises the
+    forget gate's bias (None: torch.nn's uniform init); ``layer_norm=True`` uses
+    ``cells.LayerNormLSTMCell``."""
+
+    kind = "lstm"
+
+    def __init__(self, input_size: int, hidden_size: int, *, bias: bool = True,
+                 layer_norm: bool = False, recurrent_dropout: float = 0.0,
+                 forget_bias: float | None = 1.0) -> None:
+        self._forget_bias = forget_bias
+        super().__init__(input_size, hidden_size, bias=bias, layer_norm=layer_norm,
+                         recurrent_dropout=recurrent_dropout)
+
+    def _make_cell(self, input_size, hidden_size, *, bias, layer_norm):
+        if layer_norm:
+            return LayerNormLSTMCell(input_size, hidden_size, forget_bias=self._forget_bias)
+        return LSTMCell(input_size, hidden_size, bias=bias,
+                        forget_bias=self._forget_bias if bias else None)
+
+
+CELLS = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
+
+
+# --------------------------------------------------------------------------- Bidirectional
+
+class Bidirectional(nn.Module):
+    """Run a layer forward and a copy of it backward, then merge the two outputs.
+
+    ``Bidirectional(GRU(D, H), merge="concat")``: the backward layer is a deep copy of
+    ``layer`` with freshly initialised weights, or ``backward_layer`` if given (it may have
+    another hidden size; then only ``concat`` can merge). Output per merge, with Hf, Hb the two
+    hidden sizes: ``concat`` (B, T, Hf+Hb); ``sum``, ``mul``, ``mean`` (B, T, H); ``none``
+    (B, T, 2, H) with axis 2 = (forward, backward). Padded steps are zero in every merge. The
+    backward direction starts at each sequence's own last token. The parameters do not depend
+    on ``merge``, so a state_dict loads across merges.
+    """
+
+    def __init__(self, layer: nn.Module, *, backward_layer: nn.Module | None = None,
+                 merge: str = "concat") -> None:
+        super().__init__()
+        _check_choice("merge", merge, MERGES)
+        if not isinstance(layer, nn.Module) or not hasattr(layer, "output_size"):
+            raise TypeError(f"layer must be an rnnkit recurrent layer such as rnnkit.GRU(D, H); "
+                            f"got {type(layer).__name__}")
+        if isinstance(layer, (Bidirectional, Stack)):
+            raise TypeError(f"layer must run in one direction; got {type(layer).__name__}")
+        if backward_layer is None:
+            backward_layer = copy.deepcopy(layer)
+            backward_layer.reset_parameters()
+        elif backward_layer.input_size != layer.input_size:
+            raise ValueError(f"backward_layer.input_size must equal layer.input_size = "
+                             f"{layer.input_size}; got {backward_layer.input_size}")
+        if backward_layer.output_size != layer.output_size and merge != "concat":
+            raise ValueError(f"merge={merge!r} needs both directions of the same size; got forward "
+                             f"{layer.output_size} and backward {backward_layer.output_size}, "
+                             f"which only merge='concat' allows")
+        self.forward_layer = layer
+        self.backward_layer = backward_layer
+        self.merge = merge
+
+    input_size = property(lambda self: self.forward_layer.input_size)
+    is_lstm = property(lambda self: self.forward_layer.is_lstm)
+
+    @property
+    def output_size(self) -> int:
+        """Features per step of the merged output (per direction for ``none``)."""
+        f, b = self.forward_layer.output_size, self.backward_layer.output_size
+        return f + b if self.merge == "concat" else f
+
+    @property
+    def path(self) -> BiState:
+        return BiState(self.forward_layer.path, self.backward_layer.path)
+
+    def reset_parameters(self) -> None:
+        self.forward_layer.reset_parameters()
+        self.backward_layer.reset_parameters()
+
+    def forward(self, x: Tensor, state: BiState | None = None, *,
+                lengths=None) -> tuple[Tensor, BiState]:
+        check_input(x, self.input_size)
+        B, T = x.shape[:2]
+        lengths = check_lengths(lengths, B, T, x.device)
+        fw, bw = self.forward_layer, self.backward_layer
+        if state is None:
+            state = (None, None)
+        elif not (isinstance(state, tuple) and len(state) == 2):
+            raise TypeError(f"state must be a BiState(forward, backward) or None; got {_shape(state)}")
+        for s, layer, name in zip(state, (fw, bw), ("state.forward", "state.backward")):
+            if s is not None:
+                check_state(s, B, layer.output_size, layer.is_lstm, name)
+        if isinstance(fw, Recurrent) and isinstance(bw, Recurrent):
+            f_out, b_out, f_state, b_state = recurrence.run_bidirectional(
+                fw.cell, bw.cell, x, state, lengths,
+                recurrent_dropout=(fw.recurrent_dropout, bw.recurrent_dropout), training=self.training)
+        else:  # other layers (e.g. parallel-scan cells) reverse themselves
+            f_out, f_state = fw(x, state[0], lengths=lengths)
+            b_out, b_state = bw(x, state[1], lengths=lengths, reverse=True)
+        return self.merge_outputs(f_out, b_out), BiState(f_state, b_state)
+
+    def merge_outputs(self, f: Tensor, b: Tensor) -> Tensor:
+        """Apply ``self.merge`` to the two directions' outputs (B, T, Hf) and (B, T, Hb)."""
+        if self.merge == "concat":
+            return torch.cat([f, b], dim=-1)  # (B, T, Hf+Hb)
+        if self.merge == "sum":
+            return f + b
+        if self.merge == "mul":
+            return f * b
+        if self.merge == "mean":
+            return (f + b) * 0.5
+        return torch.stack([f, b], dim=2)  # (B, T, 2, H)
+
+    @classmethod
+    def from_torch(cls, module: nn.RNNBase, *, merge: str = "concat") -> "Bidirectional":
+        """A Bidirectional layer with the weights of a one-layer bidirectional torch.nn module."""
+        _check_torch_module(module, cls, layers=1, bidirectional=True)
+        fw, bw = _layer_like(module), _layer_like(module)
+        _copy_from_torch(fw.cell, module, 0, "")
+        _copy_from_torch(bw.cell, module, 0, "_reverse")
+        return cls(fw, backward_layer=bw, merge=merge)
+
+    def to_torch(self) -> nn.RNNBase:
+        """A batch-first bidirectional torch.nn module with these weights (its output is the
+        ``concat`` merge)."""
+        module = _torch_module_for([self], num_layers=1, bidirectional=True, dropout=0.0)
+        _copy_to_torch(self.forward_layer.cell, module, 0, "")
+        _copy_to_torch(self.backward_layer.cell, module, 0, "_reverse")
+        return module
+
+    def extra_repr(self) -> str:
+        return f"merge={self.merge!r}"
+
+
+# ---------------------------------------------------------------------------------- Stack
+
+class Stack(nn.Module):
+    """Deep recurrent network: layers of (bidirectional) RNN/GRU/LSTM, one after another.
+
+    Args:
+        input_size: D, features per input step.
+        hidden_sizes: one entry per layer: H, or (Hf, Hb) for a bidirectional layer with
+            per-direction sizes (``merge="concat"`` only).
+        cell: ``rnn`` | ``gru`` | ``lstm`` (more cells register themselves in ``CELLS``).
+        bidirectional: for all layers, or one bool per layer.
+        merge: how bidirectional layers join their directions; ``none`` only for the last.
+        residual: add each layer's input to its output from the second layer on (through a
+            bias-free linear projection where the widths differ).
+        layer_norm: LayerNorm over features between layers.
+        cell_layer_norm: layer-normalised cells (GRU and LSTM).
+        dropout: dropout between layers (not after the last), as torch.nn.GRU's ``dropout``.
+        recurrent_dropout: variational dropout on the recurrent state, one mask per sequence.
+        nonlinearity, forget_bias, bias: passed to the cells.
+
+    ``forward(x, states=None, *, lengths=None)`` returns the last layer's output and a list of
+    per-layer final states (``BiState`` for bidirectional layers).
+    """
+
+    def __init__(self, input_size: int, hidden_sizes: int | Sequence, *, cell: str = "gru",
+                 bidirectional: bool | Sequence[bool] = False, merge: str = "concat",
+                 residual: bool = False, layer_norm: bool = False, cell_layer_norm: bool = False,
+                 dropout: float = 0.0, recurrent_dropout: float = 0.0,
+                 nonlinearity: str = "tanh", forget_bias: float | None = 1.0,
+                 bias: bool = True) -> None:
+        super().__init__()
+        sizes = [hidden_sizes] if isinstance(hidden_sizes, int) else list(hidden_sizes)
+        if not sizes:
+            raise ValueError("hidden_sizes must name at least one layer; got []")
+        L = len(sizes)
+        _check_choice("cell", cell, tuple(CELLS))
+        _check_choice("merge", merge, MERGES)
+        _check_rate("dropout", dropout)
+        bidis = [bidirectional] * L if isinstance(bidirectional, bool) else list(bidirectional)
+        if len(bidis) != L:
+            raise ValueError(f"bidirectional must be a bool or one bool per layer ({L}); got {bidirectional!r}")
+        if merge == "none" and (L > 1 or residual):
+            raise ValueError("merge='none' keeps the directions on a separate axis, which no next layer "
+                             "or residual can take; it is allowed only for a single-layer Stack without "
+                             "residual. Use concat, sum, mul or mean")
+        self.cell, self.merge, self.residual = cell, merge, bool(residual)
+        self.dropout = float(dropout)
+        options = {"recurrent_dropout": recurrent_dropout}
+        if cell == "rnn":
+            options.update(nonlinearity=nonlinearity, bias=bias)
+            if cell_layer_norm:
+                raise ValueError("cell_layer_norm is for cell='gru' or 'lstm'; got cell='rnn'")
+        elif cell in ("gru", "lstm"):
+            options.update(layer_norm=cell_layer_norm, bias=bias)
+            if cell == "lstm":
+                options["forget_bias"] = forget_bias
+        layer_cls = CELLS[cell]
+        self.layers, self.projections, self.norms = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        width = input_size
+        for i, (size, bidi) in enumerate(zip(sizes, bidis)):
+            pair = isinstance(size, (tuple, list))
+            if pair and not bidi:
+                raise ValueError(f"hidden_sizes[{i}] = {size!r} gives two directions' sizes, but layer {i} "
+                                 "is not bidirectional")
+            if bidi:
+                f_size, b_size = (size if pair else (size, size))
+                layer = Bidirectional(layer_cls(width, f_size, **options),
+                                      backward_layer=layer_cls(width, b_size, **options), merge=merge)
+            else:
+                layer = layer_cls(width, size, **options)
+            self.layers.append(layer)
+            out_width = layer.output_size
+            if self.residual and i > 0:
+                self.projections.append(nn.Identity() if out_width == width
+                                        else nn.Linear(width, out_width, bias=False))
+            else:
+                self.projections.append(nn.Identity())
+            if layer_norm and i < L - 1:
+                self.norms.append(nn.LayerNorm(out_width))
+            else:
+                self.norms.append(nn.Identity())
+            width = out_width
+        self.layer_norm = bool(layer_norm)
+        self.input_size, self.output_size = input_size, width
+        self.drop = nn.Dropout(dropout)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def bidirectional(self) -> bool:
+        return any(isinstance(layer, Bidirectional) for layer in self.layers)
+
+    @property
+    def paths(self) -> list:
+        """Per layer, the execution path (a ``BiState`` of two for bidirectional layers)."""
+        return [layer.path for layer in self.layers]
+
+    def forward(self, x: Tensor, states: Sequence | None = None, *,
+                lengths=None) -> tuple[Tensor, list]:
+        check_input(x, self.input_size)
+        B, T = x.shape[:2]
+        lengths = check_lengths(lengths, B, T, x.device)
+        if states is None:
+            states = [None] * self.num_layers
+        elif not isinstance(states, (list, tuple)) or len(states) != self.num_layers:
+            raise ValueError(f"states must be a list with one state per layer ({self.num_layers}); "
+                             f"got {_shape(states) if not isinstance(states, (list, tuple)) else len(states)}")
+        valid = None
+        if lengths is not None and bool((lengths < T).any()):
+            valid = recurrence.length_mask(lengths, T)[..., None].to(x.dtype)  # (B, T, 1)
+        finals = []
+        last = self.num_layers - 1
+        for i, (layer, proj, norm, state) in enumerate(zip(self.layers, self.projections, self.norms, states)):
+            y, final = layer(x, state, lengths=lengths)
+            finals.append(final)
+            if self.residual and i > 0:
+                y = y + proj(x)
+            if i < last:
+                y = self.drop(norm(y))
+                if valid is not None and (self.layer_norm or self.residual):
+                    y = y * valid  # the norm's shift would otherwise write into the padding
+            x = y
+        return x, finals
+
+    def step(self, x_t: Tensor, states: Sequence | None = None) -> tuple[Tensor, list]:
+        """One time step of a unidirectional stack (for decoders): x_t (B, D) -> (y_t, states)."""
+        if self.bidirectional:
+            raise ValueError("a bidirectional Stack cannot run step by step: its backward direction "
+                             "needs the whole sequence first")
+        y, states = self(x_t[:, None], states)
+        return y[:, 0], states
+
+    # -- interop with torch.nn -----------------------------------------------------------
+    @classmethod
+    def from_torch(cls, module: nn.RNNBase) -> "Stack":
+        """A Stack with the weights (and dropout) of a torch.nn.RNN/GRU/LSTM of any depth."""
+        _check_torch_module(module, cls, layers=None, bidirectional=None)
+        kind = _kind_of(module)
+        options = dict(cell=kind, bidirectional=module.bidirectional, dropout=module.dropout,
+                       bias=module.bias)
+        if kind == "rnn":
+            options["nonlinearity"] = module.nonlinearity
+        if kind == "lstm":
+            options["forget_bias"] = None
+        stack = cls(module.input_size, [module.hidden_size] * module.num_layers, **options)
+        for k, layer in enumerate(stack.layers):
+            if module.bidirectional:
+                _copy_from_torch(layer.forward_layer.cell, module, k, "")
+                _copy_from_torch(layer.backward_layer.cell, module, k, "_reverse")
+            else:
+                _copy_from_torch(layer.cell, module, k, "")
+        return stack
+
+    def to_torch(self) -> nn.RNNBase:
+        """A batch-first torch.nn module with these weights; only for stacks torch.nn can express
+        (same size and direction in every layer, concat merge, no residual or layer norm)."""
+        bidis = {isinstance(layer, Bidirectional) for layer in self.layers}
+        sizes = {layer.output_size for layer in self.layers}
+        if self.residual or self.layer_norm or len(bidis) != 1 or len(sizes) != 1 or (
+                bidis == {True} and self.merge != "concat"):
+            raise ValueError("to_torch needs a Stack that torch.nn can express: the same hidden size and "
+                             "direction in every layer, merge='concat', residual=False, layer_norm=False")
+        bidi = bidis.pop()
+        module = _torch_module_for(self.layers, num_layers=self.num_layers, bidirectional=bidi,
+                                   dropout=self.dropout)
+        for k, layer in enumerate(self.layers):
+            if bidi:
+                _copy_to_torch(layer.forward_layer.cell, module, k, "")
+                _copy_to_torch(layer.backward_layer.cell, module, k, "_reverse")
+            else:
+                _copy_to_torch(layer.cell, module, k, "")
+        return module
+
+
+# ------------------------------------------------------------------ torch.nn weight copies
+
+_TORCH_KINDS = {nn.LSTM: "lstm", nn.GRU: "gru", nn.RNN: "rnn"}
+
+
+def _kind_of(module) -> str:
+    for torch_cls, kind in _TORCH_KINDS.items():
+        if isinstance(module, torch_cls):
+            return kind
+    raise TypeError(f"module must be a torch.nn.RNN, GRU or LSTM; got {type(module).__name__}")
+
+
+def _check_torch_module(module, cls, *, layers: int | None, bidirectional: bool | None) -> None:
+    kind = _kind_of(module)
+    name = f"torch.nn.{type(module).__name__}"
+    if cls in (RNN, GRU, LSTM) and CELLS[kind] is not cls:
+        raise TypeError(f"{cls.__name__}.from_torch needs a torch.nn.{cls.__name__}; got {name}")
+    if getattr(module, "proj_size", 0):
+        raise ValueError(f"{name} with proj_size={module.proj_size} has no rnnkit equivalent; "
+                         "use proj_size=0")
+    if layers is not None and module.num_layers != layers:
+        raise ValueError(f"{cls.__name__}.from_torch takes a {name} with num_layers=1; got "
+                         f"num_layers={module.num_layers} (use rnnkit.Stack.from_torch)")
+    if bidirectional is not None and module.bidirectional != bidirectional:
+        other = "Bidirectional.from_torch" if module.bidirectional else f"{CELLS[kind].__name__}.from_torch"
+        raise ValueError(f"{cls.__name__}.from_torch takes a {name} with bidirectional={bidirectional}; "
+                         f"got bidirectional={module.bidirectional} (use rnnkit.{other})")
+
+
+def _layer_like(module) -> Recurrent:
+    kind = _kind_of(module)
+    if kind == "rnn":
+        return RNN(module.input_size, module.hidden_size, nonlinearity=module.nonlinearity, bias=module.bias)
+    if kind == "lstm":
+        return LSTM(module.input_size, module.hidden_size, bias=module.bias, forget_bias=None)
+    return GRU(module.input_size, module.hidden_size, bias=module.bias)
+
+
+def _param_names(cell) -> list[str]:
+    return ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if cell.bias else [])
+
+
+@torch.no_grad()
+def _copy_from_torch(cell, module, k: int, suffix: str) -> None:
+    for name in _param_names(cell):
+        getattr(cell, name).copy_(getattr(module, f"{name}_l{k}{suffix}"))
+
+
+@torch.no_grad()
+def _copy_to_torch(cell, module, k: int, suffix: str) -> None:
+    for name in _param_names(cell):
+        getattr(module, f"{name}_l{k}{suffix}").copy_(getattr(cell, name))
+
+
+def _torch_module_for(layers, *, num_layers: int, bidirectional: bool, dropout: float) -> nn.RNNBase:
+    first = layers[0].forward_layer if isinstance(layers[0], Bidirectional) else layers[0]
+    cells = [c for layer in layers for c in
+             ((layer.forward_layer.cell, layer.backward_layer.cell) if isinstance(layer, Bidirectional)
+              else (layer.cell,))]
+    if any(type(c) not in (RNNCell, GRUCell, LSTMCell) for c in cells):
+        raise ValueError("to_torch needs plain RNN/GRU/LSTM cells; layer-normalised cells have no "
+                         "torch.nn equivalent")
+    if len({c.hidden_size for c in cells}) != 1:
+        raise ValueError("to_torch needs the same hidden size in both directions")
+    cell = first.cell
+    options = dict(bias=cell.bias, num_layers=num_layers, bidirectional=bidirectional,
+                   dropout=dropout, batch_first=True)
+    if first.kind == "rnn":
+        options["nonlinearity"] = cell.nonlinearity
+    torch_cls = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[first.kind]
+    module = torch_cls(first.input_size, cell.hidden_size, **options)
+    return module.to(dtype=cell.weight_ih.dtype, device=cell.weight_ih.device)

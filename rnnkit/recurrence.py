@@ -1,0 +1,226 @@
+"""Running a cell over time: the one place that chooses how.
+
+Two paths compute the same function:
+
+* ``fused`` -- torch's own multi-step kernels (the ones behind torch.nn.RNN/GRU/LSTM, with
+  packed sequences for variable lengths). Chosen whenever the cell is a plain RNN/GRU/LSTM cell
+  and nothing per step needs Python (no recurrent dropout in training).
+* ``loop`` -- the cell's own ``recurrent_step`` in a time loop, with the input projection of all
+  steps done in one GEMM before the loop. Used for layer-normalised cells, recurrent dropout and
+  any cell without a fused kernel.
+
+``choose_path`` says which one a configuration gets and why; layers report it through their
+``path`` property. Lengths are handled here for both paths: outputs are zero at padded steps,
+the final state is the state at each sequence's own last step, and ``reverse=True`` runs each
+sequence from its own last token back to its first (never from the padding).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, _VF
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from .cells import GRUCell, LSTMCell, RNNCell, State
+
+__all__ = ["Path", "choose_path", "run", "run_bidirectional", "reverse_padded", "length_mask"]
+
+
+class Path(NamedTuple):
+    """Which execution path a layer runs, and if not the fused one, why."""
+
+    name: str  # "fused" or "loop"
+    reason: str | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.reason is None else f"{self.name} ({self.reason})"
+
+
+_FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def choose_path(cell, *, recurrent_dropout: float = 0.0, training: bool = False) -> Path:
+    """The path ``run`` takes for this cell and configuration."""
+    if type(cell) not in (RNNCell, GRUCell, LSTMCell):
+        return Path("loop", f"{type(cell).__name__} has no fused kernel")
+    if recurrent_dropout > 0 and training:
+        return Path("loop", "recurrent dropout needs one mask per sequence inside the step")
+    if cell.weight_ih.dtype not in _FUSED_DTYPES:
+        return Path("loop", f"dtype {cell.weight_ih.dtype} has no fused kernel")
+    return Path("fused")
+
+
+def length_mask(lengths: Tensor, T: int) -> Tensor:
+    """(B,) lengths -> (B, T) bool, True at real (non-padded) steps."""
+    return torch.arange(T, device=lengths.device) < lengths[:, None]
+
+
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence of x (B, T, ...) within its own length; padding stays in place.
+
+    The backward direction is gathered per sequence, not flipped as a block: flipping would
+    put the padding first and start the backward pass on it. Applying this twice is the
+    identity, so the same call undoes it.
+    """
+    if lengths is None:
+        return x.flip(1)
+    B, T = x.shape[:2]
+    t = torch.arange(T, device=x.device).expand(B, T)
+    lens = lengths.to(x.device)[:, None]
+    index = torch.where(t < lens, lens - 1 - t, t)  # (B, T)
+    index = index.view(B, T, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(1, index)
+
+
+def _needs_lengths(lengths: Tensor | None, T: int) -> bool:
+    return lengths is not None and bool((lengths < T).any())
+
+
+# ----------------------------------------------------------------------------- fused path
+
+def _mode(cell) -> str:
+    if isinstance(cell, LSTMCell):
+        return "lstm"
+    if isinstance(cell, GRUCell):
+        return "gru"
+    return "rnn_tanh" if cell.nonlinearity == "tanh" else "rnn_relu"
+
+
+def _flat_weights(cell) -> list[Tensor]:
+    if cell.bias:
+        return [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+    return [cell.weight_ih, cell.weight_hh]
+
+
+def _fused(cells: list, x: Tensor, states: list[State], lengths: Tensor | None,
+           training: bool) -> tuple[Tensor, list[State]]:
+    """Run one cell (uni) or two cells (forward, backward) with torch's kernel.
+
+    ``states`` holds one state per cell, each (B, H) or ((B, H), (B, H)). Returns the output
+    (B, T, H) or (B, T, 2H) and the final states per cell.
+    """
+    mode, bidirectional = _mode(cells[0]), len(cells) == 2
+    weights = [w for cell in cells for w in _flat_weights(cell)]
+    lstm = mode == "lstm"
+    if lstm:
+        hx = (torch.stack([s[0] for s in states]), torch.stack([s[1] for s in states]))
+    else:
+        hx = torch.stack(states)  # (directions, B, H)
+    B, T = x.shape[:2]
+    packed = _needs_lengths(lengths, T)
+    if packed:
+        seq = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        order = seq.sorted_indices.to(x.device)
+        hx = (hx[0][:, order], hx[1][:, order]) if lstm else hx[:, order]
+        args = (seq.data, seq.batch_sizes, hx, weights, cells[0].bias, 1, 0.0, training, bidirectional)
+    else:
+        args = (x, hx, weights, cells[0].bias, 1, 0.0, training, bidirectional, True)
+    if lstm:
+        out, h, c = _VF.lstm(*args)
+        final = (h, c)
+    else:
+        out, h = getattr(_VF, mode)(*args)
+        final = (h,)
+    if packed:
+        unorder = seq.unsorted_indices.to(x.device)
+        final = tuple(f[:, unorder] for f in final)
+        out = PackedSequence(out, seq.batch_sizes, seq.sorted_indices, seq.unsorted_indices)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
+    per_cell = [(final[0][d], final[1][d]) if lstm else final[0][d] for d in range(len(cells))]
+    return out, per_cell
+
+
+# ------------------------------------------------------------------------------ loop path
+
+def _select(keep: Tensor, new: State, old: State) -> State:
+    if isinstance(new, tuple):
+        return tuple(torch.where(keep, n, o) for n, o in zip(new, old))
+    return torch.where(keep, new, old)
+
+
+def _loop(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: bool,
+          recurrent_dropout: float, training: bool) -> tuple[Tensor, State]:
+    B, T = x.shape[:2]
+    if reverse:
+        x = reverse_padded(x, lengths)
+    xi = cell.input_projection(x)  # (B, T, G*H): all input GEMMs at once
+    mask = None
+    if recurrent_dropout > 0 and training:
+        # Variational dropout (Gal & Ghahramani 2016): one mask per sequence for all steps.
+        keep = 1.0 - recurrent_dropout
+        h0 = state[0] if isinstance(state, tuple) else state
+        mask = torch.bernoulli(h0.new_full(h0.shape, keep)) / keep
+    padded = _needs_lengths(lengths, T)
+    steps = int(lengths.max()) if padded else T
+    valid = length_mask(lengths.to(x.device), T)[..., None] if padded else None  # (B, T, 1)
+    outputs = []
+    for t in range(steps):
+        new = cell.recurrent_step(xi[:, t], state, mask)
+        # A finished sequence keeps its state, so the final state is the one at its own end.
+        state = _select(valid[:, t], new, state) if padded else new
+        outputs.append(state[0] if isinstance(state, tuple) else state)
+    out = torch.stack(outputs, dim=1)  # (B, steps, H)
+    if steps < T:
+        out = torch.cat([out, out.new_zeros(B, T - steps, out.shape[-1])], dim=1)
+    if padded:
+        out = out * valid
+    if reverse:
+        out = reverse_padded(out, lengths)
+    return out, state
+
+
+# ------------------------------------------------------------------------------ the API
+
+def run(cell, x: Tensor, state: State | None = None, lengths: Tensor | None = None, *,
+        reverse: bool = False, recurrent_dropout: float = 0.0,
+        training: bool = False) -> tuple[Tensor, State]:
+    """Run ``cell`` over x (B, T, D) -> (output (B, T, H), final state).
+
+    ``lengths`` (B,) int64, each in [1, T], or None for full-length sequences; ``state`` the
+    initial state or None for zeros; ``reverse`` runs each sequence from its last real step.
+    Inputs are assumed validated by the calling layer.
+    """
+    if state is None:
+        state = cell.initial_state(x.shape[0], x)
+    path = choose_path(cell, recurrent_dropout=recurrent_dropout, training=training)
+    if path.name == "fused":
+        if reverse:
+            out, (final,) = _fused([cell], reverse_padded(x, lengths), [state], lengths, training)
+            return reverse_padded(out, lengths), final
+        out, (final,) = _fused([cell], x, [state], lengths, training)
+        return out, final
+    return _loop(cell, x, state, lengths, reverse=reverse,
+                 recurrent_dropout=recurrent_dropout, training=training)
+
+
+def _same_kernel(a, b) -> bool:
+    return (type(a) is type(b) and a.hidden_size == b.hidden_size and a.bias == b.bias
+            and getattr(a, "nonlinearity", None) == getattr(b, "nonlinearity", None)
+            and a.weight_ih.dtype == b.weight_ih.dtype)
+
+
+def run_bidirectional(fw_cell, bw_cell, x: Tensor, states: tuple[State | None, State | None],
+                      lengths: Tensor | None, *, recurrent_dropout: tuple[float, float] = (0.0, 0.0),
+                      training: bool = False) -> tuple[Tensor, Tensor, State, State]:
+    """Both directions over x -> (forward out, backward out, forward final, backward final).
+
+    When both cells take the fused path with the same kernel, one bidirectional torch call runs
+    them (as torch.nn.GRU(bidirectional=True) does); otherwise each direction runs on its own.
+    ``recurrent_dropout`` holds one rate per direction.
+    """
+    B = x.shape[0]
+    fw_state = states[0] if states[0] is not None else fw_cell.initial_state(B, x)
+    bw_state = states[1] if states[1] is not None else bw_cell.initial_state(B, x)
+    fused = all(choose_path(c, recurrent_dropout=p, training=training).name == "fused"
+                for c, p in zip((fw_cell, bw_cell), recurrent_dropout))
+    if fused and _same_kernel(fw_cell, bw_cell):
+        out, (fw_final, bw_final) = _fused([fw_cell, bw_cell], x, [fw_state, bw_state], lengths, training)
+        H = fw_cell.hidden_size
+        return out[..., :H], out[..., H:], fw_final, bw_final
+    fw_out, fw_final = run(fw_cell, x, fw_state, lengths,
+                           recurrent_dropout=recurrent_dropout[0], training=training)
+    bw_out, bw_final = run(bw_cell, x, bw_state, lengths, reverse=True,
+                           recurrent_dropout=recurrent_dropout[1], training=training)
+    return fw_out, bw_out, fw_final, bw_final
