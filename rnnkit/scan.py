@@ -1,0 +1,296 @@
+"""Parallel-scan cells: minGRU and minLSTM (Feng et al. 2024, "Were RNNs All We Needed?").
+
+Both cells drop the previous state from their gates, so every step's update is affine in the
+previous state with coefficients computed from the input alone:
+
+    h_t = a_t * h_{t-1} + b_t        a_t, b_t (B, T, H) from x only
+
+and all T steps are one *linear scan* instead of T dependent matmuls. Two scans compute it:
+
+* ``chunked`` (the default) -- split T into chunks of C ~ sqrt(T) steps; run the recurrence
+  inside all chunks at once (C vectorised steps), then carry each chunk's end state into the
+  next (T/C small steps) and add ``cumprod(a) * carry`` back. It only multiplies and adds (no
+  logarithms, no division by a cumulative product), so it is as stable as the step-by-step loop.
+  It is a ``torch.autograd.Function`` whose backward is the same scan run backwards in time:
+  dL/dh_t = g_t + a_{t+1} dL/dh_{t+1}, so training needs no autograd graph per step.
+* ``log`` -- Heinsen's (2023) log-space scan, the paper's method:
+  ``h_t = exp(a*_t) h_0 + exp(a*_t + logcumsumexp_s<=t(log b_s - a*_s))`` with
+  ``a*_t = cumsum(log a)``. It needs b_t > 0, which the paper's g guarantees.
+
+``bench/scan.py`` measured both for training on this CPU (docs/bench-scan.md); the chunked scan
+was 4-5x faster than the log-space one at T = 500 and 2000, so it is the default.
+
+Initial state (both modes, both scans): h_0 is the given state, or zeros. h_0 enters the
+recurrence as it is -- it is *not* passed through g or any normalisation -- so the scan from a
+state equals ``step`` from that state. ``step`` computes a_t and b_t with the very same function
+as the scan, so the two differ only by floating-point rounding order.
+
+Variable lengths: at padded steps a_t = 1, b_t = 0, so the state is carried unchanged to step T
+(the final state is the one at each sequence's own last step) and outputs are zeroed there.
+``reverse=True`` reads each sequence from its own last token (``recurrence.reverse_padded``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers import _shape, check_input, check_lengths, check_state
+from .recurrence import Path, length_mask, reverse_padded
+
+__all__ = ["MinGRU", "MinLSTM", "linear_scan", "log_scan", "SCANS"]
+
+SCANS = ("chunked", "log")
+
+
+# ------------------------------------------------------------------------------ the scans
+
+def _chunk_size(T: int) -> int:
+    # C + T/C sequential small steps; C ~ sqrt(T) minimises them.
+    return max(1, min(T, round(math.sqrt(T))))
+
+
+def _scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+    """h_t = a_t * h_{t-1} + b_t for a, b (B, T, H), h0 (B, H) -> h (B, T, H), by chunks."""
+    B, T, H = a.shape
+    C = _chunk_size(T)
+    n = -(-T // C)
+    if n * C > T:  # pad the last chunk with a = 1, b = 0: it then just carries the state
+        a = F.pad(a, (0, 0, 0, n * C - T), value=1.0)
+        b = F.pad(b, (0, 0, 0, n * C - T))
+    a, b = a.reshape(B, n, C, H), b.reshape(B, n, C, H)
+    # Inside every chunk at once, from a zero state: C steps on (B, n, H).
+    local = torch.empty_like(b)
+    local[:, :, 0] = b[:, :, 0]
+    for c in range(1, C):
+        local[:, :, c] = torch.addcmul(b[:, :, c], a[:, :, c], local[:, :, c - 1])
+    decay = torch.cumprod(a, dim=2)  # (B, n, C, H): a_1 * ... * a_c within the chunk
+    # The state entering each chunk: n steps on (B, H).
+    carry = torch.empty_like(local[:, :, 0])  # (B, n, H)
+    carry[:, 0] = h0
+    for j in range(1, n):
+        carry[:, j] = torch.addcmul(local[:, j - 1, -1], decay[:, j - 1, -1], carry[:, j - 1])
+    h = torch.addcmul(local, decay, carry[:, :, None])  # (B, n, C, H)
+    return h.reshape(B, n * C, H)[:, :T]
+
+
+class _LinearScan(torch.autograd.Function):
+    """``_scan`` with a hand-written backward: the adjoint of a linear recurrence is the same
+    recurrence run backwards, g_t = dL/dh_t + a_{t+1} g_{t+1}; then dL/db_t = g_t,
+    dL/da_t = g_t * h_{t-1} and dL/dh_0 = a_1 * g_1."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+        h = _scan(a, b, h0)
+        ctx.save_for_backward(a, h0, h)
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h: Tensor):
+        a, h0, h = ctx.saved_tensors
+        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)  # nothing after T
+        g = _scan(a_next.flip(1), grad_h.flip(1), torch.zeros_like(h0)).flip(1)
+        h_prev = torch.cat([h0[:, None], h[:, :-1]], dim=1)
+        return g * h_prev, g, a[:, 0] * g[:, 0]
+
+
+def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
+    """h_t = a_t * h_{t-1} + b_t for all t: a, b (B, T, H), h0 (B, H) or None (zeros) -> (B, T, H).
+
+    Any signs; chunked, differentiable in a, b and h0 (first order)."""
+    if h0 is None:
+        h0 = b.new_zeros(b.shape[0], b.shape[2])
+    return _LinearScan.apply(a, b, h0)
+
+
+def log_scan(log_a: Tensor, log_b: Tensor, h0: Tensor | None = None) -> Tensor:
+    """The same recurrence from log a_t and log b_t (b_t > 0; -inf means b_t = 0), Heinsen's
+    method: h_t = exp(a*_t) h_0 + exp(a*_t + logcumsumexp(log b - a*)_t), a* = cumsum(log a).
+    h_0 (any sign) stays outside the logarithms."""
+    a_star = torch.cumsum(log_a, dim=1)  # (B, T, H)
+    h = torch.exp(a_star + torch.logcumsumexp(log_b - a_star, dim=1))
+    if h0 is not None:
+        h = h + torch.exp(a_star) * h0[:, None]
+    return h
+
+
+# ---------------------------------------------------------------------------- the layers
+
+def _g(v: Tensor) -> Tensor:
+    """The paper's positive activation: g(v) = v + 1/2 for v >= 0, sigma(v) otherwise."""
+    return torch.where(v >= 0, v + 0.5, torch.sigmoid(v))
+
+
+def _log_g(v: Tensor) -> Tensor:
+    """log g(v), stably: log(v + 1/2) for v >= 0, -softplus(-v) = log sigma(v) otherwise."""
+    return torch.where(v >= 0, torch.log(F.relu(v) + 0.5), -F.softplus(-v))
+
+
+class _MinLayer(nn.Module):
+    """One direction of a parallel-scan cell; subclasses give the coefficients a_t, b_t."""
+
+    gates: int = 1
+
+    def __init__(self, input_size: int, hidden_size: int, *, bias: bool = True,
+                 recurrent_dropout: float = 0.0, scan: str = "chunked") -> None:
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
+        if recurrent_dropout != 0.0:
+            raise ValueError(f"recurrent_dropout must be 0.0 for {type(self).__name__}: its gates do "
+                             f"not read h_(t-1), so there is no recurrent matmul to drop (use dropout "
+                             f"between layers); got {recurrent_dropout!r}")
+        if scan not in SCANS:
+            raise ValueError(f"scan must be one of {', '.join(SCANS)}; got {scan!r}")
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.bias, self.scan, self.recurrent_dropout = bool(bias), scan, 0.0
+        G, H = self.gates, hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(G * H, input_size))
+        self.bias_ih = nn.Parameter(torch.empty(G * H)) if self.bias else None
+        self.reset_parameters()
+
+    output_size = property(lambda self: self.hidden_size)
+    is_lstm = False  # the state is h alone, for minLSTM too: it has no separate cell c
+
+    @property
+    def path(self) -> Path:
+        return Path("scan", f"{self.scan} parallel scan: {type(self).__name__}'s gates do not read "
+                            "h_(t-1), so h_t = a_t * h_(t-1) + b_t is linear in the state")
+
+    def reset_parameters(self) -> None:
+        # torch.nn.Linear's bound 1/sqrt(D): the only weights are an input projection.
+        bound = 1.0 / math.sqrt(self.input_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def input_projection(self, x: Tensor) -> Tensor:
+        """W_ih x + b_ih: (..., D) -> (..., G*H), gates packed in the documented order."""
+        return F.linear(x, self.weight_ih, self.bias_ih)
+
+    def coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
+        """Projected input k (..., G*H) -> (a, b), each (..., H)."""
+        raise NotImplementedError
+
+    def log_coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
+        """Projected input k (..., G*H) -> (log a, log b), each (..., H), without exp/log round trips."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, state: Tensor | None = None, *, lengths=None,
+                reverse: bool = False) -> tuple[Tensor, Tensor]:
+        """x (B, T, D) -> (out (B, T, H), h at each sequence's true last step (B, H))."""
+        check_input(x, self.input_size)
+        B, T = x.shape[:2]
+        lengths = check_lengths(lengths, B, T, x.device)
+        if state is not None:
+            check_state(state, B, self.hidden_size, False)
+        if lengths is not None and not bool((lengths < T).any()):
+            lengths = None  # all full length: nothing to mask
+        if reverse:
+            x = reverse_padded(x, lengths)
+        k = self.input_projection(x)  # (B, T, G*H)
+        pad = None if lengths is None else ~length_mask(lengths, T)[..., None]  # (B, T, 1)
+        if self.scan == "log":
+            log_a, log_b = self.log_coefficients(k)
+            if pad is not None:
+                log_a, log_b = log_a.masked_fill(pad, 0.0), log_b.masked_fill(pad, -math.inf)
+            h = log_scan(log_a, log_b, state)
+        else:
+            a, b = self.coefficients(k)
+            if pad is not None:
+                a, b = a.masked_fill(pad, 1.0), b.masked_fill(pad, 0.0)
+            h = linear_scan(a, b, state)
+        final = h[:, -1]  # a = 1, b = 0 after each sequence's end carried its last state here
+        out = h if pad is None else h.masked_fill(pad, 0.0)
+        if reverse:
+            out = reverse_padded(out, lengths)
+        return out, final
+
+    def step(self, x_t: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """One step: x_t (B, D), state h_(t-1) (B, H) or None (zeros) -> (h_t, h_t).
+
+        The same a_t, b_t and h_0 as ``forward``, so T steps equal the scan up to rounding."""
+        if not isinstance(x_t, Tensor) or x_t.dim() != 2 or x_t.shape[1] != self.input_size:
+            raise ValueError(f"x_t must have shape (B, D) with D = input_size = {self.input_size}; "
+                             f"got {_shape(x_t)}")
+        if state is None:
+            state = x_t.new_zeros(x_t.shape[0], self.hidden_size)
+        else:
+            check_state(state, x_t.shape[0], self.hidden_size, False)
+        a, b = self.coefficients(self.input_projection(x_t))
+        h = torch.addcmul(b, a, state)
+        return h, h
+
+    def extra_repr(self) -> str:
+        extra = "" if self.bias else ", bias=False"
+        extra += "" if self.scan == "chunked" else f", scan={self.scan!r}"
+        return f"{self.input_size}, {self.hidden_size}{extra}"
+
+
+class MinGRU(_MinLayer):
+    r"""minGRU over time (Feng et al. 2024), log-space-ready form with the paper's g.
+
+    .. math::
+        z_t &= \sigma(W_z x_t + b_z), \qquad \tilde h_t = g(W_h x_t + b_h) \\
+        h_t &= (1 - z_t) \odot h_{t-1} + z_t \odot \tilde h_t
+
+    z update gate, :math:`\tilde h` candidate state, g(v) = v + 1/2 for v >= 0 and
+    :math:`\sigma(v)` for v < 0 (positive, so log-space is defined). As a scan:
+    a_t = 1 - z_t = sigma(-k_z), b_t = z_t * g(k_h); in log space log a_t = -softplus(k_z),
+    log b_t = -softplus(-k_z) + log g(k_h).
+
+    **Convention: the paper's.** Here z = 1 takes the *new* candidate; in rnnkit's GRU (PyTorch's
+    convention) z = 1 keeps the *old* state. Gate order inside weight_ih (2H, D) and
+    bias_ih (2H,): z, h~. No recurrent weights. State: h (B, H), h_0 = 0 or the given state.
+    """
+
+    gates = 2
+
+    def coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
+        k_z, k_h = k.chunk(2, dim=-1)
+        return torch.sigmoid(-k_z), torch.sigmoid(k_z) * _g(k_h)
+
+    def log_coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
+        k_z, k_h = k.chunk(2, dim=-1)
+        return -F.softplus(k_z), -F.softplus(-k_z) + _log_g(k_h)
+
+
+class MinLSTM(_MinLayer):
+    r"""minLSTM over time (Feng et al. 2024), with normalised gates and the paper's g.
+
+    .. math::
+        f_t &= \sigma(W_f x_t + b_f), \quad i_t = \sigma(W_i x_t + b_i), \quad
+        \tilde h_t = g(W_h x_t + b_h) \\
+        f'_t &= \frac{f_t}{f_t + i_t}, \qquad i'_t = \frac{i_t}{f_t + i_t} \\
+        h_t &= f'_t \odot h_{t-1} + i'_t \odot \tilde h_t
+
+    f forget gate, i input gate, :math:`\tilde h` candidate state, g as in ``MinGRU``. The
+    normalisation (f' + i' = 1) is the paper's length-independent scaling; it is applied in
+    *both* ``forward`` and ``step``, computed as f' = sigma(d), i' = sigma(-d) with
+    d = log f - log i = softplus(-k_i) - softplus(-k_f), so nothing under- or overflows. As a
+    scan: a_t = f'_t, b_t = i'_t * g(k_h). Gate order inside weight_ih (3H, D): f, i, h~.
+
+    The state is h (B, H) alone -- minLSTM has no cell state c, so ``is_lstm`` is False and it
+    takes and returns a single tensor like a GRU. h_0 = 0 or the given state, never normalised
+    or passed through g.
+    """
+
+    gates = 3
+
+    @staticmethod
+    def _d(k_f: Tensor, k_i: Tensor) -> Tensor:
+        return F.softplus(-k_i) - F.softplus(-k_f)  # log f - log i
+
+    def coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
+        k_f, k_i, k_h = k.chunk(3, dim=-1)
+        d = self._d(k_f, k_i)
+        return torch.sigmoid(d), torch.sigmoid(-d) * _g(k_h)
+
+    def log_coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
+        k_f, k_i, k_h = k.chunk(3, dim=-1)
+        d = self._d(k_f, k_i)
+        return -F.softplus(-d), -F.softplus(d) + _log_g(k_h)
