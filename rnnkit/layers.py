@@ -393,6 +393,10 @@ class Stack(nn.Module):
             options.update(layer_norm=cell_layer_norm, bias=bias)
             if cell == "lstm":
                 options["forget_bias"] = forget_bias
+        else:  # registered cells without recurrent weights (mingru, minlstm) take bias only
+            options["bias"] = bias
+            if cell_layer_norm:
+                raise ValueError(f"cell_layer_norm is for cell='gru' or 'lstm'; got cell={cell!r}")
         layer_cls = CELLS[cell]
         self.layers, self.projections, self.norms = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         width = input_size
@@ -585,3 +589,9 @@ def _torch_module_for(layers, *, num_layers: int, bidirectional: bool, dropout: 
     torch_cls = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[first.kind]
     module = torch_cls(first.input_size, cell.hidden_size, **options)
     return module.to(dtype=cell.weight_ih.dtype, device=cell.weight_ih.device)
+
+
+# Parallel-scan cells (rnnkit/scan.py) use this module's input checks, so they register last.
+from .scan import MinGRU, MinLSTM  # noqa: E402
+
+CELLS.update(mingru=MinGRU, minlstm=MinLSTM)
