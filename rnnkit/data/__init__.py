@@ -1,0 +1,34 @@
+"""rnnkit.data: readers for real formats, tokenisation, vocabularies, embeddings and batching.
+
+Data flows one way: reader -> examples (plain Python) -> Encoder (vocabularies, length checks)
+-> collate / samplers -> batch dicts in the docs/contracts.md format. Nothing here imports
+rnnkit.models or rnnkit.training.
+
+    from rnnkit.data import read_conllu, Vocab, Encoder, collate, BucketBatchSampler
+    train = read_conllu("en_ewt-ud-train.conllu", tag="upos")
+    words = Vocab(min_freq=2).fit(ex.tokens for ex in train)
+    tags = Vocab.for_labels((t for ex in train for t in ex.tags), name="tag")
+    enc = Encoder(vocab=words, label_vocab=tags, max_length=200)
+    items = enc.encode_all(train)
+    loader = DataLoader(items, batch_sampler=BucketBatchSampler(
+        [len(x["inputs"]) for x in items], batch_size=32, seed=0), collate_fn=collate)
+"""
+
+from .conll import read_conll, read_conllu
+from .examples import PairExample, SeriesExample, TaggedExample, TextExample
+from .series import TSData, read_series_csv, read_ts
+from .text_readers import (read_delimited, read_folder, read_jsonl, read_label_text, read_lines,
+                           read_lm_text, read_parallel)
+from .tokenize import Tokenizer
+from .vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
+
+__all__ = [
+    # readers
+    "read_delimited", "read_jsonl", "read_label_text", "read_lines", "read_folder",
+    "read_parallel", "read_lm_text", "read_conll", "read_conllu", "read_ts", "read_series_csv",
+    "TSData",
+    # examples
+    "TextExample", "TaggedExample", "PairExample", "SeriesExample",
+    # tokens and vocabularies
+    "Tokenizer", "Vocab", "PAD", "UNK", "BOS", "EOS", "SPECIALS",
+]
