@@ -14,7 +14,10 @@ rnnkit.models or rnnkit.training.
         [len(x["inputs"]) for x in items], batch_size=32, seed=0), collate_fn=collate)
 """
 
+from .batching import IGNORE_INDEX, BucketBatchSampler, LMStream, collate
 from .conll import read_conll, read_conllu
+from .embeddings import load_embeddings
+from .encode import Encoder
 from .examples import PairExample, SeriesExample, TaggedExample, TextExample
 from .series import TSData, read_series_csv, read_ts
 from .text_readers import (read_delimited, read_folder, read_jsonl, read_label_text, read_lines,
@@ -30,5 +33,7 @@ __all__ = [
     # examples
     "TextExample", "TaggedExample", "PairExample", "SeriesExample",
     # tokens and vocabularies
-    "Tokenizer", "Vocab", "PAD", "UNK", "BOS", "EOS", "SPECIALS",
+    "Tokenizer", "Vocab", "PAD", "UNK", "BOS", "EOS", "SPECIALS", "load_embeddings",
+    # encoding and batching
+    "Encoder", "collate", "BucketBatchSampler", "LMStream", "IGNORE_INDEX",
 ]
