@@ -1,0 +1,198 @@
+"""Aligned many-to-many: one tag per token -- part-of-speech tagging, named entities.
+
+    inputs (B, T) -> word embedding [+ char features per word] -> Stack (B, T, H)
+    -> dropout -> linear emissions (B, T, K) -> softmax per token, or a linear-chain CRF
+
+Character features (``char_vocab_size`` given, batch key ``chars`` (B, T, C)) are a small
+character BiLSTM (its two final states) or a CNN (max over the word's characters) per word,
+concatenated to the word embedding: they carry capitalisation, suffixes and unknown words,
+which POS and NER accuracy need.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..layers import Stack
+from ._common import (InputLayer, build_stack, check_batch, check_bool, check_choice, check_int,
+                      check_rate, check_tokens, encoder_config, hidden_of, length_mask)
+from .crf import CRF, SCHEMES
+
+__all__ = ["SequenceTagger", "CharFeatures", "OUTPUTS", "CHAR_ENCODERS"]
+
+OUTPUTS = ("softmax", "crf")
+CHAR_ENCODERS = ("lstm", "cnn")
+IGNORE = -100  # tag id at padding (and at tokens without a label, softmax output only)
+
+
+class CharFeatures(nn.Module):
+    """Char ids (B, T, C), 0 = padding -> one vector per word (B, T, F).
+
+    ``lstm``: a one-layer character BiLSTM, F = 2 * hidden_size, its forward and backward final
+    states. ``cnn``: a width-3 convolution, F = hidden_size, max over the word's characters.
+    A word without characters (padding) gets zeros.
+    """
+
+    def __init__(self, vocab_size: int, embedding_dim: int, hidden_size: int, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        if kind == "lstm":
+            self.rnn = Stack(embedding_dim, [hidden_size], cell="lstm", bidirectional=True)
+            self.output_size = 2 * hidden_size
+        else:
+            self.conv = nn.Conv1d(embedding_dim, hidden_size, kernel_size=3, padding=1)
+            self.output_size = hidden_size
+
+    def forward(self, chars: Tensor) -> Tensor:
+        B, T, C = chars.shape
+        words = chars.reshape(B * T, C)
+        n = (words != 0).sum(1)  # characters per word
+        out = words.new_zeros(B * T, self.output_size, dtype=self.embedding.weight.dtype)
+        real = n > 0
+        if bool(real.any()):
+            w, n_w = words[real], n[real]
+            e = self.embedding(w)  # (W, C, E)
+            if self.kind == "lstm":
+                _, states = self.rnn(e, lengths=n_w)
+                feats = hidden_of(states[-1])  # (W, 2H)
+            else:
+                # Padding chars embed to zeros, as the convolution's own zero padding does, so a
+                # word's features do not depend on C.
+                h = self.conv(e.transpose(1, 2)).transpose(1, 2)  # (W, C, H)
+                h = h.masked_fill(~length_mask(n_w, C)[..., None], float("-inf"))
+                feats = h.max(dim=1).values
+            out = out.index_put((real.nonzero()[:, 0],), feats)
+        return out.view(B, T, self.output_size)
+
+
+class SequenceTagger(nn.Module):
+    """Tag every token of a sequence.
+
+    Args (keyword-only):
+        vocab_size: V, word vocabulary (id 0 = padding).
+        num_tags: K.
+        embedding_dim: E, word embedding size.
+        encoder: ``rnnkit.Stack`` options (see ``models.ENCODER_DEFAULTS``); bidirectional
+            encoders are the usual choice.
+        output: ``softmax`` (independent per token) or ``crf`` (linear-chain CRF, Viterbi).
+        tags: the K tag names, needed by ``constraints``.
+        constraints: None, ``bio`` or ``iobes``: forbid transitions the scheme does not allow
+            (``crf`` only).
+        char_vocab_size: enables character features from batch key ``chars`` (B, T, C).
+        char_encoder: ``lstm | cnn``; char_embedding_dim, char_hidden_size: their sizes.
+        dropout: on the word representation and on the encoder output.
+        max_length: longest sentence accepted (None: any).
+
+    Batches: ``inputs`` (B, T), ``lengths`` (B,), ``labels`` (B, T) with -100 at padding
+    (softmax output also skips -100 inside a sentence; the CRF needs every real tag).
+    ``predict(batch)`` returns one list of L tag ids per sentence.
+    """
+
+    def __init__(self, *, vocab_size: int, num_tags: int, embedding_dim: int = 64,
+                 encoder: dict | None = None, output: str = "softmax", tags: list[str] | None = None,
+                 constraints: str | None = None, char_vocab_size: int | None = None,
+                 char_encoder: str = "lstm", char_embedding_dim: int = 16, char_hidden_size: int = 32,
+                 dropout: float = 0.0, max_length: int | None = None) -> None:
+        super().__init__()
+        check_int("num_tags", num_tags, low=2)
+        check_choice("output", output, OUTPUTS)
+        check_choice("constraints", constraints, (None, *SCHEMES))
+        check_choice("char_encoder", char_encoder, CHAR_ENCODERS)
+        check_int("char_vocab_size", char_vocab_size, low=2, optional=True)
+        check_int("char_embedding_dim", char_embedding_dim)
+        check_int("char_hidden_size", char_hidden_size)
+        check_rate("dropout", dropout)
+        check_int("max_length", max_length, optional=True)
+        if tags is not None:
+            if not isinstance(tags, (list, tuple)) or len(tags) != num_tags or not all(
+                    isinstance(t, str) for t in tags):
+                raise ValueError(f"tags must be a list of num_tags = {num_tags} tag names; got {tags!r}")
+            tags = list(tags)
+        if constraints is not None and output != "crf":
+            raise ValueError(f"constraints={constraints!r} needs output='crf' (a softmax output has no "
+                             f"transitions to constrain); got output={output!r}")
+        encoder = encoder_config(encoder)
+        self.config = dict(vocab_size=vocab_size, num_tags=num_tags, embedding_dim=embedding_dim,
+                           encoder=encoder, output=output, tags=tags, constraints=constraints,
+                           char_vocab_size=char_vocab_size, char_encoder=char_encoder,
+                           char_embedding_dim=char_embedding_dim, char_hidden_size=char_hidden_size,
+                           dropout=dropout, max_length=max_length)
+        self.num_tags, self.output_kind, self.max_length = num_tags, output, max_length
+        self.input = InputLayer(vocab_size=vocab_size, input_size=None, embedding_dim=embedding_dim)
+        self.chars = None
+        width = embedding_dim
+        if char_vocab_size is not None:
+            self.chars = CharFeatures(char_vocab_size, char_embedding_dim, char_hidden_size, char_encoder)
+            width += self.chars.output_size
+        self.drop = nn.Dropout(dropout)
+        self.encoder = build_stack(width, encoder)
+        self.emissions = nn.Linear(self.encoder.output_size, num_tags)
+        self.crf = CRF(num_tags, tags=tags, scheme=constraints) if output == "crf" else None
+
+    @property
+    def device(self) -> torch.device:
+        return self.emissions.weight.device
+
+    def _chars(self, batch: dict, B: int, T: int) -> Tensor:
+        check_batch(batch, ("chars",))
+        chars, V = batch["chars"], self.chars.embedding.num_embeddings
+        if chars.dim() != 3 or tuple(chars.shape[:2]) != (B, T) or chars.is_floating_point() or chars.shape[2] < 1:
+            raise ValueError(f"batch['chars'] must be int64 char ids of shape (B, T, C) = ({B}, {T}, C); "
+                             f"got {chars.dtype} {tuple(chars.shape)}")
+        lo, hi = int(chars.min()), int(chars.max())
+        if lo < 0 or hi >= V:
+            raise ValueError(f"batch['chars'] must hold char ids in [0, {V - 1}] (char_vocab_size = {V}); "
+                             f"got min {lo}, max {hi}")
+        return chars.long().to(self.device)
+
+    def forward(self, batch: dict) -> Tensor:
+        """Emission scores (B, T, K); zero-length padding rows are not scored by loss/predict."""
+        ids, lengths = check_tokens(batch, vocab_size=self.input.vocab_size,
+                                    max_length=self.max_length, device=self.device)
+        x = self.input(ids)  # (B, T, E)
+        if self.chars is not None:
+            x = torch.cat([x, self.chars(self._chars(batch, *ids.shape))], dim=-1)  # (B, T, E+F)
+        out, _ = self.encoder(self.drop(x), lengths=lengths)
+        return self.emissions(self.drop(out))
+
+    def _labels(self, batch: dict, lengths: Tensor) -> Tensor:
+        check_batch(batch, ("labels",))
+        y = batch["labels"]
+        B, T = len(lengths), int(batch["inputs"].shape[1])
+        if y.dim() != 2 or tuple(y.shape) != (B, T) or y.is_floating_point() or y.dtype == torch.bool:
+            raise ValueError(f"batch['labels'] must be int64 tag ids of shape (B, T) = ({B}, {T}); "
+                             f"got {y.dtype} {tuple(y.shape)}")
+        y = y.long().to(self.device)
+        valid = length_mask(lengths, T)
+        real = y[valid]
+        ok = (real >= 0) & (real < self.num_tags)
+        if self.crf is None:
+            ok |= real == IGNORE
+        if not bool(ok.all()):
+            bad = real[~ok]
+            extra = "" if self.crf is not None else f" or {IGNORE} (ignored)"
+            raise ValueError(f"batch['labels'] must hold tag ids in [0, {self.num_tags - 1}] (num_tags = "
+                             f"{self.num_tags}){extra} at every real token; got {bad[:5].tolist()}")
+        return y.masked_fill(~valid, IGNORE)
+
+    def loss(self, batch: dict) -> Tensor:
+        """Softmax: mean cross-entropy per labelled token. CRF: mean NLL per sentence."""
+        scores = self(batch)
+        lengths = batch["lengths"].long().to(self.device)
+        y = self._labels(batch, lengths)
+        if self.crf is None:
+            return F.cross_entropy(scores.reshape(-1, self.num_tags), y.reshape(-1), ignore_index=IGNORE)
+        return self.crf.nll(scores, y.clamp(min=0), lengths).mean()
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> list[list[int]]:
+        """The tag ids of each sentence, one list of its L tags each (Viterbi for the CRF)."""
+        scores = self(batch)
+        lengths = batch["lengths"].long().to(self.device)
+        if self.crf is not None:
+            return self.crf.decode(scores, lengths)
+        best = scores.argmax(-1).tolist()
+        return [row[:n] for row, n in zip(best, lengths.tolist())]
