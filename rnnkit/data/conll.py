@@ -110,18 +110,20 @@ def read_conllu(path: PathLike, *, tag: str | None = "upos", lowercase: bool = F
     sentences: list[TaggedExample] = []
     words: list[str] = []
     tags: list[str] = []
-    state = {"start": 0, "range_end": 0}
+    state = {"start": 0, "range_end": 0, "range_line": 0}  # start = the sentence's first data line
 
     def flush():
+        if state["range_end"] > len(words):
+            raise ValueError(f"{path}:{state['range_line']}: sentence ends at word {len(words)} inside "
+                             f"a multi-word token that covers words up to {state['range_end']}")
+        if state["start"] and not words:
+            raise ValueError(f"{path}:{state['start']}: sentence has no words (only empty nodes)")
         if words:
-            if state["range_end"] > len(words):
-                raise ValueError(f"{path}:{state['start']}: sentence ends at word {len(words)} inside "
-                                 f"a multi-word token that covers words up to {state['range_end']}")
             sentences.append(TaggedExample(list(words), list(tags) if tag is not None else None,
                                            f"{path}:{state['start']}"))
         words.clear()
         tags.clear()
-        state["range_end"] = 0
+        state.update(start=0, range_end=0)
 
     for line_no, line in iter_lines(path, encoding):
         where = f"{path}:{line_no}"
@@ -135,13 +137,13 @@ def read_conllu(path: PathLike, *, tag: str | None = "upos", lowercase: bool = F
             raise ValueError(f"{where}: expected 10 tab-separated columns (CoNLL-U), got {len(fields)}: "
                              f"{show(line)}")
         id_ = fields[0]
+        if not state["start"]:
+            state["start"] = line_no
         if _WORD_ID.fullmatch(id_):
             if int(id_) != len(words) + 1:
                 raise ValueError(f"{where}: expected word ID {len(words) + 1}, got {id_}: {show(line)}")
             if not fields[1]:
                 raise ValueError(f"{where}: empty FORM: {show(line)}")
-            if not words:
-                state["start"] = line_no
             words.append(fields[1].lower() if lowercase else fields[1])
             if tag_i is not None:
                 value = fields[tag_i]
@@ -154,7 +156,7 @@ def read_conllu(path: PathLike, *, tag: str | None = "upos", lowercase: bool = F
             if first != len(words) + 1 or last <= first:
                 raise ValueError(f"{where}: multi-word token range {id_} must start at the next word "
                                  f"ID {len(words) + 1} and end after it: {show(line)}")
-            state["range_end"] = last
+            state["range_end"], state["range_line"] = last, line_no
         elif m := _EMPTY_ID.fullmatch(id_):
             if int(m.group(1)) != len(words):
                 raise ValueError(f"{where}: empty node {id_} must follow word {m.group(1)}; the last "
