@@ -7,8 +7,9 @@ rnnkit.models or rnnkit.training.
     from rnnkit.data import read_conllu, Vocab, Encoder, collate, BucketBatchSampler
     train = read_conllu("en_ewt-ud-train.conllu", tag="upos")
     words = Vocab(min_freq=2).fit(ex.tokens for ex in train)
+    chars = Vocab(specials=("<pad>", "<unk>"), name="char").fit_chars(ex.tokens for ex in train)
     tags = Vocab.for_labels((t for ex in train for t in ex.tags), name="tag")
-    enc = Encoder(vocab=words, label_vocab=tags, max_length=200)
+    enc = Encoder(vocab=words, label_vocab=tags, char_vocab=chars, max_length=200)
     items = enc.encode_all(train)
     loader = DataLoader(items, batch_sampler=BucketBatchSampler(
         [len(x["inputs"]) for x in items], batch_size=32, seed=0), collate_fn=collate)

@@ -33,7 +33,7 @@ class Vocab:
         unk: the token unknown tokens map to, or None to make an unknown token an error.
         name: what the entries are ("token", "char", "label", "tag"), used in error messages.
 
-    ``fit(sequences)`` counts tokens and sets the fitted state ``itos_`` (id -> token), ``stoi_``
+    ``fit(sequences)`` counts tokens (``fit_chars`` counts the characters of the tokens) and sets the fitted state ``itos_`` (id -> token), ``stoi_``
     (token -> id) and ``counts_``. Ties in frequency are broken alphabetically, so the ids do not
     depend on the order of the data.
     """
@@ -88,6 +88,11 @@ class Vocab:
             kept = kept[: self.max_size - len(self.specials)]
         self._set(list(self.specials) + kept, counts)
         return self
+
+    def fit_chars(self, sequences: Iterable[Iterable[str]]) -> Vocab:
+        """Fit a character vocabulary: count the characters of every token in ``sequences``
+        (token lists, as for ``fit``), for ``Encoder(char_vocab=...)``."""
+        return self.fit(list(token) for seq in sequences for token in seq)
 
     def _set(self, itos: list[str], counts: Counter) -> None:
         self.itos_ = itos

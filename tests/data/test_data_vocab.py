@@ -158,3 +158,9 @@ def test_embedding_dimension_errors_name_file_and_line(tmp_path):
         load_embeddings(path, vocab)
     with pytest.raises(ValueError, match=r"empty.txt: file is empty"):
         load_embeddings(write(tmp_path, "empty.txt", b""), vocab)
+
+
+def test_char_vocab_counts_characters_of_tokens():
+    chars = Vocab(specials=("<pad>", "<unk>"), name="char").fit_chars([["ab", "b"], ["中"]])
+    assert chars.itos_ == ["<pad>", "<unk>", "b", "a", "中"]
+    assert chars.encode("ba?") == [2, 3, 1]
