@@ -1,0 +1,252 @@
+"""rnnkit's recurrent layers against raw torch.nn, in one run.
+
+    python bench/layers.py                      # full table (a few minutes on 2 cores)
+    python bench/layers.py --quick              # fewer rounds, first config only
+    python bench/layers.py --configs 32x50x128x1,16x500x64x1 --cells gru --json out.json
+
+For each cell (GRU, LSTM) and configuration (B, T, D=H, layers), bidirectional:
+
+* **base** -- ``rnnkit.Stack(..., bidirectional=True)`` against ``torch.nn.GRU/LSTM(...,
+  bidirectional=True, num_layers=L)`` with the same weights, with and without padding. With
+  padding, lengths are random in [T/4, T] (the longest = T); rnnkit gets ``lengths=`` and
+  torch.nn a packed sequence (``pack_padded_sequence`` in, ``pad_packed_sequence`` out), so
+  both sides do the same work.
+* **variants** -- rnnkit configurations torch.nn cannot express, against torch's plain fused
+  layer of the same size (no padding): layer-norm cells, residual + layer norm between layers,
+  recurrent dropout, and the sum / mean / mul merges.
+
+Training = forward + backward (loss = mean of the output; the input requires grad, as below
+an embedding) + Adam step; inference = eval-mode forward under ``torch.no_grad()``. Tokens/s
+count real (non-padded) tokens. Implementations are timed interleaved, several rounds each,
+and the median is reported (see ``common.interleaved``); ratios are rnnkit / torch.nn tokens/s, taken
+within each round and then the median over rounds (robust to load that changes between rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import rnnkit  # noqa: E402
+from common import interleaved, machine, median, paired_ratio, table  # noqa: E402
+
+CONFIGS = ["32x50x128x1", "64x100x256x2", "16x500x64x1"]
+VARIANTS = {
+    "layer-norm cells": dict(cell_layer_norm=True),
+    "residual + layer_norm": dict(residual=True, layer_norm=True),
+    "recurrent dropout 0.25": dict(recurrent_dropout=0.25),
+    "merge=sum": dict(merge="sum"),
+    "merge=mean": dict(merge="mean"),
+    "merge=mul": dict(merge="mul"),
+}
+
+
+def parse_config(text: str) -> tuple[int, int, int, int]:
+    parts = [int(p) for p in text.lower().split("x")]
+    if len(parts) == 3:
+        parts.append(1)
+    if len(parts) != 4:
+        raise SystemExit(f"--configs entries are BxTxH or BxTxHxLAYERS; got {text!r}")
+    return tuple(parts)
+
+
+# --------------------------------------------------------------------------- step makers
+
+def rnnkit_steps(model: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None):
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def train():
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        x.grad = None
+        out, _ = model(x, lengths=lengths)
+        out.mean().backward()
+        opt.step()
+
+    def infer():
+        model.eval()
+        with torch.no_grad():
+            model(x, lengths=lengths)
+
+    return train, infer
+
+
+def torch_steps(module: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor | None):
+    opt = torch.optim.Adam(module.parameters(), lr=1e-4)
+    T = x.shape[1]
+
+    def forward():
+        if lengths is None:
+            return module(x)[0]
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = pad_packed_sequence(module(packed)[0], batch_first=True, total_length=T)
+        return out
+
+    def train():
+        module.train()
+        opt.zero_grad(set_to_none=True)
+        x.grad = None
+        forward().mean().backward()
+        opt.step()
+
+    def infer():
+        module.eval()
+        with torch.no_grad():
+            forward()
+
+    return train, infer
+
+
+def torch_module(cell: str, H: int, L: int) -> nn.RNNBase:
+    cls = nn.GRU if cell == "gru" else nn.LSTM
+    return cls(H, H, num_layers=L, bidirectional=True, batch_first=True)
+
+
+# ------------------------------------------------------------------------------- the run
+
+def measure(impls: dict[str, tuple], tokens: int, args) -> dict[str, dict[str, float]]:
+    """impls: name -> (train, infer); names starting with "torch" are baselines. Returns
+    name -> {train_tps, infer_tps, and per baseline "train_ratio<suffix>", "infer_ratio<suffix>"},
+    the ratios paired per round (see common); for a baseline named "torch" the suffix is ""."""
+    result = {name: {} for name in impls}
+    for mode, k in (("train", 0), ("infer", 1)):
+        times = interleaved({name: fns[k] for name, fns in impls.items()},
+                            rounds=args.rounds, target=args.target, warmup=args.warmup)
+        for name, samples in times.items():
+            result[name][f"{mode}_tps"] = tokens / median(samples)
+            for base in (b for b in times if b.startswith("torch")):
+                result[name][f"{mode}_ratio{base[len('torch'):]}"] = paired_ratio(times[base], samples)
+    return result
+
+
+def bench_base(cell: str, cfg, padded: bool, args) -> dict:
+    B, T, H, L = cfg
+    torch.manual_seed(0)
+    stack = rnnkit.Stack(H, [H] * L, cell=cell, bidirectional=True)
+    module = stack.to_torch()
+    x = torch.randn(B, T, H, requires_grad=True)
+    lengths = None
+    if padded:
+        lengths = torch.randint(max(1, T // 4), T + 1, (B,))
+        lengths[0] = T
+    tokens = int(lengths.sum()) if padded else B * T
+    r = measure({"rnnkit": rnnkit_steps(stack, x, lengths),
+                 "torch": torch_steps(module, x, lengths)}, tokens, args)
+    path = stack.paths[0].forward
+    return dict(cell=cell, config=f"({B}, {T}, {H}) x{L}", padding="yes" if padded else "no",
+                path=str(path),
+                **{f"{impl}_{k}": v for impl, d in r.items() for k, v in d.items()},
+                train_ratio=r["rnnkit"]["train_ratio"], infer_ratio=r["rnnkit"]["infer_ratio"])
+
+
+def bench_variants(cell: str, cfg, names: list[str], args) -> list[dict]:
+    """Variants against torch's plain bidirectional layer with as many layers: a residual only
+    starts at the second layer, so that variant gets two layers (and a two-layer baseline)."""
+    B, T, H, L = cfg
+    torch.manual_seed(0)
+    x = torch.randn(B, T, H, requires_grad=True)
+    depth = {name: max(L, 2) if VARIANTS[name].get("residual") else L for name in names}
+    impls = {f"torch x{d}": torch_steps(torch_module(cell, H, d), x, None) for d in sorted(set(depth.values()))}
+    stacks = {}
+    for name in names:
+        stacks[name] = rnnkit.Stack(H, [H] * depth[name], cell=cell, bidirectional=True, **VARIANTS[name])
+        impls[name] = rnnkit_steps(stacks[name], x, None)
+    r = measure(impls, B * T, args)
+    rows = []
+    for name in names:
+        stacks[name].train()
+        train_path = stacks[name].paths[0].forward
+        stacks[name].eval()
+        infer_path = stacks[name].paths[0].forward
+        base = r[f"torch x{depth[name]}"]
+        rows.append(dict(cell=cell, config=f"({B}, {T}, {H}) x{depth[name]}", variant=name,
+                         path=f"train: {train_path}; infer: {infer_path}",
+                         rnnkit_train_tps=r[name]["train_tps"], rnnkit_infer_tps=r[name]["infer_tps"],
+                         torch_train_tps=base["train_tps"], torch_infer_tps=base["infer_tps"],
+                         train_ratio=r[name][f"train_ratio x{depth[name]}"],
+                         infer_ratio=r[name][f"infer_ratio x{depth[name]}"]))
+    return rows
+
+
+BASE_COLUMNS = [("cell", "cell", "s"), ("config", "(B, T, H) x layers", "s"), ("padding", "padding", "s"),
+                ("rnnkit_train_tps", "rnnkit train tok/s", ",.0f"), ("torch_train_tps", "torch.nn train tok/s", ",.0f"),
+                ("train_ratio", "train ratio", ".2f"),
+                ("rnnkit_infer_tps", "rnnkit infer tok/s", ",.0f"), ("torch_infer_tps", "torch.nn infer tok/s", ",.0f"),
+                ("infer_ratio", "infer ratio", ".2f"), ("path", "rnnkit path", "s")]
+VARIANT_COLUMNS = [("cell", "cell", "s"), ("config", "(B, T, H) x layers", "s"), ("variant", "variant", "s"),
+                   ("rnnkit_train_tps", "rnnkit train tok/s", ",.0f"), ("torch_train_tps", "torch.nn train tok/s", ",.0f"),
+                   ("train_ratio", "train ratio", ".2f"),
+                   ("rnnkit_infer_tps", "rnnkit infer tok/s", ",.0f"), ("torch_infer_tps", "torch.nn infer tok/s", ",.0f"),
+                   ("infer_ratio", "infer ratio", ".2f"), ("path", "rnnkit path", "s")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", default=",".join(CONFIGS),
+                   help="comma-separated BxTxH[xLAYERS] (D = H); default %(default)s")
+    p.add_argument("--cells", default="gru,lstm", help="comma-separated: gru, lstm")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="comma-separated variant names, or 'none'; default all")
+    p.add_argument("--no-base", action="store_true", help="skip the rnnkit vs torch.nn base table")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--rounds", type=int, default=11, help="timed rounds per implementation (median)")
+    p.add_argument("--target", type=float, default=0.15, help="seconds per timed round")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls first")
+    p.add_argument("--quick", action="store_true", help="5 rounds of 0.1 s, first config only")
+    p.add_argument("--json", help="also write all rows and the machine record to this file")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rounds, args.target = 5, 0.1
+        args.configs = args.configs.split(",")[0]
+    torch.set_num_threads(args.threads)
+    configs = [parse_config(c) for c in args.configs.split(",")]
+    cells = args.cells.split(",")
+    variants = [] if args.variants == "none" else args.variants.split(",")
+    for v in variants:
+        if v not in VARIANTS:
+            raise SystemExit(f"--variants: unknown {v!r}; choose from {', '.join(VARIANTS)}")
+    info = machine()
+    print(f"machine: {info}", flush=True)
+    base, var = [], []
+    for cell in cells:
+        for cfg in configs:
+            if not args.no_base:
+                for padded in (False, True):
+                    row = bench_base(cell, cfg, padded, args)
+                    base.append(row)
+                    print(f"base {cell} {row['config']} pad={row['padding']}: train {row['train_ratio']:.2f}x "
+                          f"infer {row['infer_ratio']:.2f}x", flush=True)
+            if variants:
+                for row in bench_variants(cell, cfg, variants, args):
+                    var.append(row)
+                    print(f"variant {cell} {row['config']} {row['variant']}: train {row['train_ratio']:.2f}x "
+                          f"infer {row['infer_ratio']:.2f}x", flush=True)
+    info["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    print()
+    print(f"Machine: {info['cpu']} ({info['cpu_flags']}), {info['logical_cpus']} logical CPUs, "
+          f"torch {info['torch']}, {info['torch_threads']} threads, load {info['load_avg_1m']} -> "
+          f"{info['load_avg_1m_end']}")
+    if base:
+        print("\nrnnkit vs torch.nn (same weights; ratio = rnnkit / torch.nn tokens/s)\n")
+        print(table(base, BASE_COLUMNS))
+    if var:
+        print("\nrnnkit variants vs torch's plain fused bidirectional layer of the same size\n")
+        print(table(var, VARIANT_COLUMNS))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "args": vars(args), "base": base, "variants": var}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
