@@ -1,13 +1,13 @@
 """Reading text files so that every later error can say ``path:line: why``.
 
-Files are decoded in one go (the largest data set here is 14 MB) because a decode error then
-carries the exact byte offset, from which the 1-based line number follows. Lines are split on
-``\\n`` only, never with ``str.splitlines``: that also breaks at U+0085 (NEL), which is an ordinary
-character in Latin-1 files such as MR's ``rt-polarity.*``.
+Lines are split on ``\n`` only, never with ``str.splitlines``: that also breaks at U+0085 (NEL),
+which is an ordinary character in Latin-1 files such as MR's ``rt-polarity.*``. A decode error
+names the line, the byte offset in the file and the ``encoding=`` option.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,12 +27,12 @@ def read_text(path: PathLike, encoding: str = "utf-8") -> str:
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise ValueError(
-            f"{path}:{line}: cannot decode byte 0x{data[e.start]:02x} at byte offset {e.start} "
-            f"(column {column}) as {encoding}: {e.reason}; if the file uses another encoding, "
-            f"pass encoding=..., e.g. encoding='latin-1'") from None
+        start = data.rfind(b"\n", 0, e.start) + 1
+        end = data.find(b"\n", e.start)
+        line = data[start: end if end >= 0 else len(data)]
+        shifted = UnicodeDecodeError(e.encoding, line, e.start - start, e.end - start, e.reason)
+        raise _decode_error(path, data.count(b"\n", 0, e.start) + 1, start, line, shifted,
+                            encoding) from None
     except LookupError:
         raise ValueError(f"unknown encoding {encoding!r} for {path}") from None
     if text.startswith("\ufeff"):  # a UTF-8 byte-order mark is not part of the first field
@@ -43,13 +43,56 @@ def read_text(path: PathLike, encoding: str = "utf-8") -> str:
 
 
 def iter_lines(path: PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, line)`` with 1-based numbers, without the line terminator."""
-    text = read_text(path, encoding)
-    lines = text.split("\n")
-    if lines and lines[-1] == "":  # the final newline does not start another line
-        lines.pop()
-    for number, line in enumerate(lines, start=1):
-        yield number, line[:-1] if line.endswith("\r") else line
+    """Yield ``(line_number, line)`` with 1-based numbers, without the line terminator.
+
+    Streams the file (a 5 GB GloVe file is never held in memory): bytes are split at ``\n``
+    and each line is decoded on its own, which is exact for UTF-8 and for single- and multi-byte
+    encodings whose trail bytes never equal 0x0A (Latin-1, cp1252, GBK, Shift-JIS...). UTF-16/32
+    files are decoded whole instead.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    if size == 0:
+        raise ValueError(f"{path}: file is empty (0 bytes)")
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise ValueError(f"unknown encoding {encoding!r} for {path}") from None
+    if codec.startswith(("utf-16", "utf-32")):
+        lines = read_text(path, encoding).split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        for number, line in enumerate(lines, start=1):
+            yield number, line[:-1] if line.endswith("\r") else line
+        return
+    offset = 0
+    content = False
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as e:
+                raise _decode_error(path, number, offset, raw, e, encoding) from None
+            if number == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            offset += len(raw)
+            line = line[:-1] if line.endswith("\n") else line
+            line = line[:-1] if line.endswith("\r") else line
+            content = content or bool(line.strip())
+            yield number, line
+    if not content:
+        raise ValueError(f"{path}: file contains only whitespace")
+
+
+def _decode_error(path, line: int, line_offset: int, raw: bytes, e: UnicodeDecodeError,
+                  encoding: str) -> ValueError:
+    return ValueError(
+        f"{path}:{line}: cannot decode byte 0x{raw[e.start]:02x} at byte offset {line_offset + e.start} "
+        f"(column {e.start + 1}) as {encoding}: {e.reason}; if the file uses another encoding, "
+        f"pass encoding=..., e.g. encoding='latin-1'")
 
 
 def show(line: str, limit: int = 80) -> str:

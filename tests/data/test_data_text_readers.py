@@ -82,34 +82,47 @@ def test_unknown_suffix_needs_delimiter(tmp_path):
 
 # ------------------------------------------------------------------------------ bad files, every reader
 
-READERS = [
-    ("a.tsv", read_delimited),
-    ("a.jsonl", read_jsonl),
-    ("a.txt", read_label_text),
-    ("a.txt", read_lines),
-    ("a.txt", read_parallel),
-    ("a.txt", read_lm_text),
+READERS = [  # (file name, reader, a valid first line)
+    ("a.tsv", read_delimited, "text\tlabel"),
+    ("a.jsonl", read_jsonl, '{"text": "a", "label": 1}'),
+    ("a.txt", read_label_text, "1 ok"),
+    ("a.txt", read_lines, "ok"),
+    ("a.txt", read_parallel, "o\tk"),
+    ("a.txt", read_lm_text, "ok"),
 ]
 
 
-@pytest.mark.parametrize("name, reader", READERS)
-def test_empty_file(tmp_path, name, reader):
+@pytest.mark.parametrize("name, reader, first", READERS)
+def test_empty_file(tmp_path, name, reader, first):
     path = write(tmp_path, name, b"")
     with pytest.raises(ValueError, match=re.escape(f"{path}: file is empty")):
         reader(path)
 
 
-@pytest.mark.parametrize("name, reader", READERS)
-def test_undecodable_bytes_name_line_offset_and_encoding_option(tmp_path, name, reader):
-    path = write(tmp_path, name, b"ok\tfine\nd\xe9j\xe0 vu\tx\n")  # Latin-1, not UTF-8
-    with pytest.raises(ValueError, match=re.escape(f"{path}:2: cannot decode byte 0xe9 at byte offset 9")
-                       + r".*as utf-8.*encoding="):
+@pytest.mark.parametrize("name, reader, first", READERS)
+def test_undecodable_bytes_name_line_offset_and_encoding_option(tmp_path, name, reader, first):
+    path = write(tmp_path, name, first.encode() + b"\nd\xe9j\xe0 vu\tx\n")  # Latin-1, not UTF-8
+    offset = len(first.encode()) + 2
+    with pytest.raises(ValueError, match=re.escape(f"{path}:2: cannot decode byte 0xe9 at byte offset {offset} "
+                                                   f"(column 2)") + r".*as utf-8.*encoding="):
         reader(path)
+
+
+def test_undecodable_bytes_in_a_quoted_csv_field(tmp_path):
+    path = write(tmp_path, "q.csv", b'text,label\n"multi\nline \xff",1\n')
+    with pytest.raises(ValueError, match=r"q.csv:3: cannot decode byte 0xff at byte offset 23 \(column 6\)"):
+        read_delimited(path)
 
 
 def test_other_encoding_by_option(tmp_path):
     path = write(tmp_path, "mr.txt", "déjà vu\n".encode("latin-1"))
     assert read_lines(path, encoding="latin-1", label="pos")[0].tokens == ["déjà", "vu"]
+
+
+def test_utf16_file_by_option(tmp_path):
+    path = write(tmp_path, "w.tsv", "text\tlabel\n中文 ok\t1\n".encode("utf-16"))
+    assert read_delimited(path, encoding="utf-16")[0].tokens == ["中文", "ok"]
+    assert read_lines(path, encoding="utf-16")[1].tokens == ["中文", "ok", "1"]
 
 
 def test_nel_byte_in_latin1_is_not_a_line_break(tmp_path):
