@@ -20,7 +20,7 @@ from .conll import read_conll, read_conllu
 from .embeddings import load_embeddings
 from .encode import Encoder
 from .examples import PairExample, SeriesExample, TaggedExample, TextExample
-from .series import TSData, read_series_csv, read_ts
+from .series import SeriesScaler, TSData, read_series_csv, read_ts
 from .text_readers import (read_delimited, read_folder, read_jsonl, read_label_text, read_lines,
                            read_lm_text, read_parallel)
 from .tokenize import Tokenizer
@@ -30,7 +30,7 @@ __all__ = [
     # readers
     "read_delimited", "read_jsonl", "read_label_text", "read_lines", "read_folder",
     "read_parallel", "read_lm_text", "read_conll", "read_conllu", "read_ts", "read_series_csv",
-    "TSData",
+    "TSData", "SeriesScaler",
     # examples
     "TextExample", "TaggedExample", "PairExample", "SeriesExample",
     # tokens and vocabularies

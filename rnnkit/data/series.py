@@ -24,7 +24,7 @@ import numpy as np
 from ._io import PathLike, iter_lines, show, short_list
 from .examples import SeriesExample
 
-__all__ = ["read_ts", "read_series_csv", "TSData", "MISSING_POLICIES"]
+__all__ = ["read_ts", "read_series_csv", "TSData", "SeriesScaler", "MISSING_POLICIES"]
 
 MISSING_POLICIES = ("error", "keep", "zero", "ffill")
 _MISSING = {"?", "nan", "NaN", "NAN", ""}
@@ -263,3 +263,56 @@ def read_series_csv(path: PathLike, *, label_column: int | None = 0, delimiter: 
         raise ValueError(f"{path}: no series found")
     _report(path, filled, missing)
     return examples
+
+
+class SeriesScaler:
+    """Per-channel standardisation of series: ``(x - mean_) / std_``, fitted on training series.
+
+    ``fit(examples)`` computes the mean and standard deviation of each of the D channels over
+    every time step of every series (NaN values, if kept, are ignored); a constant channel gets
+    ``std_ = 1`` so it maps to 0 instead of dividing by zero. ``transform(examples)`` returns new
+    examples; the fitted state is JSON-safe (``to_dict`` / ``from_dict``) for checkpoints.
+    """
+
+    def fit(self, examples: list[SeriesExample]) -> SeriesScaler:
+        if not examples:
+            raise ValueError("fit needs at least one series")
+        D = examples[0].values.shape[1]
+        for ex in examples:
+            if ex.values.ndim != 2 or ex.values.shape[1] != D:
+                raise ValueError(f"{ex.where}: series has shape {ex.values.shape}; expected (T, D={D})")
+        stacked = np.concatenate([ex.values for ex in examples]).astype(np.float64)  # (sum T, D)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN channel is checked below
+            mean, std = np.nanmean(stacked, axis=0), np.nanstd(stacked, axis=0)
+        if np.isnan(mean).any():
+            raise ValueError(f"channel(s) {np.flatnonzero(np.isnan(mean)).tolist()} have no observed value")
+        self.mean_ = mean.tolist()
+        self.std_ = np.where(std > 0, std, 1.0).tolist()
+        return self
+
+    def transform(self, examples: list[SeriesExample]) -> list[SeriesExample]:
+        if not hasattr(self, "mean_"):
+            raise RuntimeError("this SeriesScaler is not fitted yet; call fit(train_examples) first")
+        mean, std = np.asarray(self.mean_), np.asarray(self.std_)
+        out = []
+        for ex in examples:
+            if ex.values.ndim != 2 or ex.values.shape[1] != len(mean):
+                raise ValueError(f"{ex.where}: series has shape {ex.values.shape}; the scaler was "
+                                 f"fitted on D = {len(mean)} channels")
+            values = ((ex.values - mean) / std).astype(np.float32)
+            out.append(SeriesExample(values, ex.label, ex.where))
+        return out
+
+    def to_dict(self) -> dict:
+        if not hasattr(self, "mean_"):
+            raise RuntimeError("this SeriesScaler is not fitted yet; call fit(train_examples) first")
+        return {"mean": list(self.mean_), "std": list(self.std_)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SeriesScaler:
+        scaler = cls()
+        scaler.mean_, scaler.std_ = list(d["mean"]), list(d["std"])
+        if len(scaler.mean_) != len(scaler.std_) or min(scaler.std_, default=1.0) <= 0:
+            raise ValueError("scaler dict is inconsistent: mean and std must have the same length, std > 0")
+        return scaler

@@ -132,3 +132,24 @@ def test_series_csv_nan_and_column_errors(tmp_path):
     path = write(tmp_path, "u.csv", b"a,1,\xff\n")
     with pytest.raises(ValueError, match=r"u.csv:1: cannot decode byte 0xff at byte offset 4"):
         read_series_csv(path)
+
+
+# ------------------------------------------------------------------------------ scaling
+
+def test_scaler_standardises_each_channel_and_round_trips_json():
+    import json
+
+    from rnnkit.data import SeriesExample, SeriesScaler
+    train = [SeriesExample(np.array([[1.0, 5.0], [3.0, 5.0]]), "a"), SeriesExample(np.array([[2.0, 5.0]]), "b")]
+    scaler = SeriesScaler().fit(train)
+    assert scaler.mean_ == [2.0, 5.0] and scaler.std_[1] == 1.0  # constant channel: std 1, not 0
+    out = scaler.transform(train)
+    np.testing.assert_allclose(out[0].values[:, 0], [-1 / np.sqrt(2 / 3), 1 / np.sqrt(2 / 3)], rtol=1e-6)
+    np.testing.assert_array_equal(out[0].values[:, 1], [0, 0])
+    assert out[1].label == "b" and out[0].values.dtype == np.float32
+    again = SeriesScaler.from_dict(json.loads(json.dumps(scaler.to_dict())))
+    np.testing.assert_array_equal(again.transform(train)[0].values, out[0].values)
+    with pytest.raises(ValueError, match=r"x:1: series has shape \(2, 3\); the scaler was fitted on D = 2"):
+        scaler.transform([SeriesExample(np.zeros((2, 3)), None, "x:1")])
+    with pytest.raises(RuntimeError, match="not fitted yet"):
+        SeriesScaler().transform(train)
