@@ -307,7 +307,7 @@ class Bidirectional(nn.Module):
     def merge_outputs(self, f: Tensor, b: Tensor) -> Tensor:
         """Apply ``self.merge`` to the two directions' outputs (B, T, Hf) and (B, T, Hb)."""
         if self.merge == "concat":
-            return torch.cat([f, b], dim=-1)  # (B, T, Hf+Hb)
+            return recurrence.concat_directions(f, b)  # (B, T, Hf+Hb)
         if self.merge == "sum":
             return f + b
         if self.merge == "mul":

@@ -195,6 +195,24 @@ def run(cell, x: Tensor, state: State | None = None, lengths: Tensor | None = No
                  recurrent_dropout=recurrent_dropout, training=training)
 
 
+def concat_directions(f: Tensor, b: Tensor) -> Tensor:
+    """torch.cat([f, b], -1), without the copy when f and b are the two halves of one tensor.
+
+    A fused bidirectional call writes both directions into one (B, T, Hf+Hb) output and
+    ``run_bidirectional`` hands out its halves as views; concatenating them again would copy
+    the whole output forward and slice it again backward for nothing.
+    """
+    base = f._base
+    if (base is not None and b._base is base and base.dim() == f.dim()
+            and base.shape[:-1] == f.shape[:-1] == b.shape[:-1]
+            and base.shape[-1] == f.shape[-1] + b.shape[-1]
+            and f.stride() == b.stride() == base.stride()
+            and f.storage_offset() == base.storage_offset()
+            and b.storage_offset() == base.storage_offset() + f.shape[-1]):
+        return base
+    return torch.cat([f, b], dim=-1)
+
+
 def _same_kernel(a, b) -> bool:
     return (type(a) is type(b) and a.hidden_size == b.hidden_size and a.bias == b.bias
             and getattr(a, "nonlinearity", None) == getattr(b, "nonlinearity", None)
