@@ -1,0 +1,12 @@
+"""Training: the loop (``Trainer``), its configuration, metrics and per-epoch callbacks."""
+
+from .callbacks import Callback, CurvePlotter, EarlyStopping, JsonlLogger, plot_history
+from .metrics import (BleuMetrics, ClassificationMetrics, PerplexityMetrics, RegressionMetrics,
+                      TaggingMetrics)
+from .options import OptimizerConfig, SchedulerConfig, TrainerConfig
+from .trainer import Trainer, seed_everything
+
+__all__ = ["Trainer", "TrainerConfig", "OptimizerConfig", "SchedulerConfig", "seed_everything",
+           "Callback", "EarlyStopping", "JsonlLogger", "CurvePlotter", "plot_history",
+           "ClassificationMetrics", "TaggingMetrics", "PerplexityMetrics", "BleuMetrics",
+           "RegressionMetrics"]

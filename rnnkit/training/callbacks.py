@@ -1,0 +1,100 @@
+"""What happens at the end of each epoch, one concern per callback.
+
+A callback has ``on_epoch_end(trainer, record)`` (``record`` is the epoch's JSON-safe log line)
+and optionally ``on_train_end(trainer)``. The trainer calls them on rank 0 only, in order;
+early stopping sets ``trainer.should_stop``, which the trainer then broadcasts to all ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+__all__ = ["Callback", "EarlyStopping", "JsonlLogger", "CurvePlotter"]
+
+
+class Callback:
+    def on_epoch_end(self, trainer, record: dict) -> None:
+        pass
+
+    def on_train_end(self, trainer) -> None:
+        pass
+
+
+class EarlyStopping(Callback):
+    """Stop when the monitored dev metric has not improved for ``patience`` epochs.
+
+    The trainer already tracks the best value (it chooses the 'best' checkpoint with it);
+    this callback only counts the epochs since.
+    """
+
+    def __init__(self, patience: int) -> None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience must be an int >= 1; got {patience!r}")
+        self.patience = patience
+
+    def on_epoch_end(self, trainer, record: dict) -> None:
+        if trainer.epochs_since_best >= self.patience:
+            trainer.should_stop = True
+            record["early_stop"] = (f"{trainer.monitor} has not improved for {self.patience} epochs "
+                                    f"(best {trainer.best_value:.4g} at epoch {trainer.best_epoch})")
+
+
+class JsonlLogger(Callback):
+    """Append one JSON line per epoch to ``path`` (kept across resumes)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def on_epoch_end(self, trainer, record: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+class CurvePlotter(Callback):
+    """Learning curves as a PNG: train and dev loss, and every dev metric, per epoch."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def on_epoch_end(self, trainer, record: dict) -> None:
+        plot_history(trainer.history, self.path, title=trainer.name)
+
+
+def plot_history(history: list[dict], path: str | Path, *, title: str = "") -> Path:
+    """Draw ``history`` (the trainer's per-epoch records) into ``path`` (PNG, matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    metrics = sorted({k for r in history for k in r.get("dev", {}) if k != "loss"})
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax = axes[0]
+    ax.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train loss")
+    dev_loss = [r.get("dev", {}).get("loss", math.nan) for r in history]
+    if any(not math.isnan(v) for v in dev_loss):
+        ax.plot(epochs, dev_loss, marker="o", label="dev loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    ax = axes[1]
+    for name in metrics:
+        ax.plot(epochs, [r.get("dev", {}).get(name, math.nan) for r in history], marker="o", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("dev metric")
+    if metrics:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,467 @@
+"""The training loop: any task head with ``loss(batch)``, any batches of docs/contracts.md.
+
+    trainer = Trainer(head, TrainerConfig(epochs=5), train=batches, dev=dev_batches,
+                      metrics=TaggingMetrics(tags), vocabs={"words": words.to_dict()})
+    history = trainer.fit()            # or fit(resume=True) to continue from out_dir/last
+
+Each epoch: shuffle the batch order (a generator seeded by ``seed + epoch``, so a resumed run
+sees the same order), step the optimizer with gradient-norm clipping (and truncated BPTT for
+language models when ``bptt`` is set), evaluate on dev, step the schedule, then write
+``out_dir/last`` (weights + optimizer, schedule and RNG states, for exact resume),
+``out_dir/best`` when the monitored metric improved, a line of ``out_dir/log.jsonl`` and
+``out_dir/curves.png``.
+
+Under ``torchrun`` (WORLD_SIZE > 1) each process takes every WORLD_SIZE-th batch, gradients are
+averaged by DistributedDataParallel, and only rank 0 evaluates, logs and writes files.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import checkpoint as ckpt
+from .callbacks import Callback, CurvePlotter, EarlyStopping, JsonlLogger
+from .metrics import HIGHER_IS_BETTER
+from .options import TrainerConfig
+
+__all__ = ["Trainer", "seed_everything", "build_optimizer", "build_scheduler"]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    o = cfg.optimizer
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                           weight_decay=o.weight_decay)
+
+
+def build_scheduler(optimizer, cfg, *, higher_is_better: bool):
+    s = cfg.scheduler
+    if s.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+    if s.name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max" if higher_is_better else "min", factor=s.factor,
+            patience=s.patience, min_lr=s.min_lr)
+    if s.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=s.min_lr)
+    return None
+
+
+class _LossOf(nn.Module):
+    """Calls ``head.loss`` through ``forward``, so DistributedDataParallel sees the call and
+    averages the gradients (DDP only hooks ``forward``)."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, batch, **kwargs):
+        return self.head.loss(batch, **kwargs)
+
+
+def _tokens(batch: dict) -> int:
+    if "lengths" in batch:
+        return int(batch["lengths"].sum())
+    return int(batch["inputs"].shape[0] * batch["inputs"].shape[1])
+
+
+def _batch_size(batch: dict) -> int:
+    return int(batch["inputs"].shape[0])
+
+
+class Trainer:
+    """Train ``model`` (a head with ``loss(batch)``, ``predict(batch)`` and ``config``).
+
+    Args:
+        model: the task head.
+        config: a ``TrainerConfig``.
+        train: a sequence of batch dicts (shuffled per epoch by the trainer), or any iterable of
+            batches (iterated as given; ``set_epoch(epoch)`` is called if it has one).
+        dev: batches to evaluate on after each epoch (optional).
+        metrics: an accumulator from ``rnnkit.training.metrics`` (``reset/update/compute``).
+        vocabs: JSON dicts stored with every checkpoint (vocabularies, label names).
+        extra: JSON stored in every checkpoint's manifest (e.g. the run's full config).
+        callbacks: more ``Callback``s, run after the built-in logger, plotter and early stop.
+        name: a title for the plots and progress bar.
+    """
+
+    def __init__(self, model: nn.Module, config: TrainerConfig | None = None, *,
+                 train: Iterable[dict], dev: Iterable[dict] | None = None, metrics=None,
+                 vocabs: dict | None = None, extra: dict | None = None,
+                 callbacks: Sequence[Callback] = (), name: str = "") -> None:
+        self.config = config if config is not None else TrainerConfig()
+        if not isinstance(self.config, TrainerConfig):
+            raise TypeError(f"config must be a TrainerConfig; got {type(self.config).__name__}")
+        for method in ("loss", "predict"):
+            if not callable(getattr(model, method, None)):
+                raise TypeError(f"model must be a task head with loss(batch) and predict(batch); "
+                                f"{type(model).__name__} has no {method}()")
+        self.model, self.train_data, self.dev_data = model, train, dev
+        self.metrics, self.vocabs, self.extra = metrics, vocabs or {}, extra or {}
+        self.name = name or type(model).__name__
+        self.out_dir = Path(self.config.out_dir)
+        self.rank, self.world = _setup_distributed()
+        self.monitor = self.config.monitor or ("loss" if metrics is None else None)
+        self.higher_is_better: bool | None = None
+        self.optimizer = build_optimizer(model, self.config)
+        self.scheduler = None  # built once the monitored metric's direction is known
+        self._pending_scheduler_state = None
+        self.history: list[dict] = []
+        self.epoch = 0  # epochs completed
+        self.step = 0   # optimizer steps taken
+        self.best_value: float | None = None
+        self.best_epoch = 0
+        self.should_stop = False
+        self.loss_module = _LossOf(model)
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.loss_module = DistributedDataParallel(self.loss_module)
+        self.callbacks: list[Callback] = []
+        if self.rank == 0:
+            self.callbacks.append(JsonlLogger(self.out_dir / "log.jsonl"))
+            if self.config.plots:
+                self.callbacks.append(CurvePlotter(self.out_dir / "curves.png"))
+        if self.config.patience is not None:
+            self.callbacks.append(EarlyStopping(self.config.patience))
+        self.callbacks += list(callbacks)
+        self._check_bptt()
+
+    # ----------------------------------------------------------------- monitored metric
+    @property
+    def epochs_since_best(self) -> int:
+        return self.epoch - self.best_epoch
+
+    def _resolve_monitor(self, dev: dict) -> None:
+        if self.monitor is None:
+            self.monitor = next(k for k in dev if k != "loss") if len(dev) > 1 else "loss"
+        if self.monitor not in dev:
+            raise ValueError(f"trainer.monitor must be one of the dev metrics {', '.join(dev)}; "
+                             f"got {self.monitor!r}")
+        if self.monitor not in HIGHER_IS_BETTER:
+            raise ValueError(f"trainer.monitor {self.monitor!r} has no known direction; use one of "
+                             f"{', '.join(HIGHER_IS_BETTER)}")
+        self.higher_is_better = HIGHER_IS_BETTER[self.monitor]
+
+    def _improved(self, value: float) -> bool:
+        if self.best_value is None:
+            return True
+        return value > self.best_value if self.higher_is_better else value < self.best_value
+
+    # ------------------------------------------------------------------------- batches
+    def _epoch_batches(self, epoch: int) -> list[dict] | Iterable[dict]:
+        data = self.train_data
+        if isinstance(data, Sequence):
+            g = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+            order = torch.randperm(len(data), generator=g).tolist()
+            if self.world > 1:
+                per_rank = len(order) // self.world
+                if per_rank == 0:
+                    raise ValueError(f"{len(order)} training batches cannot feed {self.world} processes")
+                order = order[self.rank::self.world][:per_rank]
+            if self.config.max_steps_per_epoch is not None:
+                order = order[:self.config.max_steps_per_epoch]
+            return [data[i] for i in order]
+        if hasattr(data, "set_epoch"):
+            data.set_epoch(epoch)
+        return data
+
+    def _steps_per_epoch(self) -> int | None:
+        data = self.train_data
+        if not isinstance(data, Sequence):
+            return self.config.max_steps_per_epoch
+        n = len(data) // self.world
+        return min(n, self.config.max_steps_per_epoch or n)
+
+    # -------------------------------------------------------------------------- steps
+    def _check_bptt(self) -> None:
+        self._bptt_state = False
+        if self.config.bptt is None:
+            return
+        params = inspect.signature(self.model.loss).parameters
+        if "state" in params:
+            self._bptt_state = True  # the head carries its recurrent state across windows
+
+    def _train_step(self, batch: dict) -> float:
+        if self.config.bptt is not None and batch["inputs"].shape[1] > self.config.bptt:
+            return self._bptt_step(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_module(batch)
+        self._backward(loss)
+        return float(loss.detach())
+
+    def _backward(self, loss) -> None:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {float(loss)} at step {self.step} (epoch {self.epoch + 1}); "
+                                     "lower optimizer.lr or set trainer.clip_grad_norm")
+        loss.backward()
+        if self.config.clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+        self.optimizer.step()
+        self.step += 1
+
+    def _bptt_step(self, batch: dict) -> float:
+        """Truncated BPTT: cut (B, T) inputs and labels into windows of ``bptt`` steps and take one
+        optimizer step per window. If the head's ``loss`` accepts ``state``, the state is carried
+        from window to window (detached, so gradients stop at the window's start)."""
+        k, T = self.config.bptt, batch["inputs"].shape[1]
+        state, total, n = None, 0.0, 0
+        for start in range(0, T, k):
+            chunk = {key: (v[:, start:start + k] if v.dim() >= 2 and v.shape[1] == T else v)
+                     for key, v in batch.items()}
+            if "lengths" in batch:
+                chunk["lengths"] = (batch["lengths"] - start).clamp(0, k)
+                if bool((chunk["lengths"] == 0).all()):
+                    break
+                # rows already finished keep one (masked) step so that the encoder gets length >= 1
+                if bool((chunk["lengths"] == 0).any()):
+                    chunk["labels"] = chunk["labels"].masked_fill((chunk["lengths"] == 0)[:, None], -100)
+                    chunk["lengths"] = chunk["lengths"].clamp(min=1)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self._bptt_state:
+                loss, state = self.loss_module(chunk, state=state)
+                state = _detach(state)
+            else:
+                loss = self.loss_module(chunk)
+            self._backward(loss)
+            total, n = total + float(loss.detach()), n + 1
+        return total / max(n, 1)
+
+    # ----------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable[dict] | None = None) -> dict:
+        """Mean loss (weighted by batch size) and the metrics over ``batches`` (default: dev)."""
+        batches = self.dev_data if batches is None else batches
+        was_training = self.model.training
+        self.model.eval()
+        if self.metrics is not None:
+            self.metrics.reset()
+        total, count = 0.0, 0
+        try:
+            for batch in batches:
+                batch = self._to_device(batch)
+                B = _batch_size(batch)
+                total += float(self.model.loss(batch)) * B
+                count += B
+                if self.metrics is not None:
+                    self.metrics.update(self.model, batch)
+        finally:
+            self.model.train(was_training)
+        if count == 0:
+            raise ValueError("evaluation data is empty: no batches to evaluate")
+        out = {"loss": total / count}
+        if self.metrics is not None:
+            out.update(self.metrics.compute())
+        return out
+
+    def _to_device(self, batch: dict) -> dict:
+        device = next(self.model.parameters()).device
+        return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+    # ------------------------------------------------------------------------------ fit
+    def fit(self, *, resume: bool | str | os.PathLike = False) -> list[dict]:
+        """Train for ``config.epochs`` epochs (in total, counting resumed ones); return the history.
+
+        ``resume=True`` continues from ``out_dir/last``; a path continues from that checkpoint.
+        """
+        cfg = self.config
+        if cfg.num_threads is not None:
+            torch.set_num_threads(cfg.num_threads)
+        if resume:
+            self._resume(self.out_dir / "last" if resume is True else Path(resume))
+        else:
+            seed_everything(cfg.seed + self.rank)
+        if self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                (self.out_dir / "log.jsonl").unlink(missing_ok=True)
+        if self.world > 1 and isinstance(self.train_data, Sequence) and self.rank == 0:
+            left = len(self.train_data) % self.world
+            if left:
+                print(f"rnnkit: {len(self.train_data)} batches over {self.world} processes: each epoch "
+                      f"leaves out {left} (a different {left} each epoch, by the shuffle)", file=sys.stderr)
+        self.model.train()
+        while self.epoch < cfg.epochs and not self.should_stop:
+            self._run_epoch()
+        if self.rank == 0:
+            for cb in self.callbacks:
+                cb.on_train_end(self)
+        return self.history
+
+    def _run_epoch(self) -> None:
+        cfg, epoch = self.config, self.epoch + 1
+        batches = self._epoch_batches(epoch)
+        bar = _progress(total=self._steps_per_epoch(), desc=f"{self.name} epoch {epoch}/{cfg.epochs}",
+                        enabled=cfg.progress and self.rank == 0)
+        start, tokens, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
+        self.model.train()
+        for i, batch in enumerate(batches):
+            if cfg.max_steps_per_epoch is not None and i >= cfg.max_steps_per_epoch:
+                break
+            batch = self._to_device(batch)
+            loss_sum += self._train_step(batch)
+            tokens += _tokens(batch)
+            steps += 1
+            if bar is not None:
+                rate = tokens / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix_str(f"loss {loss_sum / steps:.4f}, {rate:,.0f} tok/s", refresh=False)
+                bar.update(1)
+        if steps == 0:
+            raise ValueError("training data is empty: no batches in this epoch")
+        seconds = time.perf_counter() - start
+        record = {"epoch": epoch, "step": self.step, "train_loss": loss_sum / steps,
+                  "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
+                  "tokens_per_s": round(tokens * self.world / max(seconds, 1e-9), 1)}
+        self.epoch = epoch
+        shared = torch.zeros(2)  # (monitored value, stop flag), decided on rank 0
+        if self.rank == 0:
+            if self.dev_data is not None:
+                dev = self.evaluate()
+                record["dev"] = dev
+                if self.higher_is_better is None:
+                    self._resolve_monitor(dev)
+                value = dev[self.monitor]
+            else:  # without dev data, the best model is the one of lowest training loss
+                self.monitor, self.higher_is_better = "train_loss", False
+                value = record["train_loss"]
+            shared[0] = value
+        if self.world > 1:
+            import torch.distributed as dist
+            dist.broadcast(shared, src=0)
+        value = float(shared[0])
+        if self.higher_is_better is None:  # ranks > 0 only need the direction for the schedule
+            self.higher_is_better = True if self.monitor is None else HIGHER_IS_BETTER.get(self.monitor, False)
+        self._step_scheduler(value)
+        if self.rank == 0:
+            if bar is not None:
+                shown = f"{self.monitor} {value:.4f}, " if self.monitor != "train_loss" else ""
+                bar.set_postfix_str(f"loss {record['train_loss']:.4f}, {shown}"
+                                    f"{record['tokens_per_s']:,.0f} tok/s")
+            if self._improved(value):
+                self.best_value, self.best_epoch = value, epoch
+                record["best"] = True
+            self.history.append(record)
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, record)
+            self._save(best=record.get("best", False))
+            shared[1] = float(self.should_stop)
+        if bar is not None:
+            bar.close()
+        if self.world > 1:
+            import torch.distributed as dist
+            dist.broadcast(shared, src=0)
+            self.should_stop = bool(shared[1])
+
+    def _step_scheduler(self, value: float) -> None:
+        if self.config.scheduler.name == "none":
+            return
+        if self.scheduler is None:  # built late: plateau needs the monitored metric's direction
+            self.scheduler = build_scheduler(self.optimizer, self.config,
+                                             higher_is_better=self.higher_is_better)
+            if self._pending_scheduler_state is not None:
+                self.scheduler.load_state_dict(self._pending_scheduler_state)
+                self._pending_scheduler_state = None
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(value)
+        else:
+            self.scheduler.step()
+
+    # ---------------------------------------------------------------- save and resume
+    def _extra(self) -> dict:
+        return {**self.extra, "epoch": self.epoch, "step": self.step, "monitor": self.monitor,
+                "best_value": self.best_value, "best_epoch": self.best_epoch,
+                "dev": self.history[-1].get("dev") if self.history else None}
+
+    def _save(self, *, best: bool) -> None:
+        model = self.model
+        if best:
+            ckpt.save(self.out_dir / "best", model, vocabs=self.vocabs, extra=self._extra())
+        ckpt.save(self.out_dir / "last", model, vocabs=self.vocabs, extra=self._extra(),
+                  trainer_state=self._trainer_state())
+
+    def _trainer_state(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "best_value": self.best_value,
+                "best_epoch": self.best_epoch, "monitor": self.monitor,
+                "higher_is_better": self.higher_is_better, "history": self.history,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                        "torch": torch.get_rng_state()},
+                "config": self.config.model_dump(mode="json")}
+
+    def _resume(self, path: Path) -> None:
+        loaded = ckpt.load(path, expected_type=type(self.model))
+        self.model.load_state_dict(loaded.model.state_dict())
+        state = ckpt.load_state(path)
+        saved_optim = state["config"]["optimizer"]
+        if saved_optim != self.config.optimizer.model_dump(mode="json"):
+            raise ValueError(f"{path}: was trained with optimizer {saved_optim}; this run asks for "
+                             f"{self.config.optimizer.model_dump(mode='json')}, which cannot resume its state")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
+        self.monitor, self.higher_is_better = state["monitor"], state["higher_is_better"]
+        self.history = state["history"]
+        if (state["scheduler"] is None) != (self.config.scheduler.name == "none"):
+            raise ValueError(f"{path}: was trained with scheduler "
+                             f"{state['config']['scheduler']['name']!r}; this run asks for "
+                             f"{self.config.scheduler.name!r}")
+        self._pending_scheduler_state = state["scheduler"]
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if self.epoch >= self.config.epochs:
+            print(f"rnnkit: {path} has already trained {self.epoch} of {self.config.epochs} epochs; "
+                  "nothing to do (raise trainer.epochs to train on)", file=sys.stderr)
+
+
+def _detach(state):
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        return type(state)(*(_detach(s) for s in state))
+    if isinstance(state, (list, tuple)):
+        return type(state)(_detach(s) for s in state)
+    return state
+
+
+def _progress(*, total, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=True, dynamic_ncols=True, file=sys.stderr)
+
+
+def _setup_distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group that torchrun describes in the environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
