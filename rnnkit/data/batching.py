@@ -29,7 +29,8 @@ def collate(items: Sequence[dict]) -> dict[str, Tensor]:
     ``inputs`` (B, T) int64 padded with 0, or (B, T, D) float32 padded with 0.0 for series;
     ``lengths`` (B,); ``labels`` (B,) int64 class ids, (B,) / (B, K) float32 targets, or (B, T)
     int64 per-token ids padded with -100; ``chars`` (B, T, C) padded with 0; ``targets`` (B, T')
-    padded with 0 and ``target_lengths`` (B,).
+    padded with 0 and ``target_lengths`` (B,); ``condition`` (B,) int64 or (B, C) float32.
+    Generator items have ``targets`` and ``condition`` but no ``inputs`` (so no ``lengths``).
     """
     if not items:
         raise ValueError("collate got an empty list of items")
@@ -38,14 +39,15 @@ def collate(items: Sequence[dict]) -> dict[str, Tensor]:
         if set(item) != keys:
             raise ValueError(f"items in one batch must have the same keys; item 0 has {sorted(keys)}, "
                              f"item {i} has {sorted(item)}")
-    if "inputs" not in keys:
-        raise ValueError(f"items need an 'inputs' key; got {sorted(keys)}")
+    if "inputs" not in keys and "targets" not in keys:
+        raise ValueError(f"items need an 'inputs' or a 'targets' key; got {sorted(keys)}")
     batch = {}
-    lengths = [len(item["inputs"]) for item in items]
-    if min(lengths) < 1:
-        raise ValueError("every item needs at least one input step (lengths must be >= 1)")
-    batch["inputs"] = _pad_inputs([item["inputs"] for item in items])
-    batch["lengths"] = torch.tensor(lengths, dtype=torch.long)
+    if "inputs" in keys:
+        lengths = [len(item["inputs"]) for item in items]
+        if min(lengths) < 1:
+            raise ValueError("every item needs at least one input step (lengths must be >= 1)")
+        batch["inputs"] = _pad_inputs([item["inputs"] for item in items])
+        batch["lengths"] = torch.tensor(lengths, dtype=torch.long)
     if "labels" in keys:
         batch["labels"] = _labels([item["labels"] for item in items])
     if "chars" in keys:
@@ -54,6 +56,8 @@ def collate(items: Sequence[dict]) -> dict[str, Tensor]:
         targets = [item["targets"] for item in items]
         batch["targets"] = _pad_ids(targets, 0)
         batch["target_lengths"] = torch.tensor([len(t) for t in targets], dtype=torch.long)
+    if "condition" in keys:
+        batch["condition"] = _labels([item["condition"] for item in items])
     return batch
 
 

@@ -36,20 +36,26 @@ class Encoder:
             counted in ``truncated_`` (the ``where`` of each) and reported by ``encode_all``.
         lm: encode ``TextExample``s as sentence-level language modelling:
             ``inputs = <bos> w1 .. wn``, ``labels = w1 .. wn <eos>`` (inputs shifted by one).
+        generate: encode ``TextExample``s for a conditioned generator: ``targets = <bos> w1 ..
+            wn <eos>`` and ``condition`` = the label (a class id through ``label_vocab``, or a
+            float vector); no ``inputs``.
 
     Items: ``{"inputs": list[int] | ndarray (T, D), "labels": int | float | list, "chars":
-    list[list[int]], "targets": list[int]}`` -- only the keys the example provides.
+    list[list[int]], "targets": list[int], "condition": int | list[float]}`` -- only the keys
+    the example provides.
     """
 
     def __init__(self, *, vocab: Vocab | None = None, label_vocab: Vocab | None = None,
                  char_vocab: Vocab | None = None, target_vocab: Vocab | None = None,
                  max_length: int | None = None, max_target_length: int | None = None,
-                 truncate: bool = False, lm: bool = False):
+                 truncate: bool = False, lm: bool = False, generate: bool = False):
         for name, n in (("max_length", max_length), ("max_target_length", max_target_length)):
             if n is not None and (not isinstance(n, int) or n < 1):
                 raise ValueError(f"{name} must be None or an int >= 1; got {n!r}")
-        if lm and (vocab is None or vocab.bos_id is None or vocab.eos_id is None):
-            raise ValueError("lm=True needs a vocab with <bos> and <eos> specials")
+        if lm and generate:
+            raise ValueError("choose at most one of lm=True and generate=True")
+        if (lm or generate) and (vocab is None or vocab.bos_id is None or vocab.eos_id is None):
+            raise ValueError(f"{'lm' if lm else 'generate'}=True needs a vocab with <bos> and <eos> specials")
         self.vocab = vocab
         self.label_vocab = label_vocab
         self.char_vocab = char_vocab
@@ -58,6 +64,7 @@ class Encoder:
         self.max_target_length = max_target_length
         self.truncate = bool(truncate)
         self.lm = bool(lm)
+        self.generate = bool(generate)
         self.truncated_: list[str] = []
 
     # ------------------------------------------------------------------ public
@@ -88,10 +95,18 @@ class Encoder:
     # ------------------------------------------------------------------ per example type
 
     def _text(self, ex: TextExample) -> dict:
-        tokens = self._limit(ex.tokens, self.max_length, ex.where, "input")
+        tokens = self._limit(ex.tokens, self.max_target_length if self.generate else self.max_length,
+                             ex.where, "target" if self.generate else "input")
         ids = self._vocab("vocab", self.vocab).encode(tokens, where=ex.where)
         if self.lm:
             return {"inputs": [self.vocab.bos_id] + ids, "labels": ids + [self.vocab.eos_id]}
+        if self.generate:
+            if ex.label is None:
+                raise ValueError(f"{ex.where}: generate=True needs a label (the condition); got None")
+            item = {"targets": [self.vocab.bos_id] + ids + [self.vocab.eos_id]}
+            self._label(item, ex.label, ex.where)
+            item["condition"] = item.pop("labels")
+            return item
         item = {"inputs": ids}
         self._chars(item, tokens)
         self._label(item, ex.label, ex.where)

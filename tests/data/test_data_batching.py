@@ -56,6 +56,18 @@ def test_sentence_lm_labels_are_inputs_shifted_by_one():
     assert torch.equal(batch["inputs"][0, 1:], batch["labels"][0, :-1])
 
 
+def test_generator_batch_has_condition_and_targets():
+    examples = [TextExample(["a", "b"], "pos"), TextExample(["c"], "neg")]
+    batch = collate(Encoder(vocab=WORDS, label_vocab=CLASSES, generate=True).encode_all(examples))
+    assert set(batch) == {"targets", "target_lengths", "condition"}
+    assert batch["targets"].tolist() == [[2, 4, 5, 3], [2, 6, 3, 0]]
+    assert batch["condition"].tolist() == [1, 0] and batch["condition"].dtype == torch.long
+    vectors = collate(Encoder(vocab=WORDS, generate=True).encode_all([TextExample(["a"], [0.5, 1.0])]))
+    assert vectors["condition"].dtype == torch.float32 and vectors["condition"].shape == (1, 2)
+    with pytest.raises(ValueError, match="g:1: generate=True needs a label"):
+        Encoder(vocab=WORDS, generate=True)(TextExample(["a"], None, "g:1"))
+
+
 def test_series_batch_is_float_b_t_d():
     examples = [SeriesExample(np.ones((3, 2)), "up"), SeriesExample(np.full((1, 2), 2.0), "down")]
     batch = collate(Encoder(label_vocab=Vocab.for_labels(["up", "down"], sort=False)).encode_all(examples))
@@ -102,6 +114,8 @@ def test_truncated_tags_stay_aligned():
 def test_encoder_and_collate_errors():
     with pytest.raises(ValueError, match="label 'pos' is a class name but the Encoder has no label_vocab"):
         Encoder(vocab=WORDS)(TextExample(["a"], "pos", "x:1"))
+    with pytest.raises(ValueError, match="choose at most one of lm=True and generate=True"):
+        Encoder(vocab=WORDS, lm=True, generate=True)
     with pytest.raises(ValueError, match="lm=True needs a vocab with <bos> and <eos>"):
         Encoder(vocab=Vocab(specials=("<pad>", "<unk>")).fit([["a"]]), lm=True)
     with pytest.raises(TypeError, match="cannot encode a dict"):

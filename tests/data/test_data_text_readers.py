@@ -73,6 +73,12 @@ def test_empty_text_is_an_error_unless_skipped_with_warning(tmp_path):
     assert [ex.tokens for ex in examples] == [["good"], ["fine"]]
 
 
+def test_malformed_csv_quoting_names_the_line(tmp_path):
+    path = write(tmp_path, "m.csv", 'text,label\nfine,1\n"bad"x,0\n')
+    with pytest.raises(ValueError, match=r"m.csv:3: malformed CSV"):
+        read_delimited(path)
+
+
 def test_unknown_suffix_needs_delimiter(tmp_path):
     path = write(tmp_path, "data.txt", "text,label\na,1\n")
     with pytest.raises(ValueError, match=r"cannot infer the delimiter from suffix '.txt'"):
