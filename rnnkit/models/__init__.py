@@ -2,14 +2,24 @@
 
 Every head exposes ``loss(batch) -> scalar`` and ``predict(batch)``, validates batches as
 described in docs/contracts.md, and keeps a JSON-safe ``config`` such that
-``type(head)(**head.config)`` rebuilds the same architecture.
+``type(head)(**head.config)`` rebuilds the same architecture. Heads never know which cell is
+underneath: the cell is one of the ``encoder`` / ``decoder`` options.
 """
 
 from ._common import ENCODER_DEFAULTS
-from .attention import Attention
+from .attention import Attention, masked_softmax
 from .classifier import SequenceClassifier
 from .crf import CRF, allowed_transitions
-from .tagger import SequenceTagger
+from .decoding import beam_search, greedy, sample
+from .forecaster import Forecaster, make_windows
+from .generator import Generator
+from .language_model import LanguageModel
+from .seq2seq import Bridge, Seq2Seq
+from .tagger import CharFeatures, SequenceTagger
 
-__all__ = ["ENCODER_DEFAULTS", "Attention", "CRF", "allowed_transitions",
-           "SequenceClassifier", "SequenceTagger"]
+__all__ = [
+    "SequenceClassifier", "SequenceTagger", "LanguageModel", "Seq2Seq", "Generator", "Forecaster",
+    "make_windows",
+    "CRF", "allowed_transitions", "Attention", "masked_softmax", "Bridge", "CharFeatures",
+    "greedy", "sample", "beam_search", "ENCODER_DEFAULTS",
+]

@@ -1,0 +1,177 @@
+"""Causal many-to-many: predict the next token at every step (word or character level -- the
+model is the same, only the vocabulary differs).
+
+    inputs (B, T) -> embedding -> unidirectional Stack (B, T, H) -> [proj H->E] -> linear (B, T, V)
+
+Truncated BPTT: with ``carry_state=True`` each ``loss(batch)`` starts from the state the
+previous batch ended in, detached so gradients stop at the batch boundary -- batches must then
+be consecutive windows of the same streams (``rnnkit.data.LMStream``). ``loss_and_state``
+offers the same explicitly, for a caller that keeps the state itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._common import (InputLayer, build_stack, check_batch, check_bool, check_choice, check_int,
+                      check_rate, check_tokens, detach_state, encoder_config, last_step, length_mask)
+from .decoding import STRATEGIES, forbid, greedy, sample
+
+__all__ = ["LanguageModel", "BIDIRECTIONAL_LM_ERROR"]
+
+IGNORE = -100
+BIDIRECTIONAL_LM_ERROR = (
+    "a language model predicts each next token from the tokens before it, and a backward "
+    "direction reads the very tokens it must predict: it trains to a near-perfect perplexity "
+    "(~1.1) by copying them and then generates garbage such as 'travellerererer' when those "
+    "tokens are not there (d2l.ai's bidirectional RNN warning). Use a unidirectional encoder")
+
+
+class LanguageModel(nn.Module):
+    """Next-token language model.
+
+    Args (keyword-only):
+        vocab_size: V (id 0 = padding).
+        embedding_dim: E.
+        encoder: ``rnnkit.Stack`` options; must be unidirectional (see BIDIRECTIONAL_LM_ERROR).
+        tie_weights: share the input embedding with the output layer (Press & Wolf 2017); when
+            the top hidden size H differs from E, a linear H -> E projection comes first.
+        dropout: on the embeddings and on the encoder output.
+        carry_state: truncated BPTT across consecutive batches (see the module docstring).
+        eos_id: token that ends generation (None: generate ``max_new_tokens`` always).
+        max_length: longest input accepted (None: any).
+
+    Batches: ``inputs`` (B, T), ``lengths`` (B,), ``labels`` (B, T) = the next token of each
+    input; labels -100 or 0 (padding) and steps past ``lengths`` are not scored.
+    ``predict(batch)`` continues each prompt in ``inputs`` (see ``generate``).
+    """
+
+    def __init__(self, *, vocab_size: int, embedding_dim: int = 64, encoder: dict | None = None,
+                 tie_weights: bool = False, dropout: float = 0.0, carry_state: bool = False,
+                 eos_id: int | None = None, max_length: int | None = None) -> None:
+        super().__init__()
+        check_bool("tie_weights", tie_weights)
+        check_bool("carry_state", carry_state)
+        check_rate("dropout", dropout)
+        check_int("eos_id", eos_id, low=0, optional=True)
+        check_int("max_length", max_length, optional=True)
+        encoder = encoder_config(encoder, unidirectional_reason=BIDIRECTIONAL_LM_ERROR)
+        self.config = dict(vocab_size=vocab_size, embedding_dim=embedding_dim, encoder=encoder,
+                           tie_weights=tie_weights, dropout=dropout, carry_state=carry_state,
+                           eos_id=eos_id, max_length=max_length)
+        self.vocab_size, self.carry_state, self.eos_id, self.max_length = (
+            vocab_size, carry_state, eos_id, max_length)
+        self.input = InputLayer(vocab_size=vocab_size, input_size=None, embedding_dim=embedding_dim,
+                                dropout=dropout)
+        if eos_id is not None and eos_id >= vocab_size:
+            raise ValueError(f"eos_id must be a token id in [0, {vocab_size - 1}]; got {eos_id}")
+        self.encoder = build_stack(embedding_dim, encoder)
+        H = self.encoder.output_size
+        self.proj = nn.Linear(H, embedding_dim) if tie_weights and H != embedding_dim else nn.Identity()
+        self.drop = nn.Dropout(dropout)
+        # Tied: the output reuses the embedding matrix itself (no second parameter pointing at
+        # it), so each weight is stored once in the state_dict.
+        self.output = None if tie_weights else nn.Linear(H, vocab_size)
+        self.output_bias = nn.Parameter(torch.zeros(vocab_size)) if tie_weights else None
+        self.state_ = None  # the carried state (carry_state=True), detached
+
+    @property
+    def device(self) -> torch.device:
+        return self.input.embedding.weight.device
+
+    def reset_state(self) -> None:
+        """Forget the carried state: the next batch starts new streams (e.g. a new epoch)."""
+        self.state_ = None
+
+    def _logits(self, out: Tensor) -> Tensor:
+        out = self.proj(self.drop(out))
+        if self.output is None:
+            return F.linear(out, self.input.embedding.weight, self.output_bias)
+        return self.output(out)
+
+    def forward(self, batch: dict, state=None) -> tuple[Tensor, list]:
+        """Next-token logits (B, T, V) and the state at each sequence's true end."""
+        ids, lengths = check_tokens(batch, vocab_size=self.vocab_size, max_length=self.max_length,
+                                    device=self.device)
+        out, state = self.encoder(self.input(ids), state, lengths=lengths)  # (B, T, H)
+        return self._logits(out), state
+
+    def _nll(self, batch: dict, state) -> tuple[Tensor, int, list]:
+        """Summed NLL over the scored labels, their count, and the final state."""
+        logits, state = self(batch, state)
+        check_batch(batch, ("labels",))
+        y, (B, T) = batch["labels"], batch["inputs"].shape
+        if tuple(y.shape) != (B, T) or y.is_floating_point() or y.dtype == torch.bool:
+            raise ValueError(f"batch['labels'] must be int64 next-token ids of shape (B, T) = ({B}, {T}); "
+                             f"got {y.dtype} {tuple(y.shape)}")
+        y = y.long().to(self.device)
+        keep = length_mask(batch["lengths"].long().to(self.device), T) & (y != IGNORE) & (y != 0)
+        real = y[keep]
+        if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.vocab_size):
+            raise ValueError(f"batch['labels'] must hold token ids in [0, {self.vocab_size - 1}] (or -100 "
+                             f"to skip); got min {int(real.min())}, max {int(real.max())}")
+        nll = F.cross_entropy(logits[keep], real, reduction="sum")
+        return nll, int(keep.sum()), state
+
+    def loss_and_state(self, batch: dict, state=None) -> tuple[Tensor, list]:
+        """Mean NLL per scored token starting from ``state``, and the final state (not detached)."""
+        nll, n, state = self._nll(batch, state)
+        return nll / max(n, 1), state
+
+    def loss(self, batch: dict) -> Tensor:
+        """Mean NLL per scored token; with ``carry_state`` it continues the previous batch."""
+        if not self.carry_state:
+            return self.loss_and_state(batch)[0]
+        state = self.state_
+        if state is not None and self._batch_size(state) != batch["inputs"].shape[0]:
+            state = None  # another batch size cannot continue the same streams
+        loss, state = self.loss_and_state(batch, state)
+        self.state_ = detach_state(state)
+        return loss
+
+    @staticmethod
+    def _batch_size(state) -> int:
+        first = state[0]
+        return (first[0] if isinstance(first, tuple) else first).shape[0]
+
+    @torch.no_grad()
+    def perplexity(self, batches: Iterable[dict]) -> float:
+        """exp(mean NLL per scored token) over ``batches``; with ``carry_state`` the state runs
+        through them in order (from a fresh start)."""
+        total, count, state = 0.0, 0, None
+        for batch in batches:
+            nll, n, state = self._nll(batch, state if self.carry_state else None)
+            total, count = total + float(nll), count + n
+        if count == 0:
+            raise ValueError("perplexity needs at least one scored label; the batches had none")
+        return math.exp(total / count)
+
+    def _step(self, token: Tensor, state) -> tuple[Tensor, list]:
+        y, state = self.encoder.step(self.input(token), state)  # (N, H)
+        return forbid(self._logits(y).log_softmax(-1), [0]), state
+
+    @torch.no_grad()
+    def generate(self, batch: dict, *, max_new_tokens: int = 20, strategy: str = "greedy",
+                 temperature: float = 1.0, top_k: int | None = None,
+                 seed: int | None = None) -> list[list[int]]:
+        """Continue each prompt (batch ``inputs``/``lengths``): new token ids per sequence, up to
+        ``max_new_tokens``, stopping before ``eos_id``. ``strategy`` is ``greedy`` or ``sample``
+        (with ``temperature`` and ``top_k``; ``seed`` makes it reproducible)."""
+        check_choice("strategy", strategy, STRATEGIES)
+        logits, state = self(batch)
+        lengths = batch["lengths"].long().to(self.device)
+        log_probs = forbid(last_step(logits, lengths).log_softmax(-1), [0])  # (B, V) after each prompt
+        if strategy == "greedy":
+            return greedy(self._step, state, log_probs, max_length=max_new_tokens, eos_id=self.eos_id)
+        generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
+        return sample(self._step, state, log_probs, max_length=max_new_tokens, eos_id=self.eos_id,
+                      temperature=temperature, top_k=top_k, generator=generator)
+
+    def predict(self, batch: dict, **options) -> list[list[int]]:
+        """``generate(batch, **options)``: the continuation of each prompt."""
+        return self.generate(batch, **options)
