@@ -188,17 +188,17 @@ class BucketBatchSampler(torch.utils.data.Sampler):
 class LMStream:
     """Consecutive (B, bptt) windows over one token stream, for truncated BPTT.
 
-    The N ids are cut into ``batch_size`` contiguous streams of ``L = ceil((N - 1) / B)``
-    positions each, stream b holding positions ``b*L .. b*L + L - 1``. Window k is columns
-    ``k*bptt .. (k+1)*bptt - 1`` of every stream, so row b of window k+1 continues row b of
-    window k and the state can be carried over (detached) between batches.
+    The N - 1 (input, next token) pairs of the stream are cut into ``batch_size`` contiguous
+    streams of ``(N - 1) // B`` or one more pairs each (so nothing is dropped), laid out as rows
+    of a (B, L) grid. Window k is columns ``k*bptt .. (k+1)*bptt - 1``, so row b of window k+1
+    continues row b of window k and the state can be carried over (detached) between batches.
 
     Each batch is ``{"inputs": (B, T), "labels": (B, T), "lengths": (B,)}`` with ``labels`` the
-    next token of each input (inputs shifted by one); T = bptt except in the last window.
-    Nothing is dropped: when B does not divide N - 1, the end of the last stream is padded with
-    id 0 and label -100, so the batches predict each of the N - 1 next tokens exactly once.
-    ``lengths`` is T for every row (the streams carry state across windows, so a row is never
-    "finished"; padded positions only occur at the very end and are marked by label -100).
+    next token of each input (inputs shifted by one); T = bptt except in the last window. When
+    B does not divide N - 1, the shorter rows end with one padding step (input 0, label -100)
+    in the last column, so the batches predict each of the N - 1 next tokens exactly once.
+    ``lengths`` is T for every row: the streams carry state across windows, so a row is never
+    "finished", and the only padding is that single final step, marked by label -100.
     """
 
     def __init__(self, ids: Sequence[int] | Tensor, *, batch_size: int, bptt: int):
@@ -215,11 +215,15 @@ class LMStream:
         self.bptt = bptt
         self.num_tokens = N
         B = batch_size
-        L = math.ceil((N - 1) / B)
-        positions = torch.arange(B * L).view(B, L)  # (B, L) index of each input in the stream
-        self._inputs = torch.where(positions < N, ids[positions.clamp(max=N - 1)], 0)
-        has_next = positions + 1 < N
-        self._labels = torch.where(has_next, ids[(positions + 1).clamp(max=N - 1)], IGNORE_INDEX)
+        q, r = divmod(N - 1, B)  # the first r streams get q + 1 pairs, the rest q
+        L = q + (1 if r else 0)
+        b = torch.arange(B)[:, None]
+        t = torch.arange(L)[None, :]
+        start = b * q + torch.clamp(b, max=r)  # (B, 1) first position of each stream
+        valid = t < q + (b < r).long()  # (B, L)
+        positions = torch.where(valid, start + t, 0)
+        self._inputs = torch.where(valid, ids[positions], 0)
+        self._labels = torch.where(valid, ids[positions + 1], IGNORE_INDEX)
         self.stream_length = L
 
     def __len__(self) -> int:

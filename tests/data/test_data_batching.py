@@ -206,26 +206,28 @@ def test_works_with_dataloader():
 # ------------------------------------------------------------------------------ LM streams
 
 def test_lm_stream_windows_continue_rows_and_shift_labels():
-    ids = torch.arange(1, 26)  # N = 25, B = 4: L = ceil(24 / 4) = 6
+    ids = torch.arange(1, 27)  # N = 26, B = 4: 25 pairs -> rows of 7, 6, 6, 6
     stream = LMStream(ids, batch_size=4, bptt=4)
     batches = list(stream)
-    assert len(batches) == len(stream) == 2 and stream.stream_length == 6
+    assert len(batches) == len(stream) == 2 and stream.stream_length == 7
     first, second = batches
-    assert first["inputs"].shape == (4, 4) and second["inputs"].shape == (4, 2)
-    assert first["inputs"][1].tolist() == [7, 8, 9, 10] and second["inputs"][1].tolist() == [11, 12]
+    assert first["inputs"].shape == (4, 4) and second["inputs"].shape == (4, 3)
+    assert first["inputs"][1].tolist() == [8, 9, 10, 11] and second["inputs"][1].tolist() == [12, 13, 0]
+    assert second["labels"][0].tolist() == [6, 7, 8] and second["labels"][1].tolist() == [13, 14, -100]
     assert torch.equal(first["labels"][:, :-1], first["inputs"][:, 1:])  # shifted by one
     assert first["labels"][:, -1].tolist() == second["inputs"][:, 0].tolist()  # row continues
     assert first["lengths"].tolist() == [4] * 4
 
 
 def test_lm_stream_predicts_every_next_token_exactly_once():
-    for N, B, bptt in [(25, 4, 4), (10, 3, 5), (100, 7, 9), (9, 8, 1)]:
+    for N, B, bptt in [(25, 4, 4), (10, 3, 5), (100, 7, 9), (9, 8, 1), (10, 8, 3)]:
         ids = torch.randint(4, 50, (N,), generator=torch.Generator().manual_seed(N))
         pairs = []
         for batch in LMStream(ids, batch_size=B, bptt=bptt):
             keep = batch["labels"] != IGNORE_INDEX
             pairs += list(zip(batch["inputs"][keep].tolist(), batch["labels"][keep].tolist()))
         assert len(pairs) == N - 1
+        assert (batch["labels"] == IGNORE_INDEX).sum() < B  # at most one padding step per row
         # as a multiset, the pairs are exactly the consecutive pairs of the stream
         assert sorted(pairs) == sorted(zip(ids[:-1].tolist(), ids[1:].tolist()))
 
