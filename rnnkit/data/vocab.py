@@ -33,9 +33,9 @@ class Vocab:
         unk: the token unknown tokens map to, or None to make an unknown token an error.
         name: what the entries are ("token", "char", "label", "tag"), used in error messages.
 
-    ``fit(sequences)`` counts tokens (``fit_chars`` counts the characters of the tokens) and sets the fitted state ``itos_`` (id -> token), ``stoi_``
-    (token -> id) and ``counts_``. Ties in frequency are broken alphabetically, so the ids do not
-    depend on the order of the data.
+    ``fit(sequences)`` counts tokens (``fit_chars`` the characters of the tokens) and sets the
+    fitted state ``itos_`` (id -> token), ``stoi_`` (token -> id) and ``counts_``. Ties in
+    frequency are broken alphabetically, so the ids do not depend on the order of the data.
     """
 
     def __init__(self, *, min_freq: int = 1, max_size: int | None = None,
