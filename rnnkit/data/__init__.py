@@ -13,9 +13,10 @@ rnnkit.models or rnnkit.training.
     items = enc.encode_all(train)
     loader = DataLoader(items, batch_sampler=BucketBatchSampler(
         [len(x["inputs"]) for x in items], batch_size=32, seed=0), collate_fn=collate)
+    batches = Batches(items, batch_size=32, seed=0)   # the same without a DataLoader; set_epoch(e)
 """
 
-from .batching import IGNORE_INDEX, BucketBatchSampler, LMStream, collate
+from .batching import IGNORE_INDEX, Batches, BucketBatchSampler, LMStream, collate
 from .conll import read_conll, read_conllu
 from .embeddings import load_embeddings
 from .encode import Encoder
@@ -36,5 +37,5 @@ __all__ = [
     # tokens and vocabularies
     "Tokenizer", "Vocab", "PAD", "UNK", "BOS", "EOS", "SPECIALS", "load_embeddings",
     # encoding and batching
-    "Encoder", "collate", "BucketBatchSampler", "LMStream", "IGNORE_INDEX",
+    "Encoder", "collate", "BucketBatchSampler", "Batches", "LMStream", "IGNORE_INDEX",
 ]

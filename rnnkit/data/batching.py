@@ -3,6 +3,8 @@
 * ``collate(items)`` pads encoded items (``Encoder``) into a ``dict[str, Tensor]``.
 * ``BucketBatchSampler`` groups items of similar length, deterministically from a seed, and can
   split the batches across ``world_size`` ranks.
+* ``Batches`` ties the two together: an iterable of collated batches with ``set_epoch``, no
+  DataLoader needed (a DataLoader with ``batch_sampler=BucketBatchSampler`` works too).
 * ``LMStream`` cuts one long token stream into B parallel streams and serves consecutive
   (B, bptt) windows, so a trainer can carry the recurrent state from one batch to the next.
 """
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["collate", "BucketBatchSampler", "LMStream", "IGNORE_INDEX"]
+__all__ = ["collate", "BucketBatchSampler", "Batches", "LMStream", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100  # tag / LM label at padding (torch.nn.functional.cross_entropy's default)
 
@@ -181,6 +183,32 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         full, rest = divmod(n, chunk)
         count = full * math.ceil(chunk / self.batch_size) + math.ceil(rest / self.batch_size)
         return math.ceil(count / self.world_size)
+
+
+class Batches:
+    """Collated, length-bucketed batches over encoded items: ``for batch in Batches(items, ...)``.
+
+    Takes the ``BucketBatchSampler`` arguments (``batch_size``, ``shuffle``, ``seed``,
+    ``bucket_factor``, ``drop_last``, ``rank``, ``world_size``); ``set_epoch(e)`` reshuffles
+    deterministically. Every batch is ``collate`` of the items of one sampler batch.
+    """
+
+    def __init__(self, items: Sequence[dict], **sampler_options):
+        if not items:
+            raise ValueError("items is empty: nothing to batch")
+        self.items = items
+        lengths = [len(item["inputs"] if "inputs" in item else item["targets"]) for item in items]
+        self.sampler = BucketBatchSampler(lengths, **sampler_options)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for indices in self.sampler:
+            yield collate([self.items[i] for i in indices])
 
 
 # ------------------------------------------------------------------------------ LM streams

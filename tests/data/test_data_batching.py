@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from rnnkit.data import (IGNORE_INDEX, BucketBatchSampler, Encoder, LMStream, PairExample,
+from rnnkit.data import (IGNORE_INDEX, Batches, BucketBatchSampler, Encoder, LMStream, PairExample,
                          SeriesExample, TaggedExample, TextExample, Vocab, collate)
 
 WORDS = Vocab().fit([["a", "b", "c", "d"]])  # ids: a=4 b=5 c=6 d=7
@@ -201,6 +201,17 @@ def test_works_with_dataloader():
     for b in batches:
         assert b["inputs"].shape[1] == int(b["lengths"].max())
         assert ((b["inputs"] != 0).sum(1) == b["lengths"]).all()
+
+
+def test_batches_iterable_matches_sampler_and_reshuffles_per_epoch():
+    items = Encoder(vocab=WORDS).encode_all([TextExample(["a"] * n) for n in LENGTHS])
+    batches = Batches(items, batch_size=4, bucket_factor=1, seed=2)
+    sampler = BucketBatchSampler(LENGTHS, batch_size=4, bucket_factor=1, seed=2)
+    first = [b["lengths"].tolist() for b in batches]
+    assert first == [[LENGTHS[i] for i in idx] for idx in sampler] and len(batches) == len(sampler)
+    assert first == [b["lengths"].tolist() for b in batches]  # same epoch, same order
+    batches.set_epoch(1)
+    assert first != [b["lengths"].tolist() for b in batches]
 
 
 # ------------------------------------------------------------------------------ LM streams
