@@ -193,12 +193,15 @@ class Batches:
     deterministically. Every batch is ``collate`` of the items of one sampler batch.
     """
 
-    def __init__(self, items: Sequence[dict], **sampler_options):
+    def __init__(self, items: Sequence[dict], *, batch_size: int, shuffle: bool = True, seed: int = 0,
+                 bucket_factor: int = 50, drop_last: bool = False, rank: int = 0, world_size: int = 1):
         if not items:
             raise ValueError("items is empty: nothing to batch")
         self.items = items
         lengths = [len(item["inputs"] if "inputs" in item else item["targets"]) for item in items]
-        self.sampler = BucketBatchSampler(lengths, **sampler_options)
+        self.sampler = BucketBatchSampler(lengths, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                                          bucket_factor=bucket_factor, drop_last=drop_last, rank=rank,
+                                          world_size=world_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
