@@ -77,8 +77,10 @@ class _LossOf(nn.Module):
         super().__init__()
         self.head = head
 
-    def forward(self, batch, **kwargs):
-        return self.head.loss(batch, **kwargs)
+    def forward(self, batch, state=None, *, with_state: bool = False):
+        if with_state:
+            return self.head.loss_and_state(batch, state)
+        return self.head.loss(batch)
 
 
 def _tokens(batch: dict) -> int:
@@ -126,7 +128,11 @@ class Trainer:
         self.monitor = self.config.monitor or ("loss" if metrics is None else None)
         self.higher_is_better: bool | None = None
         self.optimizer = build_optimizer(model, self.config)
-        self.scheduler = None  # built once the monitored metric's direction is known
+        # plateau is built once the monitored metric's direction is known; the others now, so
+        # that they see every optimizer step
+        self.scheduler = None
+        if self.config.scheduler.name in ("step", "cosine"):
+            self.scheduler = build_scheduler(self.optimizer, self.config, higher_is_better=True)
         self._pending_scheduler_state = None
         self.history: list[dict] = []
         self.epoch = 0  # epochs completed
@@ -196,12 +202,16 @@ class Trainer:
 
     # -------------------------------------------------------------------------- steps
     def _check_bptt(self) -> None:
-        self._bptt_state = False
-        if self.config.bptt is None:
-            return
-        params = inspect.signature(self.model.loss).parameters
-        if "state" in params:
-            self._bptt_state = True  # the head carries its recurrent state across windows
+        if self.config.bptt is not None and not callable(getattr(self.model, "loss_and_state", None)):
+            raise ValueError(f"trainer.bptt needs a head that carries its state between windows "
+                             f"(loss_and_state(batch, state), as LanguageModel has); "
+                             f"{type(self.model).__name__} has none")
+
+    def _reset_state(self) -> None:
+        """Forget a carried recurrent state (LanguageModel with carry_state) between passes."""
+        reset = getattr(self.model, "reset_state", None)
+        if callable(reset):
+            reset()
 
     def _train_step(self, batch: dict) -> float:
         if self.config.bptt is not None and batch["inputs"].shape[1] > self.config.bptt:
@@ -223,8 +233,8 @@ class Trainer:
 
     def _bptt_step(self, batch: dict) -> float:
         """Truncated BPTT: cut (B, T) inputs and labels into windows of ``bptt`` steps and take one
-        optimizer step per window. If the head's ``loss`` accepts ``state``, the state is carried
-        from window to window (detached, so gradients stop at the window's start)."""
+        optimizer step per window, carrying the head's state from window to window (detached, so
+        gradients stop at the window's start)."""
         k, T = self.config.bptt, batch["inputs"].shape[1]
         state, total, n = None, 0.0, 0
         for start in range(0, T, k):
@@ -239,11 +249,8 @@ class Trainer:
                     chunk["labels"] = chunk["labels"].masked_fill((chunk["lengths"] == 0)[:, None], -100)
                     chunk["lengths"] = chunk["lengths"].clamp(min=1)
             self.optimizer.zero_grad(set_to_none=True)
-            if self._bptt_state:
-                loss, state = self.loss_module(chunk, state=state)
-                state = _detach(state)
-            else:
-                loss = self.loss_module(chunk)
+            loss, state = self.loss_module(chunk, state, with_state=True)
+            state = _detach(state)
             self._backward(loss)
             total, n = total + float(loss.detach()), n + 1
         return total / max(n, 1)
@@ -255,6 +262,7 @@ class Trainer:
         batches = self.dev_data if batches is None else batches
         was_training = self.model.training
         self.model.eval()
+        self._reset_state()
         if self.metrics is not None:
             self.metrics.reset()
         total, count = 0.0, 0
@@ -268,6 +276,7 @@ class Trainer:
                     self.metrics.update(self.model, batch)
         finally:
             self.model.train(was_training)
+            self._reset_state()
         if count == 0:
             raise ValueError("evaluation data is empty: no batches to evaluate")
         out = {"loss": total / count}
@@ -316,6 +325,7 @@ class Trainer:
                         enabled=cfg.progress and self.rank == 0)
         start, tokens, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
         self.model.train()
+        self._reset_state()
         for i, batch in enumerate(batches):
             if cfg.max_steps_per_epoch is not None and i >= cfg.max_steps_per_epoch:
                 break
@@ -427,7 +437,10 @@ class Trainer:
             raise ValueError(f"{path}: was trained with scheduler "
                              f"{state['config']['scheduler']['name']!r}; this run asks for "
                              f"{self.config.scheduler.name!r}")
-        self._pending_scheduler_state = state["scheduler"]
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        else:
+            self._pending_scheduler_state = state["scheduler"]
         rng = state["rng"]
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
