@@ -59,7 +59,7 @@ def check_rate(name: str, value, *, high: float = 1.0, closed: bool = False) -> 
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
         0.0 <= value <= high if closed else 0.0 <= value < high)
     if not ok:
-        raise ValueError(f"{name} must be a float in [0, {high}{']' if closed else ')'}; got {value!r}")
+        raise ValueError(f"{name} must be a float in [0, {high:g}{']' if closed else ')'}; got {value!r}")
 
 
 def check_bool(name: str, value) -> None:

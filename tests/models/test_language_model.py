@@ -1,0 +1,145 @@
+import math
+
+import pytest
+import torch
+
+from heads_util import overfit, pad_more, rebuild
+from rnnkit.models import LanguageModel
+
+V = 10
+
+
+def _lm(**kw):
+    torch.manual_seed(0)
+    enc = kw.pop("encoder", {"hidden_sizes": [24], "cell": "lstm"})
+    return LanguageModel(vocab_size=V, embedding_dim=12, encoder=enc, **kw)
+
+
+def _batch(seqs):
+    """LM batch from token lists: labels are inputs shifted by one, -100 past the end."""
+    T = max(len(s) for s in seqs) - 1
+    inputs = torch.zeros(len(seqs), T, dtype=torch.long)
+    labels = torch.full((len(seqs), T), -100)
+    for b, s in enumerate(seqs):
+        inputs[b, :len(s) - 1] = torch.tensor(s[:-1])
+        labels[b, :len(s) - 1] = torch.tensor(s[1:])
+    return {"inputs": inputs, "labels": labels, "lengths": torch.tensor([len(s) - 1 for s in seqs])}
+
+
+SEQS = [[4, 5, 6, 7, 8, 9, 4], [7, 6, 5, 4, 9], [9, 8, 7]]
+
+
+def test_rejects_bidirectional_encoder_with_an_explanation():
+    with pytest.raises(ValueError, match="backward direction reads the very tokens it must predict"):
+        LanguageModel(vocab_size=V, encoder={"bidirectional": True})
+    with pytest.raises(ValueError, match="travellerererer"):
+        LanguageModel(vocab_size=V, encoder={"hidden_sizes": [8, 8], "bidirectional": [False, True]})
+
+
+@pytest.mark.parametrize("tie_weights", [False, True])
+def test_overfits_and_generates_the_memorised_continuation(tie_weights):
+    model = _lm(tie_weights=tie_weights)
+    batch = _batch(SEQS)
+    assert overfit(model, batch, steps=150, lr=0.03) < 0.02
+    prompts = {"inputs": torch.tensor([[4, 5, 0], [7, 6, 5]]), "lengths": torch.tensor([2, 3])}
+    assert model.predict(prompts, max_new_tokens=2) == [[6, 7], [4, 9]]
+
+
+def test_tied_weights_share_one_matrix():
+    model = _lm(tie_weights=True)  # H = 24 != E = 12: a projection comes first
+    names = dict(model.named_parameters())
+    assert "output.weight" not in names and "proj.weight" in names
+    batch = _batch(SEQS)
+    model.loss(batch).backward()
+    assert model.input.embedding.weight.grad[9].abs().sum() > 0  # the output layer trains it too
+
+
+def test_padding_never_changes_output():
+    model = _lm().eval()
+    batch = _batch(SEQS)
+    longer = dict(batch, inputs=pad_more(batch["inputs"], 3, high=V),
+                  labels=torch.cat([batch["labels"], torch.randint(1, V, (3, 3))], 1))
+    with torch.no_grad():
+        ref, _ = model(batch)
+        out, _ = model(longer)
+        assert torch.allclose(out[:, :ref.shape[1]][batch["labels"] != -100], ref[batch["labels"] != -100], atol=1e-5)
+        assert torch.allclose(model.loss(longer), model.loss(batch))
+    assert model.predict(longer, max_new_tokens=3) == model.predict(batch, max_new_tokens=3)
+
+
+def test_greedy_generation_matches_the_full_forward_pass():
+    """Each generated token is the argmax of a full pass over prompt + generated so far, so
+    the stepwise state equals the whole-sequence state."""
+    model = _lm(encoder={"hidden_sizes": [8, 8], "residual": True, "layer_norm": True}).eval()
+    prompt = [3, 5, 2]
+    new = model.predict({"inputs": torch.tensor([prompt]), "lengths": torch.tensor([3])}, max_new_tokens=5)[0]
+    seq = prompt + new
+    with torch.no_grad():
+        logits, _ = model({"inputs": torch.tensor([seq]), "lengths": torch.tensor([len(seq)])})
+    logits[..., 0] = float("-inf")  # generation never emits padding
+    assert logits[0, len(prompt) - 1:-1].argmax(-1).tolist() == new
+
+
+def test_truncated_bptt_carries_the_detached_state():
+    model = _lm(carry_state=True).eval()
+    stream = torch.randint(1, V, (2, 9))
+    full = {"inputs": stream[:, :8], "labels": stream[:, 1:], "lengths": torch.tensor([8, 8])}
+    first = {k: (v[:, :4] if v.dim() == 2 else torch.tensor([4, 4])) for k, v in full.items()}
+    second = {k: (v[:, 4:] if v.dim() == 2 else torch.tensor([4, 4])) for k, v in full.items()}
+    with torch.no_grad():
+        logits, _ = model(full)
+    want = torch.nn.functional.cross_entropy(logits[:, 4:].reshape(-1, V), full["labels"][:, 4:].reshape(-1))
+    model.loss(first)
+    assert all(not t.requires_grad for t in model.state_[0])  # detached between batches
+    assert torch.allclose(model.loss(second), want, atol=1e-5)
+    model.reset_state()
+    assert not torch.allclose(model.loss(second), want, atol=1e-3)  # from zeros it differs
+    stateless = _lm(carry_state=False).eval()
+    model.reset_state()
+    assert torch.allclose(stateless.loss(second), model.loss(second))
+
+
+def test_perplexity_is_exp_of_mean_token_nll():
+    model = _lm().eval()
+    a, b = _batch(SEQS), _batch([[4, 4, 4], [5, 6, 7, 8]])
+    counts = [int((x["labels"] != -100).sum()) for x in (a, b)]
+    with torch.no_grad():
+        mean = (float(model.loss(a)) * counts[0] + float(model.loss(b)) * counts[1]) / sum(counts)
+    assert math.isclose(model.perplexity([a, b]), math.exp(mean), rel_tol=1e-5)
+    assert model.perplexity([a]) < V * 2  # an untrained model is near uniform, not wildly off
+
+
+def test_sampling_is_seeded_and_top_k_one_is_greedy():
+    model = _lm().eval()
+    prompts = {"inputs": torch.tensor([[4, 5], [6, 7]]), "lengths": torch.tensor([2, 2])}
+    g = model.generate(prompts, max_new_tokens=6)
+    assert model.generate(prompts, max_new_tokens=6, strategy="sample", top_k=1, seed=3) == g
+    s1 = model.generate(prompts, max_new_tokens=6, strategy="sample", temperature=3.0, seed=3)
+    assert s1 == model.generate(prompts, max_new_tokens=6, strategy="sample", temperature=3.0, seed=3)
+    assert s1 != g
+
+
+def test_eos_stops_generation_and_config_rebuilds():
+    model = _lm(eos_id=3, tie_weights=True).eval()
+    batch = _batch(SEQS)
+    with torch.no_grad():
+        assert torch.equal(rebuild(model)(batch)[0], model(batch)[0])
+    outs = model.predict(batch, max_new_tokens=30, strategy="sample", temperature=2.0, seed=0)
+    assert all(3 not in row for row in outs) and any(len(row) < 30 for row in outs)
+
+
+def test_bad_input_raises_clear_errors():
+    model = _lm(max_length=5)
+    batch = _batch(SEQS)
+    with pytest.raises(ValueError, match="length 6, longer than max_length = 5"):
+        model.loss(batch)
+    model = _lm()
+    bad = batch["labels"].clone()
+    bad[0, 0] = V
+    with pytest.raises(ValueError, match=r"batch\['labels'\] must hold token ids in \[0, 9\]"):
+        model.loss(dict(batch, labels=bad))
+    with pytest.raises(ValueError, match="batch is empty"):
+        model.loss({"inputs": torch.zeros(0, 2, dtype=torch.long), "lengths": torch.zeros(0, dtype=torch.long),
+                    "labels": torch.zeros(0, 2, dtype=torch.long)})
+    with pytest.raises(ValueError, match="strategy must be one of greedy, sample"):
+        model.generate(batch, strategy="beam")
