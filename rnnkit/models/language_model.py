@@ -5,8 +5,11 @@ model is the same, only the vocabulary differs).
 
 Truncated BPTT: with ``carry_state=True`` each ``loss(batch)`` starts from the state the
 previous batch ended in, detached so gradients stop at the batch boundary -- batches must then
-be consecutive windows of the same streams (``rnnkit.data.LMStream``). ``loss_and_state``
-offers the same explicitly, for a caller that keeps the state itself.
+be consecutive windows of the same streams (``rnnkit.data.LMStream``). The carried state starts
+afresh when the batch size changes, when the model switches between train and eval mode (so a
+trainer's epoch and its evaluation each read their stream from the start) and on
+``reset_state()``. ``loss_and_state`` offers the same explicitly, for a caller that keeps the
+state itself.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ class LanguageModel(nn.Module):
         self.output = None if tie_weights else nn.Linear(H, vocab_size)
         self.output_bias = nn.Parameter(torch.zeros(vocab_size)) if tie_weights else None
         self.state_ = None  # the carried state (carry_state=True), detached
+        self._state_training = True  # the mode state_ was computed in
 
     @property
     def device(self) -> torch.device:
@@ -128,10 +132,11 @@ class LanguageModel(nn.Module):
         if not self.carry_state:
             return self.loss_and_state(batch)[0]
         state = self.state_
-        if state is not None and self._batch_size(state) != batch["inputs"].shape[0]:
-            state = None  # another batch size cannot continue the same streams
+        if state is not None and (self._batch_size(state) != batch["inputs"].shape[0]
+                                  or self._state_training != self.training):
+            state = None  # another batch size or mode cannot continue the same streams
         loss, state = self.loss_and_state(batch, state)
-        self.state_ = detach_state(state)
+        self.state_, self._state_training = detach_state(state), self.training
         return loss
 
     @staticmethod

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import Stack
-from ._common import (InputLayer, build_stack, check_batch, check_bool, check_choice, check_int,
+from ._common import (InputLayer, build_stack, check_batch, check_choice, check_int,
                       check_rate, check_tokens, encoder_config, hidden_of, length_mask)
 from .crf import CRF, SCHEMES
 

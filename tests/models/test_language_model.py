@@ -97,6 +97,9 @@ def test_truncated_bptt_carries_the_detached_state():
     stateless = _lm(carry_state=False).eval()
     model.reset_state()
     assert torch.allclose(stateless.loss(second), model.loss(second))
+    model.loss(first)
+    model.train()  # a mode switch starts the stream afresh, as reset_state does
+    assert torch.allclose(model.loss(second), stateless.loss(second))
 
 
 def test_perplexity_is_exp_of_mean_token_nll():
