@@ -4,11 +4,15 @@
     rnnkit train CONFIG.yaml [--set trainer.epochs=3 ...] [--resume]
     rnnkit evaluate CHECKPOINT DATA
     rnnkit predict CHECKPOINT [FILE|-] > predictions.jsonl
+
+Errors in a config, a data file or a checkpoint print one message naming the file and line
+(or field) and exit with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -17,6 +21,45 @@ def _demo(args: argparse.Namespace) -> int:
 
     run_demo(args.out, train_size=args.train_size, test_size=args.test_size, epochs=args.epochs,
              seed=args.seed, progress=args.progress)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .training.pipeline import train
+
+    overrides = list(args.set or [])
+    if args.out is not None:
+        overrides.append(f"trainer.out_dir={args.out}")
+    cfg = load_config(args.config, overrides=overrides)
+    summary = train(cfg, resume=args.resume)
+    print(json.dumps(summary))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .training.pipeline import evaluate
+
+    metrics = evaluate(args.checkpoint, args.data, batch_size=args.batch_size)
+    print(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), **metrics}))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .training.pipeline import predict
+
+    if args.file == "-":
+        lines, source = sys.stdin, "<stdin>"
+    else:
+        try:
+            handle = open(args.file, encoding="utf-8")
+        except OSError as e:
+            raise ValueError(f"{args.file}: cannot read ({e.strerror})") from None
+        lines, source = handle, args.file
+    out = sys.stdout
+    for record in predict(args.checkpoint, lines, source=source, batch_size=args.batch_size):
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    out.flush()
     return 0
 
 
@@ -45,13 +88,56 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--progress", action="store_true", help="show tqdm progress bars")
     demo.set_defaults(func=_demo)
+
+    train = sub.add_parser(
+        "train", help="train a model from a YAML config",
+        description="Train the model a YAML config describes (see examples/*.yaml). Writes "
+                    "OUT/best and OUT/last checkpoints, OUT/log.jsonl (one line per epoch), "
+                    "OUT/curves.png and OUT/results.json; prints the summary as JSON.",
+        epilog="example: rnnkit train examples/ud_pos.yaml --set trainer.epochs=3 "
+               "--set model.options.encoder.hidden_sizes=[128]")
+    train.add_argument("config", metavar="CONFIG", help="YAML config file")
+    train.add_argument("--set", metavar="FIELD=VALUE", action="append",
+                       help="override a config field (dotted path, YAML value); repeatable")
+    train.add_argument("--out", metavar="DIR", help="output folder (same as --set trainer.out_dir=DIR)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue exactly from OUT/last (weights, optimizer, schedule, RNG)")
+    train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="evaluate a checkpoint on a labelled file",
+        description="Read DATA the way the checkpoint's training data was read, and print the "
+                    "loss and metrics as one JSON line. A label the model does not know is an "
+                    "error naming file:line.")
+    evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder (e.g. runs/x/best)")
+    evaluate.add_argument("data", metavar="DATA", help="labelled file in the training data's format")
+    evaluate.add_argument("--batch-size", type=_positive, default=None, help="default: the training batch size")
+    evaluate.set_defaults(func=_evaluate)
+
+    predict = sub.add_parser(
+        "predict", help="predict for each line of a file (JSONL out)",
+        description="Read one input per line from FILE (or standard input with '-' or no FILE): "
+                    "plain text, or a JSON object with \"text\" or \"tokens\". Write one JSON object "
+                    "per line: tokens and tags (tagger), label (classifier), translation (seq2seq) "
+                    "or continuation (language model), plus the input's fields.")
+    predict.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder (e.g. runs/x/best)")
+    predict.add_argument("file", metavar="FILE", nargs="?", default="-", help="input file, or - for stdin")
+    predict.add_argument("--batch-size", type=_positive, default=64, help="inputs per batch (default: 64)")
+    predict.set_defaults(func=_predict)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ConfigError, CheckpointError, ValueError, FileNotFoundError) as e:
+        print(f"rnnkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

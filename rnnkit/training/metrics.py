@@ -7,8 +7,8 @@
 * translation: corpus BLEU (sacrebleu);
 * regression and forecasting: MAE, RMSE, MAPE (scikit-learn).
 
-The functions take plain Python lists. The ``*Metrics`` accumulators take a head and a batch
-(docs/contracts.md), call ``head.predict(batch)`` and gather what the functions need, so the
+The functions take plain Python lists. The ``*Metrics`` accumulators have ``reset()``, ``update(head, batch, loss)`` and ``compute()``:
+they call ``head.predict(batch)`` (docs/contracts.md) and gather what the functions need, so the
 trainer never knows which task it runs.
 """
 
@@ -139,7 +139,7 @@ class ClassificationMetrics:
         self.gold, self.pred = [], []
 
     @torch.no_grad()
-    def update(self, model, batch: dict) -> None:
+    def update(self, model, batch: dict, loss: float | None = None) -> None:
         self.pred += _rows(model.predict(batch))
         self.gold += _rows(batch["labels"])
 
@@ -169,7 +169,7 @@ class TaggingMetrics:
         self.gold, self.pred = [], []
 
     @torch.no_grad()
-    def update(self, model, batch: dict) -> None:
+    def update(self, model, batch: dict, loss: float | None = None) -> None:
         predicted = _rows(model.predict(batch))
         labels, lengths = batch["labels"], batch["lengths"].tolist()
         for row, n, gold in zip(predicted, lengths, labels.tolist()):
@@ -201,10 +201,11 @@ class PerplexityMetrics:
         self.nll, self.tokens = 0.0, 0
 
     @torch.no_grad()
-    def update(self, model, batch: dict) -> None:
+    def update(self, model, batch: dict, loss: float | None = None) -> None:
         labels = batch["labels"]
         n = int(((labels != -100) & (labels != 0)).sum())
-        self.nll += float(model.loss(batch)) * n
+        # the evaluator passes the batch's loss: a second loss() call would advance a carried state
+        self.nll += (float(model.loss(batch)) if loss is None else loss) * n
         self.tokens += n
 
     def compute(self) -> dict:
@@ -229,7 +230,7 @@ class BleuMetrics:
         return self.join.join(self.itos[i] for i in ids if i not in self.specials)
 
     @torch.no_grad()
-    def update(self, model, batch: dict) -> None:
+    def update(self, model, batch: dict, loss: float | None = None) -> None:
         self.hyps += [self.text(row) for row in _rows(model.predict(batch))]
         for row, n in zip(batch["targets"].tolist(), batch["target_lengths"].tolist()):
             self.refs.append(self.text(row[:n]))
@@ -248,7 +249,7 @@ class RegressionMetrics:
         self.gold, self.pred = [], []
 
     @torch.no_grad()
-    def update(self, model, batch: dict) -> None:
+    def update(self, model, batch: dict, loss: float | None = None) -> None:
         pred = model.predict(batch)
         pred = pred if isinstance(pred, torch.Tensor) else torch.as_tensor(pred)
         self.pred += pred.reshape(-1).tolist()

@@ -35,7 +35,7 @@ from .callbacks import Callback, CurvePlotter, EarlyStopping, JsonlLogger
 from .metrics import HIGHER_IS_BETTER
 from .options import TrainerConfig
 
-__all__ = ["Trainer", "seed_everything", "build_optimizer", "build_scheduler"]
+__all__ = ["Trainer", "evaluate_batches", "seed_everything", "build_optimizer", "build_scheduler"]
 
 
 def seed_everything(seed: int) -> None:
@@ -256,33 +256,9 @@ class Trainer:
         return total / max(n, 1)
 
     # ----------------------------------------------------------------------- evaluation
-    @torch.no_grad()
     def evaluate(self, batches: Iterable[dict] | None = None) -> dict:
-        """Mean loss (weighted by batch size) and the metrics over ``batches`` (default: dev)."""
-        batches = self.dev_data if batches is None else batches
-        was_training = self.model.training
-        self.model.eval()
-        self._reset_state()
-        if self.metrics is not None:
-            self.metrics.reset()
-        total, count = 0.0, 0
-        try:
-            for batch in batches:
-                batch = self._to_device(batch)
-                B = _batch_size(batch)
-                total += float(self.model.loss(batch)) * B
-                count += B
-                if self.metrics is not None:
-                    self.metrics.update(self.model, batch)
-        finally:
-            self.model.train(was_training)
-            self._reset_state()
-        if count == 0:
-            raise ValueError("evaluation data is empty: no batches to evaluate")
-        out = {"loss": total / count}
-        if self.metrics is not None:
-            out.update(self.metrics.compute())
-        return out
+        """Mean loss and the metrics over ``batches`` (default: the dev batches)."""
+        return evaluate_batches(self.model, self.dev_data if batches is None else batches, self.metrics)
 
     def _to_device(self, batch: dict) -> dict:
         device = next(self.model.parameters()).device
@@ -344,7 +320,7 @@ class Trainer:
                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
                   "tokens_per_s": round(tokens * self.world / max(seconds, 1e-9), 1)}
         self.epoch = epoch
-        shared = torch.zeros(2)  # (monitored value, stop flag), decided on rank 0
+        shared = torch.zeros(2, dtype=torch.float64)  # (monitored value, stop flag), from rank 0
         if self.rank == 0:
             if self.dev_data is not None:
                 dev = self.evaluate()
@@ -448,6 +424,40 @@ class Trainer:
         if self.epoch >= self.config.epochs:
             print(f"rnnkit: {path} has already trained {self.epoch} of {self.config.epochs} epochs; "
                   "nothing to do (raise trainer.epochs to train on)", file=sys.stderr)
+
+
+@torch.no_grad()
+def evaluate_batches(model: nn.Module, batches: Iterable[dict], metrics=None) -> dict:
+    """Mean loss (weighted by batch size) and ``metrics`` of ``model`` over ``batches``, in eval
+    mode; a carried LM state is reset before and after."""
+    was_training = model.training
+    model.eval()
+    reset = getattr(model, "reset_state", None)
+    if callable(reset):
+        reset()
+    if metrics is not None:
+        metrics.reset()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    try:
+        for batch in batches:
+            batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+            B = _batch_size(batch)
+            loss = float(model.loss(batch))
+            total += loss * B
+            count += B
+            if metrics is not None:
+                metrics.update(model, batch, loss)
+    finally:
+        model.train(was_training)
+        if callable(reset):
+            reset()
+    if count == 0:
+        raise ValueError("evaluation data is empty: no batches to evaluate")
+    out = {"loss": total / count}
+    if metrics is not None:
+        out.update(metrics.compute())
+    return out
 
 
 def _detach(state):

@@ -1,0 +1,314 @@
+"""One validated schema for a training run: ``data``, ``model``, ``trainer``.
+
+    cfg = load_config("examples/ud_pos.yaml", overrides=["trainer.epochs=3"])
+    cfg.trainer.optimizer.lr, cfg.data.train, cfg.model.type
+
+Every section is a frozen pydantic model with ``extra="forbid"``: an unknown field, a wrong type
+or a value out of range is a ``ConfigError`` naming the file and line (for YAML input), the
+field's dotted path, the value and what is allowed. ``data`` is chosen by its ``format``;
+``model.options`` are the head's keyword arguments, checked against its signature (the sizes
+that come from the data -- vocabulary, number of tags or classes -- are filled in by rnnkit).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from .training.options import OptimizerConfig, SchedulerConfig, Strict, TrainerConfig
+
+__all__ = ["Config", "ConfigError", "load_config", "parse_config", "apply_overrides", "DATA_FORMATS",
+           "MODEL_TYPES", "DERIVED_OPTIONS", "TokenizerConfig", "TrainerConfig", "OptimizerConfig",
+           "SchedulerConfig"]
+
+
+class ConfigError(ValueError):
+    """A configuration that does not validate; the message lists every problem, one per line."""
+
+
+class TokenizerConfig(Strict):
+    level: Literal["whitespace", "regex", "char", "cjk"] = "whitespace"  # how text becomes tokens
+    pattern: str | None = None        # token regex, for level: regex
+    lowercase: bool = False           # lower-case before splitting
+    normalize_digits: bool = False    # every digit becomes 0
+
+
+class _Data(Strict):
+    train: str                                            # training file (or folder for ts: a file)
+    dev: str | None = None                                # dev file; null: see dev_fraction
+    test: str | None = None                               # test file, evaluated with the best checkpoint
+    dev_fraction: float | None = Field(None, gt=0, lt=1)  # carve dev from train (seeded) when no dev file
+    max_train_examples: int | None = Field(None, ge=1)    # use only the first N training examples
+    max_eval_examples: int | None = Field(None, ge=1)     # use only the first N dev / test examples
+    min_freq: int = Field(1, ge=1)                        # vocabulary: keep tokens seen this often
+    max_vocab: int | None = Field(None, ge=4)             # vocabulary: largest size, specials included
+    max_length: int | None = Field(None, ge=1)            # longest input sequence
+    truncate: bool = False                                # cut longer sequences instead of raising
+    encoding: str = "utf-8"                               # text encoding of the files
+
+    @model_validator(mode="after")
+    def _dev_source(self):
+        if self.dev is not None and self.dev_fraction is not None:
+            raise ValueError(f"give either dev ({self.dev!r}) or dev_fraction ({self.dev_fraction}), not both")
+        return self
+
+
+class ConlluData(_Data):
+    format: Literal["conllu"]
+    tag: Literal["upos", "xpos", "deprel"] = "upos"  # which CoNLL-U column is the tag
+    lowercase: bool = False                          # lower-case the word forms
+    chars: bool = False                              # character features (batch key chars)
+    predict_tokenizer: TokenizerConfig = TokenizerConfig()  # splits raw text for `rnnkit predict`
+
+
+class ConllData(_Data):
+    format: Literal["conll"]
+    token_column: int = 0                   # column of the token (negative: from the end)
+    tag_column: int = -1                    # column of the tag
+    separator: str | None = None            # column separator; null: any whitespace
+    scheme: Literal["conlleval", "IOB1", "IOB2", "IOBES"] = "conlleval"  # span F1 scheme (seqeval)
+    chars: bool = False                     # character features (batch key chars)
+    predict_tokenizer: TokenizerConfig = TokenizerConfig()  # splits raw text for `rnnkit predict`
+
+
+class DelimitedData(_Data):
+    format: Literal["csv", "tsv"]
+    text_column: str | int = "text"         # header name or 0-based index of the text
+    label_column: str | int = "label"       # header name or 0-based index of the label
+    header: bool = True                     # the first row names the columns
+    tokenizer: TokenizerConfig = TokenizerConfig()
+
+
+class JsonlData(_Data):
+    format: Literal["jsonl"]
+    text_field: str = "text"                # key of the text (string or token list)
+    label_field: str = "label"              # key of the label
+    tokenizer: TokenizerConfig = TokenizerConfig()
+
+
+class LabelTextData(_Data):
+    format: Literal["label_text"]           # `label text...` per line (SST-2 sentence level)
+    tokenizer: TokenizerConfig = TokenizerConfig()
+
+
+class ParallelData(_Data):
+    format: Literal["parallel"]             # source TAB target [TAB more columns]
+    source_column: int = 0
+    target_column: int = 1
+    num_columns: int | None = Field(None, ge=2)  # columns every line must have; null: at least 2
+    source_tokenizer: TokenizerConfig = TokenizerConfig()
+    target_tokenizer: TokenizerConfig = TokenizerConfig()
+    max_target_length: int | None = Field(None, ge=1)  # longest target, BOS/EOS not counted
+
+
+class LMTextData(_Data):
+    format: Literal["lm_text"]              # plain text, one token stream (PTB)
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    bptt: int = Field(35, ge=1)             # window length of the truncated-BPTT stream
+
+
+class TSFileData(_Data):
+    format: Literal["ts"]                   # UEA/UCR .ts series with class labels
+    missing: Literal["error", "keep", "zero", "ffill"] = "error"  # missing values policy
+    scale: bool = True                      # standardise each channel with train statistics
+
+
+DataConfig = Annotated[Union[ConlluData, ConllData, DelimitedData, JsonlData, LabelTextData,
+                             ParallelData, LMTextData, TSFileData], Field(discriminator="format")]
+
+DATA_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "parallel", "lm_text", "ts")
+
+# Which data formats each head can learn from.
+MODEL_TYPES = {
+    "SequenceTagger": ("conllu", "conll"),
+    "SequenceClassifier": ("csv", "tsv", "jsonl", "label_text", "ts"),
+    "LanguageModel": ("lm_text",),
+    "Seq2Seq": ("parallel",),
+}
+
+# Head arguments rnnkit sets from the data; a config must not give them.
+DERIVED_OPTIONS = {
+    "SequenceTagger": ("vocab_size", "num_tags", "tags", "char_vocab_size"),
+    "SequenceClassifier": ("num_classes", "vocab_size", "input_size"),
+    "LanguageModel": ("vocab_size", "carry_state"),
+    "Seq2Seq": ("source_vocab_size", "target_vocab_size", "bos_id", "eos_id"),
+}
+
+
+class ModelConfig(Strict):
+    type: Literal["SequenceTagger", "SequenceClassifier", "LanguageModel", "Seq2Seq"]  # task head
+    options: dict[str, Any] = {}  # the head's keyword arguments (embedding_dim, encoder, ...)
+
+    @model_validator(mode="after")
+    def _check_options(self):
+        from . import models
+
+        params = inspect.signature(getattr(models, self.type).__init__).parameters
+        allowed = [p for p in params if p != "self" and p not in DERIVED_OPTIONS[self.type]]
+        for key in self.options:
+            if key in DERIVED_OPTIONS[self.type]:
+                raise ValueError(f"options.{key} is set by rnnkit from the data; remove it")
+            if key not in allowed:
+                raise ValueError(f"options.{key} is not an option of {self.type}; allowed: {', '.join(allowed)}")
+        return self
+
+
+class Config(Strict):
+    name: str = "run"               # a title for logs and plots
+    data: DataConfig
+    model: ModelConfig
+    trainer: TrainerConfig = TrainerConfig()
+
+    @model_validator(mode="after")
+    def _task_fits_data(self):
+        formats = MODEL_TYPES[self.model.type]
+        if self.data.format not in formats:
+            raise ValueError(f"model.type {self.model.type} cannot learn from data.format "
+                             f"{self.data.format!r}; it takes {', '.join(formats)}")
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+def _set_path(raw: dict, dotted: str, value: Any, origin: str) -> None:
+    keys = dotted.split(".")
+    node = raw
+    for i, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: {'.'.join(keys[:i + 1])} is {child!r}, not a section; "
+                              f"cannot set {dotted}")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """``["trainer.epochs=3", "model.options.encoder.hidden_sizes=[128]"]`` -> updated copy of
+    ``raw``; values are parsed as YAML (numbers, booleans, lists, null)."""
+    import copy
+
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        origin = f"override {item!r}"
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{origin}: expected FIELD=VALUE, e.g. trainer.epochs=3")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{origin}: the value is not valid YAML ({e.problem})") from None
+        _set_path(raw, key.strip(), value, origin)
+    return raw
+
+
+def _line_of(node, loc: tuple) -> int | None:
+    """1-based line of the YAML key at ``loc`` (or of its deepest existing parent)."""
+    line = None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == key:
+                    line, node = k.start_mark.line + 1, v
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _format_errors(e: ValidationError, *, source: str, root=None, raw=None) -> str:
+    lines = []
+    for err in e.errors():
+        loc = tuple(err["loc"])
+        # discriminated unions put the chosen tag in the path: data.conllu.tag -> data.tag
+        loc = tuple(p for i, p in enumerate(loc) if not (i == 1 and loc[0] == "data" and p in DATA_FORMATS))
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(root, loc) if root is not None else None
+        where = f"{source}:{line}" if line else source
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            parent = _section_fields(loc[:-1], raw)
+            allowed = f"; allowed: {', '.join(parent)}" if parent else ""
+            lines.append(f"{where}: {path}: unknown field (got {err['input']!r}){allowed}")
+        elif err["type"] == "missing":
+            lines.append(f"{where}: {path}: required field is missing")
+        elif err["type"] == "union_tag_invalid" or (loc == ("data",) and "discriminator" in err["type"]):
+            lines.append(f"{where}: data.format: must be one of {', '.join(DATA_FORMATS)}; "
+                         f"got {err['input'].get('format') if isinstance(err['input'], dict) else err['input']!r}")
+        elif err["type"] == "value_error" and loc in ((), ("model",)):
+            option = re.match(r"options\.(\w+)", msg)
+            if option and root is not None:
+                line = _line_of(root, ("model", "options", option.group(1))) or line
+                where = f"{source}:{line}" if line else source
+            lines.append(f"{where}: {'model.' if loc else ''}{msg}")
+        else:
+            lines.append(f"{where}: {path}: {msg} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _section_fields(loc: tuple, raw) -> list[str]:
+    """Field names of the schema section at ``loc`` (for 'allowed: ...' in messages)."""
+    model = Config
+    if loc and loc[0] == "data":
+        fmt = raw.get("data", {}).get("format") if isinstance(raw, dict) and isinstance(raw.get("data"), dict) else None
+        by_format = {cls.model_fields["format"].annotation.__args__[0]: cls
+                     for cls in (ConlluData, ConllData, DelimitedData, JsonlData, LabelTextData,
+                                 ParallelData, LMTextData, TSFileData)}
+        by_format["tsv"] = DelimitedData
+        if fmt not in by_format:
+            return []
+        model, loc = by_format[fmt], loc[1:]
+    for key in loc:
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        model = next((a for a in getattr(annotation, "__args__", (annotation,))
+                      if isinstance(a, type) and issubclass(a, Strict)), None)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def parse_config(raw: Any, *, source: str = "<config>", overrides: list[str] = (), root=None) -> Config:
+    """Validate a dict (e.g. parsed YAML) with ``overrides`` applied; raise ConfigError."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a config must be a mapping with data, model and trainer; "
+                          f"got {type(raw).__name__}")
+    raw = apply_overrides(raw, list(overrides))
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source=source, root=root, raw=raw)) from None
+
+
+def load_config(path: str | os.PathLike, *, overrides: list[str] = ()) -> Config:
+    """Read and validate a YAML config file; relative data paths stay relative to the working
+    directory (run from the repository root, as the examples assume)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        root = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    return parse_config(raw if raw is not None else {}, source=str(path), overrides=overrides, root=root)

@@ -1,0 +1,355 @@
+"""From a validated ``Config`` to batches, a head, a trained checkpoint -- and back.
+
+    summary = train(load_config("examples/ud_pos.yaml"))      # what `rnnkit train` runs
+    metrics = evaluate("runs/ud_pos/best", "dev.conllu")       # `rnnkit evaluate`
+    for record in predict("runs/ud_pos/best", lines): ...      # `rnnkit predict`
+
+A checkpoint written here stores, besides weights and the head's config, the vocabularies
+(``Vocab.to_dict``), the series scaler if any, and the run's full config (``extra.config``), so
+that ``evaluate`` and ``predict`` read new files exactly as training read its own.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import checkpoint as ckpt
+from ..config import Config, TokenizerConfig
+from ..data import (Batches, Encoder, LMStream, PairExample, SeriesScaler, TaggedExample,
+                    TextExample, Tokenizer, Vocab, collate, read_conll, read_conllu, read_delimited,
+                    read_jsonl, read_label_text, read_lm_text, read_parallel, read_ts)
+from .metrics import BleuMetrics, ClassificationMetrics, PerplexityMetrics, TaggingMetrics
+from .trainer import Trainer, evaluate_batches, seed_everything
+
+__all__ = ["Prepared", "prepare", "train", "evaluate", "predict"]
+
+
+def _tokenizer(tc: TokenizerConfig) -> Tokenizer:
+    return Tokenizer(tc.level, pattern=tc.pattern, lowercase=tc.lowercase,
+                     normalize_digits=tc.normalize_digits)
+
+
+def read_file(data, path: str | Path):
+    """Examples of one file, read as ``data`` (a data config section) describes."""
+    f, enc = data.format, data.encoding
+    if f == "conllu":
+        return read_conllu(path, tag=data.tag, lowercase=data.lowercase, encoding=enc)
+    if f == "conll":
+        return read_conll(path, token_column=data.token_column, tag_column=data.tag_column,
+                          separator=data.separator, encoding=enc)
+    if f in ("csv", "tsv"):
+        return read_delimited(path, text_column=data.text_column, label_column=data.label_column,
+                              delimiter="," if f == "csv" else "\t", header=data.header,
+                              tokenizer=_tokenizer(data.tokenizer), encoding=enc)
+    if f == "jsonl":
+        return read_jsonl(path, text_field=data.text_field, label_field=data.label_field,
+                          tokenizer=_tokenizer(data.tokenizer), encoding=enc)
+    if f == "label_text":
+        return read_label_text(path, tokenizer=_tokenizer(data.tokenizer), encoding=enc)
+    if f == "parallel":
+        return read_parallel(path, source_column=data.source_column, target_column=data.target_column,
+                             num_columns=data.num_columns, source_tokenizer=_tokenizer(data.source_tokenizer),
+                             target_tokenizer=_tokenizer(data.target_tokenizer), encoding=enc)
+    if f == "lm_text":
+        return read_lm_text(path, tokenizer=_tokenizer(data.tokenizer), encoding=enc)
+    if f == "ts":
+        return read_ts(path, missing=data.missing, encoding=enc).examples
+    raise ValueError(f"data.format {f!r} has no reader")  # the schema makes this unreachable
+
+
+def _limit(examples: list, n: int | None) -> list:
+    return examples if n is None else examples[:n]
+
+
+def _splits(cfg: Config) -> tuple[list, list | None, list | None]:
+    d = cfg.data
+    train = read_file(d, d.train)
+    if d.format == "lm_text" and d.dev_fraction is not None:
+        raise ValueError("data.dev_fraction cannot split a language-model token stream; give data.dev")
+    if d.dev_fraction is not None:
+        order = list(range(len(train)))
+        random.Random(cfg.trainer.seed).shuffle(order)
+        n_dev = max(1, round(len(train) * d.dev_fraction))
+        dev = [train[i] for i in sorted(order[:n_dev])]
+        train = [train[i] for i in sorted(order[n_dev:])]
+    else:
+        dev = read_file(d, d.dev) if d.dev is not None else None
+    test = read_file(d, d.test) if d.test is not None else None
+    cap = d.max_eval_examples
+    return _limit(train, d.max_train_examples), _limit(dev, cap) if dev else dev, \
+        _limit(test, cap) if test else test
+
+
+# ----------------------------------------------------------------------- vocabularies
+
+def fit_vocabs(cfg: Config, train: list) -> dict:
+    """Vocabularies (and a series scaler) fitted on the training examples, as objects."""
+    d, kind = cfg.data, cfg.model.type
+    size = dict(min_freq=d.min_freq, max_size=d.max_vocab)
+    out: dict = {}
+    if d.format == "lm_text":
+        out["words"] = Vocab(**size).fit([train])
+    elif kind == "Seq2Seq":
+        out["words"] = Vocab(**size).fit(ex.source for ex in train)
+        out["target"] = Vocab(**size, name="target token").fit(ex.target for ex in train)
+    elif d.format == "ts":
+        out["labels"] = Vocab.for_labels((ex.label for ex in train), name="class")
+        if d.scale:
+            out["scaler"] = SeriesScaler().fit(train)
+    else:
+        out["words"] = Vocab(**size).fit(ex.tokens for ex in train)
+        if kind == "SequenceTagger":
+            out["labels"] = Vocab.for_labels((t for ex in train for t in ex.tags), name="tag")
+            if d.chars:
+                out["chars"] = Vocab(specials=("<pad>", "<unk>"), name="char").fit_chars(
+                    ex.tokens for ex in train)
+        else:
+            out["labels"] = Vocab.for_labels((ex.label for ex in train), name="label")
+    return out
+
+
+def vocabs_to_json(vocabs: dict) -> dict:
+    return {name: v.to_dict() for name, v in vocabs.items()}
+
+
+def vocabs_from_json(saved: dict) -> dict:
+    return {name: (SeriesScaler.from_dict(v) if name == "scaler" else Vocab.from_dict(v))
+            for name, v in saved.items()}
+
+
+def _encoder(cfg: Config, vocabs: dict) -> Encoder:
+    d = cfg.data
+    return Encoder(vocab=vocabs.get("words"), label_vocab=vocabs.get("labels"),
+                   char_vocab=vocabs.get("chars"), target_vocab=vocabs.get("target"),
+                   max_length=d.max_length, truncate=d.truncate,
+                   max_target_length=getattr(d, "max_target_length", None))
+
+
+def _items(cfg: Config, vocabs: dict, examples: list) -> list[dict]:
+    if "scaler" in vocabs:
+        examples = vocabs["scaler"].transform(examples)
+    return _encoder(cfg, vocabs).encode_all(examples)
+
+
+def _lm_stream(cfg: Config, vocabs: dict, tokens: list[str], *, rank: int = 0, world: int = 1) -> LMStream:
+    ids = vocabs["words"].encode(tokens)
+    if world > 1:  # each process learns from its own contiguous share of the stream
+        share = len(ids) // world
+        ids = ids[rank * share:(rank + 1) * share + 1]
+    return LMStream(ids, batch_size=cfg.trainer.batch_size, bptt=cfg.data.bptt)
+
+
+def _batches(cfg: Config, vocabs: dict, examples: list, *, train: bool, rank: int = 0, world: int = 1):
+    if cfg.data.format == "lm_text":
+        return _lm_stream(cfg, vocabs, examples, rank=rank if train else 0, world=world if train else 1)
+    items = _items(cfg, vocabs, examples)
+    if train:
+        return Batches(items, batch_size=cfg.trainer.batch_size, shuffle=True, seed=cfg.trainer.seed,
+                       rank=rank, world_size=world)
+    return Batches(items, batch_size=cfg.trainer.batch_size, shuffle=False)
+
+
+def model_kwargs(cfg: Config, vocabs: dict, train: list) -> dict:
+    """The head's arguments: the config's options plus the sizes the data decides."""
+    kind, opts = cfg.model.type, dict(cfg.model.options)
+    if kind == "SequenceTagger":
+        tags = vocabs["labels"].itos_
+        opts.update(vocab_size=len(vocabs["words"]), num_tags=len(tags), tags=list(tags))
+        if "chars" in vocabs:
+            opts["char_vocab_size"] = len(vocabs["chars"])
+    elif kind == "SequenceClassifier":
+        opts["num_classes"] = len(vocabs["labels"])
+        if cfg.data.format == "ts":
+            opts["input_size"] = int(train[0].values.shape[1])
+        else:
+            opts["vocab_size"] = len(vocabs["words"])
+    elif kind == "LanguageModel":
+        opts.update(vocab_size=len(vocabs["words"]), carry_state=True)
+    elif kind == "Seq2Seq":
+        target = vocabs["target"]
+        opts.update(source_vocab_size=len(vocabs["words"]), target_vocab_size=len(target),
+                    bos_id=target.bos_id, eos_id=target.eos_id)
+    return opts
+
+
+def metrics_for(cfg: Config, vocabs: dict):
+    kind = cfg.model.type
+    if kind == "SequenceTagger":
+        return TaggingMetrics(vocabs["labels"].itos_, scheme=getattr(cfg.data, "scheme", "conlleval"))
+    if kind == "SequenceClassifier":
+        return ClassificationMetrics(vocabs["labels"].itos_)
+    if kind == "LanguageModel":
+        return PerplexityMetrics()
+    join = "" if cfg.data.target_tokenizer.level in ("char", "cjk") else " "
+    return BleuMetrics(vocabs["target"].itos_, join=join)
+
+
+# ------------------------------------------------------------------------------ train
+
+@dataclass
+class Prepared:
+    """Everything a run needs, built from a config."""
+
+    model: torch.nn.Module
+    train: object
+    dev: object | None
+    test: object | None
+    vocabs: dict = field(default_factory=dict)
+    metrics: object = None
+    counts: dict = field(default_factory=dict)
+
+
+def prepare(cfg: Config, *, rank: int = 0, world: int = 1) -> Prepared:
+    from ..checkpoint import model_types
+
+    train, dev, test = _splits(cfg)
+    vocabs = fit_vocabs(cfg, train)
+    seed_everything(cfg.trainer.seed)
+    model = model_types()[cfg.model.type](**model_kwargs(cfg, vocabs, train))
+    return Prepared(
+        model=model, vocabs=vocabs, metrics=metrics_for(cfg, vocabs),
+        train=_batches(cfg, vocabs, train, train=True, rank=rank, world=world),
+        dev=_batches(cfg, vocabs, dev, train=False) if dev else None,
+        test=_batches(cfg, vocabs, test, train=False) if test else None,
+        counts={"train": len(train), "dev": len(dev) if dev else 0, "test": len(test) if test else 0})
+
+
+def train(cfg: Config, *, resume: bool = False, stream=None) -> dict:
+    """Train as ``cfg`` says; evaluate the best checkpoint on the test file if there is one.
+    Returns (and writes to ``out_dir/results.json``) the summary."""
+    from .trainer import _setup_distributed
+
+    stream = stream if stream is not None else sys.stderr
+    rank, world = _setup_distributed()
+    start = time.perf_counter()
+    if cfg.trainer.num_threads is not None:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    p = prepare(cfg, rank=rank, world=world)
+    unit = "tokens" if cfg.data.format == "lm_text" else "examples"
+    if rank == 0:
+        print(f"rnnkit train {cfg.name}: {p.counts['train']:,} train / {p.counts['dev']:,} dev / "
+              f"{p.counts['test']:,} test {unit}; {cfg.model.type} with "
+              f"{sum(x.numel() for x in p.model.parameters()):,} weights", file=stream, flush=True)
+    trainer = Trainer(p.model, cfg.trainer, train=p.train, dev=p.dev, metrics=p.metrics,
+                      vocabs=vocabs_to_json(p.vocabs), extra={"config": cfg.model_dump(mode="json")},
+                      name=cfg.name)
+    history = trainer.fit(resume=resume)
+    summary = {"name": cfg.name, "epochs": trainer.epoch, "best_epoch": trainer.best_epoch,
+               "monitor": trainer.monitor, "best": trainer.best_value,
+               "dev": next((r["dev"] for r in history if r["epoch"] == trainer.best_epoch and "dev" in r), None)}
+    if rank == 0 and p.test is not None:
+        best = ckpt.load(Path(cfg.trainer.out_dir) / "best")
+        summary["test"] = evaluate_batches(best.model, p.test, p.metrics)
+    summary["seconds"] = round(time.perf_counter() - start, 1)
+    if rank == 0:
+        out = Path(cfg.trainer.out_dir) / "results.json"
+        out.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    return summary
+
+
+# --------------------------------------------------------------------- evaluate, predict
+
+def _restore(path: str | Path):
+    loaded = ckpt.load(path)
+    saved = loaded.extra.get("config")
+    if saved is None:
+        raise ckpt.CheckpointError(f"{path}: has no run config (extra.config); it was not written by "
+                                   "`rnnkit train`, so rnnkit does not know how to read data for it")
+    return loaded, Config.model_validate(saved), vocabs_from_json(loaded.vocabs)
+
+
+def evaluate(path: str | Path, data_path: str | Path, *, batch_size: int | None = None) -> dict:
+    """Loss and metrics of the checkpoint at ``path`` on ``data_path`` (read like its training
+    data). A label the checkpoint does not know is an error naming file:line."""
+    loaded, cfg, vocabs = _restore(path)
+    examples = read_file(cfg.data, data_path)
+    if batch_size is not None:
+        cfg = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"batch_size": batch_size})})
+    batches = _batches(cfg, vocabs, examples, train=False)
+    return evaluate_batches(loaded.model, batches, metrics_for(cfg, vocabs))
+
+
+def _records(lines: Iterable[str], source: str) -> Iterator[tuple[str, dict]]:
+    """(where, {"text": ...} or {"tokens": [...]}) per non-blank line; JSON objects allowed."""
+    for n, line in enumerate(lines, 1):
+        text = line.rstrip("\n")
+        if not text.strip():
+            continue
+        where = f"{source}:{n}"
+        if text.lstrip().startswith("{"):
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not valid JSON ({e.msg}); give plain text or a JSON object "
+                                 'with "text" or "tokens"') from None
+            if not isinstance(obj.get("tokens", obj.get("text")), (str, list)):
+                raise ValueError(f'{where}: a JSON line needs "text" (a string) or "tokens" (a list); '
+                                 f"got keys {sorted(obj)}")
+            yield where, obj
+        else:
+            yield where, {"text": text}
+
+
+def predict(path: str | Path, lines: Iterable[str], *, source: str = "<stdin>",
+            batch_size: int = 64) -> Iterator[dict]:
+    """JSON-safe predictions, one dict per input line (see ``rnnkit predict --help``)."""
+    loaded, cfg, vocabs = _restore(path)
+    model, d, kind = loaded.model, cfg.data, cfg.model.type
+    if d.format == "ts":
+        raise ValueError("a series classifier predicts from a .ts file: use `rnnkit evaluate` for "
+                         "labelled files; unlabelled .ts prediction is not supported yet")
+    tokenize = _tokenizer(getattr(d, "predict_tokenizer", None) or getattr(d, "tokenizer", None)
+                          or getattr(d, "source_tokenizer"))
+    encoder = _encoder(cfg, vocabs)
+    pending: list[tuple[str, dict, list[str]]] = []
+
+    def flush():
+        exs = []
+        for where, _, tokens in pending:
+            if kind == "SequenceTagger":
+                exs.append(TaggedExample(tokens, None, where))
+            elif kind == "LanguageModel":
+                exs.append(TextExample(tokens, None, where))
+            else:
+                exs.append(TextExample(tokens, None, where))
+        items = [encoder(ex) for ex in exs]
+        if kind == "LanguageModel":  # prompts: <bos> w1 .. wn, no labels
+            items = [{"inputs": [vocabs["words"].bos_id] + item["inputs"]} for item in items]
+        with torch.no_grad():
+            out = model.predict(collate(items))
+        rows = out.tolist() if isinstance(out, torch.Tensor) else out
+        for (where, obj, tokens), row in zip(pending, rows):
+            yield {**obj, **_decode(kind, row, tokens, vocabs, d)}
+        pending.clear()
+
+    for where, obj in _records(lines, source):
+        tokens = obj["tokens"] if isinstance(obj.get("tokens"), list) else tokenize(obj["text"])
+        if not tokens:
+            raise ValueError(f"{where}: no tokens in {obj.get('text', '')!r}")
+        pending.append((where, obj, [str(t) for t in tokens]))
+        if len(pending) >= batch_size:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def _decode(kind: str, row, tokens: list[str], vocabs: dict, d) -> dict:
+    if kind == "SequenceTagger":
+        return {"tokens": tokens, "tags": vocabs["labels"].decode(row)}
+    if kind == "SequenceClassifier":
+        return {"label": vocabs["labels"].itos_[int(row)]}
+    target = vocabs.get("target", vocabs["words"])
+    specials = {target.pad_id, target.bos_id, target.eos_id}
+    words = [target.itos_[i] for i in row if i not in specials]
+    tokenizer = getattr(d, "target_tokenizer", None) or getattr(d, "tokenizer", None)
+    join = "" if tokenizer is not None and tokenizer.level in ("char", "cjk") else " "
+    key = "translation" if kind == "Seq2Seq" else "continuation"
+    return {key: join.join(words)}
