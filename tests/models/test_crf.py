@@ -32,9 +32,9 @@ def _brute(crf, emissions, L):
 @pytest.mark.parametrize("scheme", [None, "bio"])
 def test_log_partition_and_viterbi_equal_brute_force(scheme):
     crf = _crf(scheme)
-    emissions = torch.randn(3, 4, 3, dtype=torch.float64)
+    emissions = torch.randn(8, 4, 3, dtype=torch.float64) * 2
     crf = crf.double()
-    lengths = torch.tensor([4, 2, 1])
+    lengths = torch.tensor([4, 2, 1, 3, 1, 2, 3, 4])
     log_z = crf.log_partition(emissions, lengths)
     best = crf.decode(emissions, lengths)
     for b, L in enumerate(lengths.tolist()):

@@ -14,7 +14,7 @@ class ToyDecoder:
 
     def __init__(self, seed=0):
         g = torch.Generator().manual_seed(seed)
-        self.table = torch.randn(V, 4, V, generator=g) * 2
+        self.table = torch.randn(V, 4, V, generator=g) * 0.7
         self.mix = torch.randn(V, 4, generator=g)
 
     def step(self, token, state):
@@ -51,11 +51,13 @@ def test_beam_size_one_equals_greedy(seed):
 def test_wide_beam_equals_exhaustive_search(alpha):
     """With a beam as wide as the number of hypotheses, beam search is exhaustive: it must
     return the best length-normalised sequence found by enumeration."""
-    dec = ToyDecoder(3)
-    L = 3
-    lp, state = dec.start(2, 5)
+    dec = ToyDecoder(0)
+    L, B = 3, 6
+    lp, state = dec.start(B, 2)
     found = beam_search(dec.step, state, lp, beam_size=V ** L, max_length=L, eos_id=EOS, length_penalty=alpha)
-    for b in range(2):
+    # The search must matter: greedy misses the best sequence for some rows.
+    assert found != greedy(dec.step, state, lp, max_length=L, eos_id=EOS)
+    for b in range(B):
         best, best_seq = float("-inf"), None
         for n in range(1, L + 1):
             for seq in itertools.product(range(V), repeat=n):

@@ -64,7 +64,11 @@ def test_padding_never_changes_output():
         out, _ = model(longer)
         assert torch.allclose(out[:, :ref.shape[1]][batch["labels"] != -100], ref[batch["labels"] != -100], atol=1e-5)
         assert torch.allclose(model.loss(longer), model.loss(batch))
-    assert model.predict(longer, max_new_tokens=3) == model.predict(batch, max_new_tokens=3)
+    together = model.predict(longer, max_new_tokens=3)
+    assert together == model.predict(batch, max_new_tokens=3)
+    for b, n in enumerate(batch["lengths"].tolist()):  # each prompt alone, unpadded
+        alone = {"inputs": batch["inputs"][b:b + 1, :n], "lengths": torch.tensor([n])}
+        assert model.predict(alone, max_new_tokens=3) == together[b:b + 1]
 
 
 def test_greedy_generation_matches_the_full_forward_pass():

@@ -50,6 +50,8 @@ def test_padding_never_changes_output(output, char_encoder):
         ref = model(batch)
         assert torch.allclose(model(longer)[:, :6], ref, atol=1e-5)
         assert torch.allclose(model.loss(longer), model.loss(batch), atol=1e-5)
+        zero_padded = dict(longer, labels=longer["labels"].clamp(min=0))  # 0, not -100, past the end
+        assert torch.allclose(model.loss(zero_padded), model.loss(batch), atol=1e-5)
     assert model.predict(longer) == model.predict(batch)
     one = {"inputs": batch["inputs"][1:2, :4], "lengths": torch.tensor([4]), "chars": chars[1:2, :4, :3]}
     with torch.no_grad():
