@@ -18,11 +18,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..layers import MERGES, BiState, Stack
+from ..layers import MERGES, Bidirectional, BiState, Stack
 from ..recurrence import length_mask
 
 __all__ = ["ENCODER_DEFAULTS", "encoder_config", "build_stack", "InputLayer", "hidden_of",
-           "final_features", "map_state", "detach_state", "check_batch", "check_tokens",
+           "final_features", "final_size", "map_state", "detach_state", "check_batch", "check_tokens",
            "check_values", "check_class_labels", "check_choice", "check_int", "check_rate",
            "check_bool", "length_mask", "last_step"]
 
@@ -168,6 +168,14 @@ def last_step(out: Tensor, lengths: Tensor) -> Tensor:
     """out (B, T, H) -> (B, H), the step at each sequence's true end."""
     index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, out.shape[-1])
     return out.gather(1, index)[:, 0]
+
+
+def final_size(stack: Stack) -> int:
+    """F, the width of ``final_features`` for this stack."""
+    top = stack.layers[-1]
+    if isinstance(top, Bidirectional):
+        return top.forward_layer.output_size + top.backward_layer.output_size
+    return top.output_size
 
 
 def final_features(out: Tensor, states: list, lengths: Tensor) -> Tensor:

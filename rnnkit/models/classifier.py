@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ._common import (InputLayer, build_stack, check_batch, check_choice, check_class_labels,
                       check_int, check_rate, check_tokens, check_values, encoder_config,
-                      final_features, length_mask)
+                      final_features, final_size, length_mask)
 from .attention import Attention
 
 __all__ = ["SequenceClassifier", "POOLINGS", "TASKS"]
@@ -67,11 +67,7 @@ class SequenceClassifier(nn.Module):
         self.input = InputLayer(vocab_size=vocab_size, input_size=input_size,
                                 embedding_dim=embedding_dim, dropout=dropout)
         self.encoder = build_stack(self.input.output_size, encoder)
-        if pooling == "last" and self.encoder.bidirectional:
-            top = self.encoder.layers[-1]
-            features = top.forward_layer.output_size + top.backward_layer.output_size
-        else:
-            features = self.encoder.output_size
+        features = final_size(self.encoder) if pooling == "last" else self.encoder.output_size
         self.attention = None
         if pooling == "attention":
             self.query = nn.Parameter(torch.randn(features) / features ** 0.5)

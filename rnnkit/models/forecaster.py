@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._common import (build_stack, check_batch, check_choice, check_int, check_rate, check_values,
-                      encoder_config, final_features, last_step, length_mask)
+                      encoder_config, final_features, final_size, last_step, length_mask)
 
 __all__ = ["Forecaster", "make_windows", "MODES", "SCALINGS"]
 
@@ -97,10 +97,7 @@ class Forecaster(nn.Module):
         self.drop = nn.Dropout(dropout)
         D_out = len(self.targets)
         if mode == "direct":
-            top = self.encoder.layers[-1]
-            F_ = (top.forward_layer.output_size + top.backward_layer.output_size
-                  if self.encoder.bidirectional else self.encoder.output_size)
-            self.output = nn.Linear(F_, horizon * D_out)
+            self.output = nn.Linear(final_size(self.encoder), horizon * D_out)
         else:
             self.output = nn.Linear(self.encoder.output_size, input_size)
         self.register_buffer("mean_", torch.zeros(input_size))

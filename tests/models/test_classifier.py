@@ -43,7 +43,7 @@ def test_regression_overfits_numeric_series():
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
-@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("bidirectional", [False, True, [True, False], [False, True]])
 def test_padding_never_changes_output(pooling, bidirectional):
     model = _model(pooling, bidirectional, cell="lstm").eval()
     batch = _batch()
