@@ -115,7 +115,8 @@ class InputLayer(nn.Module):
     """Token ids (B, T) -> embeddings (B, T, E), or numeric values (B, T, D) passed through.
 
     Exactly one of ``vocab_size`` (ids; 0 is padding and embeds to zeros) or ``input_size``
-    (values) is given. ``dropout`` applies to the result.
+    (values) is given. ``dropout`` applies to embeddings only: dropping raw numeric features
+    would mostly add noise the model cannot undo.
     """
 
     def __init__(self, *, vocab_size: int | None, input_size: int | None, embedding_dim: int,
@@ -133,7 +134,7 @@ class InputLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.embedding(x) if self.embedding is not None else x)
+        return self.drop(self.embedding(x)) if self.embedding is not None else x
 
 
 # ----------------------------------------------------------------------------- states
