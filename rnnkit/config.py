@@ -44,7 +44,7 @@ class _Data(Strict):
     dev: str | None = None                                # dev file; null: see dev_fraction
     test: str | None = None                               # test file, evaluated with the best checkpoint
     dev_fraction: float | None = Field(None, gt=0, lt=1)  # carve dev from train (seeded) when no dev file
-    max_train_examples: int | None = Field(None, ge=1)    # use only the first N training examples
+    max_train_examples: int | None = Field(None, ge=1)    # use only the first N training examples (lm_text: tokens)
     max_eval_examples: int | None = Field(None, ge=1)     # use only the first N dev / test examples
     min_freq: int = Field(1, ge=1)                        # vocabulary: keep tokens seen this often
     max_vocab: int | None = Field(None, ge=4)             # vocabulary: largest size, specials included
