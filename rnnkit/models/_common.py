@@ -244,12 +244,15 @@ def check_tokens(batch, key: str = "inputs", lengths_key: str = "lengths", *, vo
     if T == 0:
         raise ValueError(f"batch['{key}'] is empty along time: shape {_shape(ids)}; sequences need >= 1 step")
     lengths = _check_lengths(batch, key, lengths_key, B, T, max_length)
-    real = ids[length_mask(lengths.to(ids.device), T)]
+    valid = length_mask(lengths.to(ids.device), T)
+    real = ids[valid]
     lo, hi = int(real.min()), int(real.max())
     if lo < 0 or hi >= vocab_size:
         raise ValueError(f"batch['{key}'] must hold token ids in [0, {vocab_size - 1}] (vocab_size = "
                          f"{vocab_size}); got min {lo}, max {hi}")
-    return ids.long().to(device), lengths.to(device)
+    # Whatever lies past a sequence's end is never read; zeroing it keeps any filler (even ids
+    # outside the vocabulary) away from the embedding lookup.
+    return ids.long().masked_fill(~valid, 0).to(device), lengths.to(device)
 
 
 def check_values(batch, key: str = "inputs", lengths_key: str = "lengths", *, input_size: int,
@@ -263,6 +266,9 @@ def check_values(batch, key: str = "inputs", lengths_key: str = "lengths", *, in
     if x.shape[1] == 0:
         raise ValueError(f"batch['{key}'] is empty along time: shape {_shape(x)}; sequences need >= 1 step")
     lengths = _check_lengths(batch, key, lengths_key, B, x.shape[1], max_length)
+    # Zero the filler past each end: the outputs never read it, but a NaN there would still
+    # reach the weight gradients (NaN * 0) through the input projection of all steps.
+    x = x.masked_fill(~length_mask(lengths.to(x.device), x.shape[1])[..., None], 0.0)
     return x.to(device=device, dtype=dtype), lengths.to(device)
 
 

@@ -150,7 +150,9 @@ class LanguageModel(nn.Module):
         through them in order (from a fresh start)."""
         total, count, state = 0.0, 0, None
         for batch in batches:
-            nll, n, state = self._nll(batch, state if self.carry_state else None)
+            if state is not None and (not self.carry_state or self._batch_size(state) != len(batch["inputs"])):
+                state = None  # not carried, or another batch size: new streams
+            nll, n, state = self._nll(batch, state)
             total, count = total + float(nll), count + n
         if count == 0:
             raise ValueError("perplexity needs at least one scored label; the batches had none")

@@ -86,11 +86,12 @@ def check_targets(batch: dict, *, vocab_size: int, device) -> tuple[Tensor, Tens
     if int(n.min()) < 2 or int(n.max()) > T:
         raise ValueError(f"batch['target_lengths'] must be in [2, T'] = [2, {T}] (BOS and EOS included); "
                          f"got min {int(n.min())}, max {int(n.max())}")
-    real = y[length_mask(n.long(), T)]
+    valid = length_mask(n.long(), T)
+    real = y[valid]
     if int(real.min()) < 0 or int(real.max()) >= vocab_size:
         raise ValueError(f"batch['targets'] must hold token ids in [0, {vocab_size - 1}] (target vocab_size "
                          f"= {vocab_size}); got min {int(real.min())}, max {int(real.max())}")
-    return y.long().to(device), n.long().to(device)
+    return y.long().masked_fill(~valid, 0).to(device), n.long().to(device)
 
 
 class Seq2Seq(nn.Module):

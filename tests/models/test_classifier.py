@@ -107,3 +107,23 @@ def test_bad_arguments_raise():
         SequenceClassifier(num_classes=2, vocab_size=V, encoder={"hidden": 3})
     with pytest.raises(ValueError, match="merge='none'"):
         SequenceClassifier(num_classes=2, vocab_size=V, encoder={"bidirectional": True, "merge": "none"})
+
+
+def test_filler_past_the_end_may_be_anything():
+    """Out-of-vocabulary ids or NaN past a sequence's end are never read (loop path included)."""
+    model = _model("mean", cell="lstm").eval()
+    batch = _batch()
+    junk = batch["inputs"].masked_fill(batch["inputs"] == 0, V + 7)
+    junk[2, 3] = -4
+    with torch.no_grad():
+        assert torch.allclose(model(dict(batch, inputs=junk)), model(batch), atol=1e-6)
+    torch.manual_seed(0)
+    values = SequenceClassifier(num_classes=2, input_size=3, pooling="max",
+                                encoder={"hidden_sizes": [5], "cell_layer_norm": True})
+    x = torch.randn(2, 4, 3)
+    batch = {"inputs": x, "lengths": torch.tensor([4, 2]), "labels": torch.tensor([0, 1])}
+    nan = dict(batch, inputs=x.clone())
+    nan["inputs"][1, 2:] = float("nan")
+    assert torch.allclose(values(nan), values(batch))
+    values.loss(nan).backward()  # NaN * 0 in the input projection's gradient would poison it
+    assert all(torch.isfinite(p.grad).all() for p in values.parameters() if p.grad is not None)
