@@ -149,7 +149,7 @@ class SequenceTagger(nn.Module):
         return chars.long().to(self.device)
 
     def forward(self, batch: dict) -> Tensor:
-        """Emission scores (B, T, K); zero-length padding rows are not scored by loss/predict."""
+        """Emission scores (B, T, K); steps past each length are never scored by loss or predict."""
         ids, lengths = check_tokens(batch, vocab_size=self.input.vocab_size,
                                     max_length=self.max_length, device=self.device)
         x = self.input(ids)  # (B, T, E)

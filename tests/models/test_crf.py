@@ -98,3 +98,19 @@ def test_bad_arguments():
         CRF(3, scheme="bio")
     with pytest.raises(ValueError, match="emissions must have shape"):
         CRF(3).log_partition(torch.randn(2, 4, 5), torch.tensor([4, 4]))
+
+
+def test_iobes_constrained_viterbi_returns_only_valid_paths():
+    tags = ["O", "B-X", "I-X", "E-X", "S-X"]
+    trans, start, end = allowed_transitions(tags, "iobes")
+    torch.manual_seed(1)
+    crf = CRF(5, tags=tags, scheme="iobes")
+    emissions = torch.randn(32, 5, 5) * 3
+    lengths = torch.randint(1, 6, (32,))
+    unconstrained = CRF(5)
+    unconstrained.load_state_dict(crf.state_dict())
+    bad = 0
+    for path, free in zip(crf.decode(emissions, lengths), unconstrained.decode(emissions, lengths)):
+        assert start[path[0]] and end[path[-1]] and all(trans[a, b] for a, b in zip(path, path[1:]))
+        bad += not (start[free[0]] and end[free[-1]] and all(trans[a, b] for a, b in zip(free, free[1:])))
+    assert bad > 0  # the same scores without constraints do produce invalid paths
