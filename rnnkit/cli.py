@@ -6,13 +6,14 @@
     rnnkit predict CHECKPOINT [FILE|-] > predictions.jsonl
 
 Errors in a config, a data file or a checkpoint print one message naming the file and line
-(or field) and exit with status 2.
+(or field) and exit with status 2 (set RNNKIT_TRACEBACK=1 to see the traceback instead).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, CheckpointError, ValueError, FileNotFoundError) as e:
+        if os.environ.get("RNNKIT_TRACEBACK"):
+            raise
         print(f"rnnkit {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -69,6 +69,7 @@ def plot_history(history: list[dict], path: str | Path, *, title: str = "") -> P
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in history]
     metrics = sorted({k for r in history for k in r.get("dev", {}) if k != "loss"})
@@ -90,6 +91,8 @@ def plot_history(history: list[dict], path: str | Path, *, title: str = "") -> P
     if metrics:
         ax.legend()
     ax.grid(alpha=0.3)
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -196,7 +196,9 @@ class Trainer:
     def _steps_per_epoch(self) -> int | None:
         data = self.train_data
         if not isinstance(data, Sequence):
-            return self.config.max_steps_per_epoch
+            n = len(data) if hasattr(data, "__len__") else None  # Batches count their own rank's share
+            cap = self.config.max_steps_per_epoch
+            return cap if n is None else min(n, cap or n)
         n = len(data) // self.world
         return min(n, self.config.max_steps_per_epoch or n)
 
