@@ -168,19 +168,54 @@ def _accuracy(model, corpus: Corpus, index: dict[str, int]) -> dict:
 # -------------------------------------------------------------------------------- run
 
 class _EpochLine:
-    """Print one short line per epoch (the demo's own progress, readable in a log)."""
+    """After each epoch: accuracy on the dev set's ambiguous tokens (kept for the comparison
+    plot) and one short line of progress, readable in a log."""
 
-    def __init__(self, label: str, stream) -> None:
-        self.label, self.stream = label, stream
+    def __init__(self, label: str, dev: Corpus, index: dict[str, int], stream) -> None:
+        self.label, self.dev, self.index, self.stream = label, dev, index, stream
+        self.curve: list[float] = []
 
     def on_epoch_end(self, trainer, record: dict) -> None:
+        model = trainer.model
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            ambiguous = _accuracy(model, self.dev, self.index)["ambiguous"]
+        model.train(was_training)
+        self.curve.append(ambiguous)
         dev = record.get("dev", {})
         print(f"  {self.label:6s} epoch {record['epoch']}/{trainer.config.epochs}  "
-              f"train loss {record['train_loss']:.3f}  dev accuracy {dev.get('accuracy', float('nan')):.3f}  "
-              f"({record['tokens_per_s']:,.0f} tok/s)", file=self.stream, flush=True)
+              f"train loss {record['train_loss']:.3f}  dev accuracy {dev.get('accuracy', float('nan')):.3f}, "
+              f"on ambiguous tokens {ambiguous:.3f}  ({record['tokens_per_s']:,.0f} tok/s)",
+              file=self.stream, flush=True)
 
     def on_train_end(self, trainer) -> None:
         pass
+
+
+def _plot_comparison(curves: dict[str, list[float]], path: Path) -> Path:
+    """Dev accuracy on the ambiguous tokens per epoch, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, curve in curves.items():
+        ax.plot(range(1, len(curve) + 1), curve, marker="o", label=name)
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (two senses)")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("dev accuracy, ambiguous tokens")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Tagging words that only later words disambiguate")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def run_demo(out: str | Path = "runs/demo", *, train_size: int = 3000, test_size: int = 1000,
@@ -213,8 +248,7 @@ def run_demo(out: str | Path = "runs/demo", *, train_size: int = 3000, test_size
           f"words after them decide;\n{train_size} training sentences, {test_size} test sentences, tags "
           f"{', '.join(TAGS)}. Same budget for both models: {epochs} epochs, batch {batch_size}, "
           f"Adam lr {lr}.", file=stream, flush=True)
-    results = {}
-    trained = {}
+    results, trained, curves = {}, {}, {}
     for name, encoder in models:
         seed_everything(seed)
         model = SequenceTagger(vocab_size=len(itos), num_tags=len(TAGS), embedding_dim=embedding_dim,
@@ -223,11 +257,12 @@ def run_demo(out: str | Path = "runs/demo", *, train_size: int = 3000, test_size
                                optimizer={"name": "adam", "lr": lr}, clip_grad_norm=5.0,
                                num_threads=num_threads,
                                out_dir=str(out / name.lower()))
+        line = _EpochLine(name, dev, index, stream)
         trainer = Trainer(model, config, train=train_batches, dev=dev_batches,
                           metrics=TaggingMetrics(TAGS), name=f"demo {name}",
                           vocabs=vocabs, extra={"config": _run_config(name, {"embedding_dim": embedding_dim,
                                                                                "encoder": encoder}, config)},
-                          callbacks=[_EpochLine(name, stream)])
+                          callbacks=[line])
         start = time.perf_counter()
         trainer.fit()
         seconds = time.perf_counter() - start
@@ -238,9 +273,12 @@ def run_demo(out: str | Path = "runs/demo", *, train_size: int = 3000, test_size
         acc["seconds"] = seconds
         results[name] = acc
         trained[name] = model
+        curves[name] = line.curve
+    _plot_comparison(curves, out / "comparison.png")
     _print_table(results, stream)
-    print(f"\nsaved under {out}/: gru/ and bigru/ each hold best/ and last/ checkpoints "
-          f"(safetensors + JSON), log.jsonl and curves.png (learning curves)\n"
+    print(f"\nsaved under {out}/: comparison.png (both models, ambiguous tokens per epoch); gru/ and "
+          f"bigru/ each hold best/ and last/ checkpoints (safetensors + JSON), log.jsonl and "
+          f"curves.png (learning curves)\n"
           f"tag your own sentences: echo \"Teddy bears are on sale\" | rnnkit predict {out}/bigru/best",
           file=stream)
     _print_examples(trained, index, stream)

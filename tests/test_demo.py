@@ -33,6 +33,7 @@ def test_bigru_beats_gru_on_ambiguous_tokens(tmp_path):
     text = out.getvalue()
     assert "test accuracy" in text and "Teddy bears are on sale" in text  # table and examples
     assert f"{bigru['ambiguous']:.1%}" in text and f"{gru['ambiguous']:.1%}" in text
+    assert (tmp_path / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     for name in ("gru", "bigru"):
         log = [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
         assert [r["epoch"] for r in log] == [1, 2, 3]
