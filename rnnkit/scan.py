@@ -77,10 +77,18 @@ def _scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
     return h.reshape(B, n * C, H)[:, :T]
 
 
+def _adjoint(a: Tensor, h0: Tensor, h: Tensor, grad_h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Backward of ``_scan``: (dL/da, dL/db, dL/dh0). The adjoint of a linear recurrence is the
+    same recurrence run backwards in time, g_t = dL/dh_t + a_{t+1} g_{t+1}; then dL/db_t = g_t,
+    dL/da_t = g_t h_{t-1} and dL/dh_0 = a_1 g_1."""
+    a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)  # nothing after T
+    g = _scan(a_next.flip(1), grad_h.flip(1), torch.zeros_like(h0)).flip(1)
+    h_prev = torch.cat([h0[:, None], h[:, :-1]], dim=1)
+    return g * h_prev, g, a[:, 0] * g[:, 0]
+
+
 class _LinearScan(torch.autograd.Function):
-    """``_scan`` with a hand-written backward: the adjoint of a linear recurrence is the same
-    recurrence run backwards, g_t = dL/dh_t + a_{t+1} g_{t+1}; then dL/db_t = g_t,
-    dL/da_t = g_t * h_{t-1} and dL/dh_0 = a_1 * g_1."""
+    """``_scan`` with its hand-written backward ``_adjoint``."""
 
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
@@ -91,11 +99,7 @@ class _LinearScan(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h: Tensor):
-        a, h0, h = ctx.saved_tensors
-        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)  # nothing after T
-        g = _scan(a_next.flip(1), grad_h.flip(1), torch.zeros_like(h0)).flip(1)
-        h_prev = torch.cat([h0[:, None], h[:, :-1]], dim=1)
-        return g * h_prev, g, a[:, 0] * g[:, 0]
+        return _adjoint(*ctx.saved_tensors, grad_h)
 
 
 def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
@@ -121,13 +125,51 @@ def log_scan(log_a: Tensor, log_b: Tensor, h0: Tensor | None = None) -> Tensor:
 # ---------------------------------------------------------------------------- the layers
 
 def _g(v: Tensor) -> Tensor:
-    """The paper's positive activation: g(v) = v + 1/2 for v >= 0, sigma(v) otherwise."""
-    return torch.where(v >= 0, v + 0.5, torch.sigmoid(v))
+    """The paper's positive activation: g(v) = v + 1/2 for v >= 0, sigma(v) otherwise.
+
+    Written as sigma(min(v, 0)) + relu(v) (equal: sigma(0) = 1/2): torch.where is an order of
+    magnitude slower than these elementwise ops on this CPU build (docs/bench-scan.md)."""
+    return torch.sigmoid(v.clamp(max=0)) + F.relu(v)
+
+
+def _g_prime(v: Tensor) -> Tensor:
+    """dg/dv: 1 for v > 0, sigma(v)(1 - sigma(v)) for v < 0 (at 0, 1/4: the left derivative, as
+    autograd gives for ``_g``)."""
+    s = torch.sigmoid(v.clamp(max=0))
+    return s * (1 - s) + 0.75 * torch.sign(F.relu(v))
 
 
 def _log_g(v: Tensor) -> Tensor:
-    """log g(v), stably: log(v + 1/2) for v >= 0, -softplus(-v) = log sigma(v) otherwise."""
-    return torch.where(v >= 0, torch.log(F.relu(v) + 0.5), -F.softplus(-v))
+    """log g(v), stably and without torch.where: log(relu(v) + 1/2) - softplus(-min(v, 0)) + log 2,
+    which is log(v + 1/2) for v >= 0 and log sigma(v) = -softplus(-v) for v < 0."""
+    return torch.log(F.relu(v) + 0.5) - F.softplus(-v.clamp(max=0)) + math.log(2.0)
+
+
+class _CellScan(torch.autograd.Function):
+    """One autograd node from the projected input k to h: the layer's ``coefficients``, the
+    padding (a = 1, b = 0) and the chunked scan in forward; in backward ``_adjoint``, then the
+    layer's ``coefficients_backward`` maps (dL/da, dL/db) to dL/dk. Fewer, larger nodes than
+    autograd through the elementwise gate math. ``valid`` is (B, T, 1), 1.0 at real steps and
+    0.0 at padding, or None."""
+
+    @staticmethod
+    def forward(ctx, layer, k: Tensor, h0: Tensor, valid: Tensor | None) -> Tensor:
+        a, b = layer.coefficients(k)
+        if valid is not None:  # exact for valid in {0, 1}; torch.where would be slower
+            a, b = a * valid + (1.0 - valid), b * valid
+        h = _scan(a, b, h0)
+        ctx.layer = layer
+        ctx.save_for_backward(k, h0, valid, a, h)
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h: Tensor):
+        k, h0, valid, a, h = ctx.saved_tensors
+        grad_a, grad_b, grad_h0 = _adjoint(a, h0, h, grad_h)
+        if valid is not None:
+            grad_a, grad_b = grad_a * valid, grad_b * valid
+        return None, ctx.layer.coefficients_backward(k, grad_a, grad_b), grad_h0, None
 
 
 class _MinLayer(nn.Module):
@@ -176,6 +218,10 @@ class _MinLayer(nn.Module):
         """Projected input k (..., G*H) -> (a, b), each (..., H)."""
         raise NotImplementedError
 
+    def coefficients_backward(self, k: Tensor, grad_a: Tensor, grad_b: Tensor) -> Tensor:
+        """The gradient of ``coefficients`` by hand: (k, dL/da, dL/db) -> dL/dk (..., G*H)."""
+        raise NotImplementedError
+
     def log_coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
         """Projected input k (..., G*H) -> (log a, log b), each (..., H), without exp/log round trips."""
         raise NotImplementedError
@@ -193,19 +239,17 @@ class _MinLayer(nn.Module):
         if reverse:
             x = reverse_padded(x, lengths)
         k = self.input_projection(x)  # (B, T, G*H)
-        pad = None if lengths is None else ~length_mask(lengths, T)[..., None]  # (B, T, 1)
+        valid = None if lengths is None else length_mask(lengths, T)[..., None].to(k.dtype)  # (B, T, 1)
         if self.scan == "log":
             log_a, log_b = self.log_coefficients(k)
-            if pad is not None:
-                log_a, log_b = log_a.masked_fill(pad, 0.0), log_b.masked_fill(pad, -math.inf)
+            if valid is not None:  # log a = 0, log b = log 0 = -inf at padding
+                log_a, log_b = log_a * valid, log_b + torch.log(valid)
             h = log_scan(log_a, log_b, state)
         else:
-            a, b = self.coefficients(k)
-            if pad is not None:
-                a, b = a.masked_fill(pad, 1.0), b.masked_fill(pad, 0.0)
-            h = linear_scan(a, b, state)
+            h0 = x.new_zeros(B, self.hidden_size) if state is None else state
+            h = _CellScan.apply(self, k, h0, valid)
         final = h[:, -1]  # a = 1, b = 0 after each sequence's end carried its last state here
-        out = h if pad is None else h.masked_fill(pad, 0.0)
+        out = h if valid is None else h * valid
         if reverse:
             out = reverse_padded(out, lengths)
         return out, final
@@ -254,6 +298,12 @@ class MinGRU(_MinLayer):
         k_z, k_h = k.chunk(2, dim=-1)
         return torch.sigmoid(-k_z), torch.sigmoid(k_z) * _g(k_h)
 
+    def coefficients_backward(self, k: Tensor, grad_a: Tensor, grad_b: Tensor) -> Tensor:
+        # da/dk_z = -a z, db/dk_z = a z g, db/dk_h = z g'
+        k_z, k_h = k.chunk(2, dim=-1)
+        a, z = torch.sigmoid(-k_z), torch.sigmoid(k_z)
+        return torch.cat([a * z * (grad_b * _g(k_h) - grad_a), grad_b * z * _g_prime(k_h)], dim=-1)
+
     def log_coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
         k_z, k_h = k.chunk(2, dim=-1)
         return -F.softplus(k_z), -F.softplus(-k_z) + _log_g(k_h)
@@ -289,6 +339,16 @@ class MinLSTM(_MinLayer):
         k_f, k_i, k_h = k.chunk(3, dim=-1)
         d = self._d(k_f, k_i)
         return torch.sigmoid(d), torch.sigmoid(-d) * _g(k_h)
+
+    def coefficients_backward(self, k: Tensor, grad_a: Tensor, grad_b: Tensor) -> Tensor:
+        # a = f' = sigma(d), i' = sigma(-d): da/dd = f' i', db/dd = -f' i' g; then
+        # dd/dk_f = sigma(-k_f), dd/dk_i = -sigma(-k_i); db/dk_h = i' g'
+        k_f, k_i, k_h = k.chunk(3, dim=-1)
+        d = self._d(k_f, k_i)
+        f, i = torch.sigmoid(d), torch.sigmoid(-d)
+        grad_d = f * i * (grad_a - grad_b * _g(k_h))
+        return torch.cat([grad_d * torch.sigmoid(-k_f), -grad_d * torch.sigmoid(-k_i),
+                          grad_b * i * _g_prime(k_h)], dim=-1)
 
     def log_coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
         k_f, k_i, k_h = k.chunk(3, dim=-1)
