@@ -215,12 +215,14 @@ class PerplexityMetrics:
 class BleuMetrics:
     """Corpus BLEU of decoded ``predict`` token ids against ``targets`` (BOS/EOS stripped).
 
-    ``itos`` maps target ids to tokens; ``detokenize`` joins a token list (default: spaces,
-    or nothing for character-level targets with ``join=""``).
+    ``itos`` maps target ids to tokens; ``join`` glues a token list back into a string (spaces,
+    or nothing for character-level targets). ``tokenize`` is sacrebleu's: ``13a`` (its default,
+    for detokenised text) or ``none`` when the targets are already tokenised.
     """
 
-    def __init__(self, itos: Sequence[str], *, join: str = " ", specials: Sequence[int] = (0, 2, 3)) -> None:
-        self.itos, self.join, self.specials = list(itos), join, set(specials)
+    def __init__(self, itos: Sequence[str], *, join: str = " ", specials: Sequence[int] = (0, 2, 3),
+                 tokenize: str = "13a") -> None:
+        self.itos, self.join, self.specials, self.tokenize = list(itos), join, set(specials), tokenize
         self.reset()
 
     def reset(self) -> None:
@@ -236,7 +238,7 @@ class BleuMetrics:
             self.refs.append(self.text(row[:n]))
 
     def compute(self) -> dict:
-        return {"bleu": bleu(self.hyps, self.refs)}
+        return {"bleu": bleu(self.hyps, self.refs, tokenize=self.tokenize)}
 
 
 class RegressionMetrics:

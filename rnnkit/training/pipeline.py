@@ -188,8 +188,11 @@ def metrics_for(cfg: Config, vocabs: dict):
         return ClassificationMetrics(vocabs["labels"].itos_)
     if kind == "LanguageModel":
         return PerplexityMetrics()
-    join = "" if cfg.data.target_tokenizer.level in ("char", "cjk") else " "
-    return BleuMetrics(vocabs["target"].itos_, join=join)
+    level = cfg.data.target_tokenizer.level
+    # regex-tokenised targets are already split the way BLEU counts n-grams: score them as they
+    # are; whitespace-split text is close to raw, so let sacrebleu tokenise it (13a)
+    return BleuMetrics(vocabs["target"].itos_, join="" if level in ("char", "cjk") else " ",
+                       tokenize="none" if level == "regex" else "13a")
 
 
 # ------------------------------------------------------------------------------ train

@@ -85,3 +85,16 @@ def test_tagging_accumulator_uses_tag_names_and_lengths():
     out = acc.compute()
     assert out["accuracy"] == 0.75 and out["span_precision"] == 1.0 and out["span_recall"] == 0.5
     assert m.TaggingMetrics(["O", "NOUN"]).span is False
+
+
+def test_bleu_accumulator_strips_specials_and_passes_the_tokenizer():
+    import sacrebleu
+    import torch
+
+    itos = ["<pad>", "<unk>", "<bos>", "<eos>", "le", "chat", "dort", "."]
+    acc = m.BleuMetrics(itos, tokenize="none")
+    batch = {"targets": torch.tensor([[2, 4, 5, 6, 7, 3, 0]]), "target_lengths": torch.tensor([6])}
+    acc.update(_Fixed([[4, 5, 7, 3]]), batch)
+    assert acc.hyps == ["le chat ."] and acc.refs == ["le chat dort ."]
+    want = sacrebleu.corpus_bleu(["le chat ."], [["le chat dort ."]], tokenize="none").score
+    assert acc.compute()["bleu"] == pytest.approx(want)
