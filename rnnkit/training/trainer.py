@@ -322,7 +322,8 @@ class Trainer:
                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
                   "tokens_per_s": round(tokens * self.world / max(seconds, 1e-9), 1)}
         self.epoch = epoch
-        shared = torch.zeros(2, dtype=torch.float64)  # (monitored value, stop flag), from rank 0
+        # decided on rank 0: (monitored value, stop flag, 1.0 if higher is better)
+        shared = torch.zeros(3, dtype=torch.float64)
         if self.rank == 0:
             if self.dev_data is not None:
                 dev = self.evaluate()
@@ -333,13 +334,12 @@ class Trainer:
             else:  # without dev data, the best model is the one of lowest training loss
                 self.monitor, self.higher_is_better = "train_loss", False
                 value = record["train_loss"]
-            shared[0] = value
+            shared[0], shared[2] = value, float(self.higher_is_better)
         if self.world > 1:
             import torch.distributed as dist
             dist.broadcast(shared, src=0)
         value = float(shared[0])
-        if self.higher_is_better is None:  # ranks > 0 only need the direction for the schedule
-            self.higher_is_better = True if self.monitor is None else HIGHER_IS_BETTER.get(self.monitor, False)
+        self.higher_is_better = bool(shared[2])  # ranks > 0 need it for a plateau schedule
         self._step_scheduler(value)
         if self.rank == 0:
             if bar is not None:
