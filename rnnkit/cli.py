@@ -32,6 +32,8 @@ def _train(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     if args.out is not None:
         overrides.append(f"trainer.out_dir={args.out}")
+    if args.overwrite:
+        overrides.append("trainer.overwrite=true")
     cfg = load_config(args.config, overrides=overrides)
     summary = train(cfg, resume=args.resume)
     print(json.dumps(summary))
@@ -103,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", metavar="DIR", help="output folder (same as --set trainer.out_dir=DIR)")
     train.add_argument("--resume", action="store_true",
                        help="continue exactly from OUT/last (weights, optimizer, schedule, RNG)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a run already in OUT (same as --set trainer.overwrite=true)")
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser(

@@ -255,7 +255,7 @@ def run_demo(out: str | Path = "runs/demo", *, train_size: int = 3000, test_size
                                encoder=encoder, tags=TAGS)
         config = TrainerConfig(epochs=epochs, batch_size=batch_size, seed=seed, progress=progress,
                                optimizer={"name": "adam", "lr": lr}, clip_grad_norm=5.0,
-                               num_threads=num_threads,
+                               num_threads=num_threads, overwrite=True,
                                out_dir=str(out / name.lower()))
         line = _EpochLine(name, dev, index, stream)
         trainer = Trainer(model, config, train=train_batches, dev=dev_batches,

@@ -48,6 +48,7 @@ class TrainerConfig(Strict):
     max_steps_per_epoch: int | None = Field(None, ge=1)  # cap on batches per epoch (short runs)
     seed: int = 0                                      # seeds python, numpy and torch
     out_dir: str = "runs/model"                        # checkpoints, log.jsonl, curves.png
+    overwrite: bool = False                            # allow a fresh run to replace one in out_dir
     progress: bool = True                              # tqdm progress bar
     plots: bool = True                                 # write curves.png after each epoch
     num_threads: int | None = Field(None, ge=1)        # torch CPU threads; null: torch's default

@@ -278,6 +278,9 @@ class Trainer:
         if resume:
             self._resume(self.out_dir / "last" if resume is True else Path(resume))
         else:
+            if (self.out_dir / "last").exists() and not cfg.overwrite:
+                raise ValueError(f"{self.out_dir} already holds a run ({self.out_dir / 'last'}); resume it, "
+                                 "choose another trainer.out_dir, or set trainer.overwrite=true to replace it")
             seed_everything(cfg.seed + self.rank)
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)

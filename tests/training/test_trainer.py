@@ -161,3 +161,12 @@ def test_truncated_bptt_carries_the_state_between_windows(tmp_path):
 def test_bptt_needs_a_head_that_carries_state(tmp_path):
     with pytest.raises(ValueError, match="trainer.bptt needs a head"):
         make_trainer(tmp_path, bptt=5)
+
+
+def test_a_fresh_run_does_not_replace_an_existing_one(tmp_path):
+    make_trainer(tmp_path, epochs=1).fit()
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    with pytest.raises(ValueError, match=r"already holds a run .*trainer.overwrite=true"):
+        make_trainer(tmp_path, epochs=1).fit()
+    assert (tmp_path / "run" / "log.jsonl").read_text() == log
+    make_trainer(tmp_path, epochs=1, overwrite=True).fit()
