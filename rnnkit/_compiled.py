@@ -1,0 +1,169 @@
+"""The compiled time loop: GRU and LSTM over time in C++ (rnnkit/csrc/recurrence.cpp).
+
+One call runs one or both directions of a layer, each on its own core:
+
+    out, finals = _compiled.run([fw_cell, bw_cell], x, [fw_state, bw_state], lengths,
+                               reverse=[False, True])   # out (B, T, Hf+Hb)
+
+The input projections ``xi = W_ih x + b_ih`` of all steps are computed here with one GEMM per
+direction, in PyTorch, so autograd differentiates them; the C++ part takes xi and runs the
+recurrent half -- per step one small GEMM ``(m * h_prev) W_hh^T`` and the gate arithmetic in one
+fused pass -- forward and backward through time (``_Recurrence``). Its math is that of
+``cells.GRUCell`` / ``cells.LSTMCell``; tests/test_compiled.py checks outputs and gradients
+against those cells.
+
+The extension is built with torch.utils.cpp_extension on first use (ninja, a C++ compiler) into
+torch's extension cache (``TORCH_EXTENSIONS_DIR``, default ~/.cache/torch_extensions), once per
+source version. If it cannot be built, ``available()`` is False, rnnkit warns once and runs the
+pure paths. ``RNNKIT_COMPILED=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+
+import torch
+from torch import Tensor
+
+from .cells import GRUCell, LSTMCell
+
+__all__ = ["available", "error", "supports", "run"]
+
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "recurrence.cpp")
+_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math"]
+_lock = threading.Lock()
+_ext = None
+_error: str | None = None
+
+
+def _load():
+    global _ext, _error
+    if _ext is not None or _error is not None:
+        return _ext
+    with _lock:
+        if _ext is not None or _error is not None:
+            return _ext
+        if os.environ.get("RNNKIT_COMPILED", "1") == "0":
+            _error = "turned off by RNNKIT_COMPILED=0"
+            return None
+        try:
+            from torch.utils.cpp_extension import load
+
+            _ext = load(name="rnnkit_recurrence", sources=[_SOURCE], extra_cflags=_FLAGS, verbose=False)
+        except Exception as exc:  # no compiler, no ninja, missing BLAS symbols, ...
+            _error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+            warnings.warn(f"rnnkit: the compiled recurrence could not be built ({_error}); "
+                          "GRU/LSTM layers run on the pure PyTorch paths instead", RuntimeWarning,
+                          stacklevel=3)
+    return _ext
+
+
+def available() -> bool:
+    """True when the extension is built (building it now if it never was)."""
+    return _load() is not None
+
+
+def error() -> str | None:
+    """Why the extension is not available, or None."""
+    _load()
+    return _error
+
+
+def supports(cell) -> str | None:
+    """None if the compiled loop can run this cell, else the reason it cannot."""
+    if type(cell) not in (GRUCell, LSTMCell):
+        return f"{type(cell).__name__} has no compiled loop"
+    if cell.weight_hh.dtype not in (torch.float32, torch.float64):
+        return f"dtype {cell.weight_hh.dtype} has no compiled loop"
+    if cell.weight_hh.device.type != "cpu":
+        return "the compiled loop is CPU-only"
+    return None
+
+
+def _empty(like: Tensor) -> Tensor:
+    return like.new_empty(0)
+
+
+class _Recurrence(torch.autograd.Function):
+    """Recurrent half of one or more directions; per direction six inputs:
+    xi (B, T, G*H), h0 (B, H), c0 (B, H) or empty, W_hh (G*H, H), b_hh or empty, mask or empty."""
+
+    @staticmethod
+    def forward(ctx, kind: int, train: bool, reverse: tuple, lengths: Tensor, *flat: Tensor):
+        xi, h0, c0, w, b, m = (list(flat[k::6]) for k in range(6))
+        res = _ext.forward(kind, train, lengths, xi, h0, c0 if kind else [], w, b, m, list(reverse))
+        out, rest = res[0], res[1:]
+        per = 5 if kind else 3  # hN, [cN], S, [C], A
+        finals, saved = [], []
+        for k in range(len(xi)):
+            r = rest[k * per:(k + 1) * per]
+            if kind:
+                finals += [r[0], r[1]]
+                saved.append((r[2], r[3], r[4]))
+            else:
+                finals.append(r[0])
+                saved.append((r[1], None, r[2]))
+        ctx.kind, ctx.reverse, ctx.n = kind, list(reverse), len(xi)
+        ctx.saved = saved
+        ctx.save_for_backward(lengths, *flat)
+        return (out, *finals)
+
+    @staticmethod
+    def backward(ctx, dout: Tensor, *dfinals: Tensor):
+        lengths, *flat = ctx.saved_tensors
+        xi, h0, c0, w, b, m = (list(flat[k::6]) for k in range(6))
+        kind, n = ctx.kind, ctx.n
+        S = [s for s, _, _ in ctx.saved]
+        C = [c for _, c, _ in ctx.saved] if kind else []
+        A = [a for _, _, a in ctx.saved]
+        if dout is None:
+            dout = torch.zeros(xi[0].shape[0], xi[0].shape[1], sum(t.shape[1] for t in w),
+                               dtype=xi[0].dtype)
+        step = 2 if kind else 1
+        dhN = [dfinals[k * step] if dfinals[k * step] is not None else _empty(xi[0]) for k in range(n)]
+        dcN = [dfinals[k * step + 1] if dfinals[k * step + 1] is not None else _empty(xi[0])
+               for k in range(n)] if kind else []
+        res = _ext.backward(kind, lengths, dout, xi, h0, c0 if kind else [], w, b, m, ctx.reverse,
+                            S, C, A, dhN, dcN)
+        per = 5 if kind else 4  # dxi, dh0, [dc0], dW, db
+        grads = []
+        for k in range(n):
+            r = res[k * per:(k + 1) * per]
+            if kind:
+                dxi, dh0, dc0, dw, db = r
+            else:
+                (dxi, dh0, dw, db), dc0 = r, None
+            grads += [dxi, dh0, dc0, dw, db if b[k].numel() else None, None]
+        return (None, None, None, None, *grads)
+
+
+def run(cells: list, x: Tensor, states: list, lengths: Tensor | None, *, reverse: list[bool],
+        masks: list[Tensor | None] | None = None) -> tuple[Tensor, list]:
+    """Run each cell over x (B, T, D) in its direction; all cells GRU or all LSTM.
+
+    Returns the outputs side by side (B, T, sum of H), zero at padded steps, and the final
+    state of each cell. ``lengths`` (B,) int64 or None; ``masks`` one recurrent-dropout mask
+    (B, H) per cell or None.
+    """
+    if _load() is None:
+        raise RuntimeError(f"the compiled recurrence is not available: {_error}")
+    lstm = cells[0].is_lstm
+    masks = masks or [None] * len(cells)
+    flat = []
+    for cell, state, mask in zip(cells, states, masks):
+        xi = cell.input_projection(x)  # (B, T, G*H): all steps in one GEMM, differentiated by autograd
+        h0, c0 = state if lstm else (state, _empty(x))
+        bias = cell.bias_hh if cell.bias_hh is not None else _empty(x)
+        flat += [xi, h0, c0, cell.weight_hh, bias, mask if mask is not None else _empty(x)]
+    lens = lengths if lengths is not None else torch.empty(0, dtype=torch.long)
+    # Without autograd (inference) the loop keeps two rows of state and saves no activations.
+    train = torch.is_grad_enabled() and any(t.requires_grad for t in flat)
+    res = _Recurrence.apply(int(lstm), train, tuple(reverse), lens, *flat)
+    out, finals = res[0], res[1:]
+    if lstm:
+        states_out = [(finals[2 * k], finals[2 * k + 1]) for k in range(len(cells))]
+    else:
+        states_out = list(finals)
+    return out, states_out

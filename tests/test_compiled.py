@@ -1,0 +1,203 @@
+"""The compiled time loop (rnnkit/csrc) against the reference cells: outputs, final states and
+gradients, with padding, in both directions, one or two directions per call, with and without
+biases and recurrent-dropout masks, float64 (to 1e-10, plus gradcheck) and float32."""
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit import _compiled as compiled
+from rnnkit import recurrence
+from rnnkit.cells import GRUCell, LSTMCell
+
+B, T, D = 4, 6, 5
+LENGTHS = torch.tensor([6, 2, 4, 1])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built():
+    # CI must build it: a missing compiler is a failure here, not a skip.
+    assert compiled.available(), f"the compiled recurrence did not build: {compiled.error()}"
+
+
+def reference(cell, x, state, lengths, reverse, mask=None):
+    """The cell's own step, one sequence at a time over its true length (no recurrence.py)."""
+    outs, finals = [], []
+    for b in range(x.shape[0]):
+        n = int(lengths[b]) if lengths is not None else x.shape[1]
+        seq = x[b, :n].flip(0) if reverse else x[b, :n]
+        s = tuple(t[b:b + 1] for t in state) if isinstance(state, tuple) else state[b:b + 1]
+        m = mask[b:b + 1] if mask is not None else None
+        hs = []
+        for t in range(n):
+            s = cell.recurrent_step(cell.input_projection(seq[t:t + 1]), s, m)
+            hs.append(s[0] if isinstance(s, tuple) else s)
+        h = torch.cat(hs)
+        h = h.flip(0) if reverse else h
+        outs.append(torch.cat([h, h.new_zeros(x.shape[1] - n, h.shape[1])]))
+        finals.append(s)
+    out = torch.stack(outs)
+    if isinstance(state, tuple):
+        return out, tuple(torch.cat([f[k] for f in finals]) for k in range(2))
+    return out, torch.cat(finals)
+
+
+def make(cls, H, dtype, bias=True):
+    options = {} if bias or cls is GRUCell else {"forget_bias": None}
+    cell = cls(D, H, bias=bias, **options).to(dtype)
+    with torch.no_grad():  # biases away from their init, so each gradient path is exercised
+        for p in cell.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return cell
+
+
+def state_for(cell, dtype, gen):
+    h = torch.randn(B, cell.hidden_size, dtype=dtype, generator=gen).requires_grad_()
+    if cell.is_lstm:
+        return (h, torch.randn(B, cell.hidden_size, dtype=dtype, generator=gen).requires_grad_())
+    return h
+
+
+def flat(state):
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+@pytest.mark.parametrize("cls", [GRUCell, LSTMCell], ids=["gru", "lstm"])
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "padded"])
+@pytest.mark.parametrize("directions", [[False], [True], [False, True]], ids=["fw", "bw", "bi"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("dropout", [False, True], ids=["", "mask"])
+def test_equals_reference_cells_float64(cls, lengths, directions, bias, dropout):
+    dtype, gen = torch.float64, torch.Generator().manual_seed(0)
+    sizes = [3, 4][:len(directions)]  # the two directions may differ in size
+    cells = [make(cls, H, dtype, bias) for H in sizes]
+    x = torch.randn(B, T, D, dtype=dtype, generator=gen, requires_grad=True)
+    states = [state_for(c, dtype, gen) for c in cells]
+    masks = [torch.bernoulli(torch.full((B, c.hidden_size), 0.7, dtype=dtype), generator=gen) / 0.7
+             if dropout else None for c in cells]
+    out, finals = compiled.run(cells, x, states, lengths, reverse=directions, masks=masks)
+    refs = [reference(c, x, s, lengths, r, m) for c, s, r, m in zip(cells, states, directions, masks)]
+    want = torch.cat([o for o, _ in refs], -1)
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-10)
+    if lengths is not None:
+        assert (out[1, 2:] == 0).all()  # zero at padding, exactly
+    for f, (_, w) in zip(finals, refs):
+        for a, b in zip(flat(f), flat(w)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    # One loss over outputs and final states (h and c), so every gradient path is used.
+    weights = torch.randn(out.shape, dtype=dtype, generator=gen)
+    leaves = [x] + [t for s in states for t in flat(s)] + [p for c in cells for p in c.parameters()]
+
+    def loss(o, fs):
+        return (o * weights).sum() + sum((t ** 2).sum() * (k + 1) for k, f in enumerate(fs) for t in flat(f))
+
+    got = torch.autograd.grad(loss(out, finals), leaves)
+    exp = torch.autograd.grad(loss(want, [w for _, w in refs]), leaves)
+    for a, b in zip(got, exp):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+class _Both(torch.nn.Module):
+    """Both directions of one compiled call, as a module, so gradcheck can vary its weights."""
+
+    def __init__(self, cells, lengths):
+        super().__init__()
+        self.cells, self.lengths = torch.nn.ModuleList(cells), lengths
+
+    def forward(self, x, *state):
+        it = iter(state)
+        states = [(next(it), next(it)) if c.is_lstm else next(it) for c in self.cells]
+        out, finals = compiled.run(list(self.cells), x, states, self.lengths, reverse=[False, True])
+        return (out, *[t for f in finals for t in flat(f)])
+
+
+@pytest.mark.parametrize("cls", [GRUCell, LSTMCell], ids=["gru", "lstm"])
+def test_gradcheck_bidirectional_padded(cls):
+    gen = torch.Generator().manual_seed(1)
+    both = _Both([make(cls, 3, torch.float64), make(cls, 2, torch.float64)], torch.tensor([4, 1, 3]))
+    x = torch.randn(3, 4, D, dtype=torch.float64, generator=gen, requires_grad=True)
+    states = [t for c in both.cells for t in flat(state_for(c, torch.float64, gen))]
+    states = [s[:3].detach().requires_grad_() for s in states]
+    names = [n for n, _ in both.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for p in both.parameters()]
+    n = 1 + len(states)
+
+    def fn(*inputs):
+        return torch.func.functional_call(both, dict(zip(names, inputs[n:])), tuple(inputs[:n]))
+
+    assert torch.autograd.gradcheck(fn, (x, *states, *params), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [GRUCell, LSTMCell], ids=["gru", "lstm"])
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "padded"])
+def test_float32_matches_reference(cls, lengths):
+    gen = torch.Generator().manual_seed(3)
+    cells = [make(cls, 8, torch.float32), make(cls, 8, torch.float32)]
+    x = torch.randn(B, T, D, generator=gen, requires_grad=True)
+    states = [c.initial_state(B, x) for c in cells]
+    out, _ = compiled.run(cells, x, states, lengths, reverse=[False, True])
+    want = torch.cat([reference(c, x, s, lengths, r)[0] for c, s, r in zip(cells, states, [False, True])], -1)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+    g1 = torch.autograd.grad(out.square().sum(), [x, cells[0].weight_hh, cells[1].weight_hh])
+    g2 = torch.autograd.grad(want.square().sum(), [x, cells[0].weight_hh, cells[1].weight_hh])
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_inference_equals_training_forward():
+    cells = [make(LSTMCell, 5, torch.float32), make(LSTMCell, 5, torch.float32)]
+    x = torch.randn(B, T, D)
+    states = [c.initial_state(B, x) for c in cells]
+    out, finals = compiled.run(cells, x, states, LENGTHS, reverse=[False, True])
+    with torch.no_grad():
+        out2, finals2 = compiled.run(cells, x, states, LENGTHS, reverse=[False, True])
+    torch.testing.assert_close(out, out2, rtol=0, atol=0)
+    torch.testing.assert_close(finals[1][1], finals2[1][1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+@pytest.mark.parametrize("merge", ["concat", "sum"])
+def test_layers_on_compiled_path_equal_fused_path(kind, merge):
+    """Through the public layers: Stack with the compiled path on equals it off (torch's kernel)."""
+    torch.manual_seed(0)
+    stack = rnnkit.Stack(D, [4, 4], cell=kind, bidirectional=True, merge=merge, recurrent_dropout=0.0)
+    x = torch.randn(B, T, D, requires_grad=True)
+    try:
+        recurrence.use_compiled(True)
+        assert stack.paths[0].forward.name == "compiled"
+        out, states = stack(x, lengths=LENGTHS)
+        g = torch.autograd.grad(out.square().sum(), [x, *stack.parameters()])
+    finally:
+        recurrence.use_compiled(False)
+    assert stack.paths[0].forward.name == "fused"
+    out2, states2 = stack(x, lengths=LENGTHS)
+    g2 = torch.autograd.grad(out2.square().sum(), [x, *stack.parameters()])
+    torch.testing.assert_close(out, out2, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_recurrent_dropout_runs_compiled_with_one_mask_per_sequence():
+    torch.manual_seed(0)
+    layer = rnnkit.GRU(D, 4, recurrent_dropout=0.5)
+    x = torch.randn(B, T, D)
+    try:
+        recurrence.use_compiled(True)
+        path = layer.path
+        torch.manual_seed(5)
+        out, _ = layer(x, lengths=LENGTHS)
+    finally:
+        recurrence.use_compiled(False)
+    assert path.name == "compiled" and "recurrent dropout" in path.reason
+    torch.manual_seed(5)  # the loop path draws the same mask from the same seed
+    want, _ = layer(x, lengths=LENGTHS)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+
+
+def test_unsupported_cells_keep_their_path():
+    try:
+        recurrence.use_compiled(True)
+        assert rnnkit.GRU(D, 4, layer_norm=True).path.name == "loop"
+        assert rnnkit.RNN(D, 4).path.name == "fused"
+    finally:
+        recurrence.use_compiled(False)
