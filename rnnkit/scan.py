@@ -7,18 +7,24 @@ previous state with coefficients computed from the input alone:
 
 and all T steps are one *linear scan* instead of T dependent matmuls. Two scans compute it:
 
-* ``chunked`` (the default) -- split T into chunks of C ~ sqrt(T) steps; run the recurrence
-  inside all chunks at once (C vectorised steps), then carry each chunk's end state into the
-  next (T/C small steps) and add ``cumprod(a) * carry`` back. It only multiplies and adds (no
-  logarithms, no division by a cumulative product), so it is as stable as the step-by-step loop.
-  It is a ``torch.autograd.Function`` whose backward is the same scan run backwards in time:
-  dL/dh_t = g_t + a_{t+1} dL/dh_{t+1}, so training needs no autograd graph per step.
+* ``chunked`` (the default) -- split T into n chunks of C ~ sqrt(T/2) steps; run all chunks at
+  once from a zero state to get each chunk's end state and total decay (C vectorised steps),
+  carry the true state from chunk to chunk (n small steps), then run all chunks again from
+  their true entering states (C steps), writing h. It only multiplies and adds (no logarithms,
+  no division by a cumulative product), so it is as stable as the step-by-step loop. It is a
+  ``torch.autograd.Function`` whose backward is the same scan run backwards in time,
+  dL/dh_t = g_t + a_{t+1} dL/dh_{t+1}, so training builds no autograd graph per step.
 * ``log`` -- Heinsen's (2023) log-space scan, the paper's method:
   ``h_t = exp(a*_t) h_0 + exp(a*_t + logcumsumexp_s<=t(log b_s - a*_s))`` with
   ``a*_t = cumsum(log a)``. It needs b_t > 0, which the paper's g guarantees.
 
 ``bench/scan.py`` measured both for training on this CPU (docs/bench-scan.md); the chunked scan
 was 4-5x faster than the log-space one at T = 500 and 2000, so it is the default.
+
+Symbols: B batch, T time, D input size, H hidden size, G gates; x_t (B, D) the input at step t,
+k = W_ih x_t + b_ih (B, G*H) its projection (split per gate: k_z, k_h or k_f, k_i, k_h),
+h_{t-1} (B, H) the previous state, sigma the logistic sigmoid, * (or ⊙) elementwise product,
+g the paper's positive activation g(v) = v + 1/2 for v >= 0, sigma(v) for v < 0.
 
 Initial state (both modes, both scans): h_0 is the given state, or zeros. h_0 enters the
 recurrence as it is -- it is *not* passed through g or any normalisation -- so the scan from a
@@ -49,31 +55,41 @@ SCANS = ("chunked", "log")
 # ------------------------------------------------------------------------------ the scans
 
 def _chunk_size(T: int) -> int:
-    # C + T/C sequential small steps; C ~ sqrt(T) minimises them.
-    return max(1, min(T, round(math.sqrt(T))))
+    # 2C + T/C sequential small steps: C ~ sqrt(T/2) makes the fewest (and measured fastest).
+    return max(1, min(T, round(math.sqrt(T / 2))))
 
 
-def _scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
-    """h_t = a_t * h_{t-1} + b_t for a, b (B, T, H), h0 (B, H) -> h (B, T, H), by chunks."""
+def _scan(a: Tensor, b: Tensor, h0: Tensor, *, reverse: bool = False) -> Tensor:
+    """h_t = a_t * h_{t-1} + b_t for a, b (B, T, H), h0 (B, H) -> h (B, T, H), by chunks.
+
+    ``reverse=True`` runs h_t = a_t * h_{t+1} + b_t from h_T = h0 down to t = 0 (the adjoint
+    needs it) without flipping any tensor."""
     B, T, H = a.shape
     C = _chunk_size(T)
     n = -(-T // C)
-    if n * C > T:  # pad the last chunk with a = 1, b = 0: it then just carries the state
+    if n * C > T:  # pad the end with a = 1, b = 0: it carries the state (or h0, in reverse)
         a = F.pad(a, (0, 0, 0, n * C - T), value=1.0)
         b = F.pad(b, (0, 0, 0, n * C - T))
     a, b = a.reshape(B, n, C, H), b.reshape(B, n, C, H)
-    # Inside every chunk at once, from a zero state: C steps on (B, n, H).
-    local = torch.empty_like(b)
-    local[:, :, 0] = b[:, :, 0]
-    for c in range(1, C):
-        local[:, :, c] = torch.addcmul(b[:, :, c], a[:, :, c], local[:, :, c - 1])
-    decay = torch.cumprod(a, dim=2)  # (B, n, C, H): a_1 * ... * a_c within the chunk
-    # The state entering each chunk: n steps on (B, H).
-    carry = torch.empty_like(local[:, :, 0])  # (B, n, H)
-    carry[:, 0] = h0
-    for j in range(1, n):
-        carry[:, j] = torch.addcmul(local[:, j - 1, -1], decay[:, j - 1, -1], carry[:, j - 1])
-    h = torch.addcmul(local, decay, carry[:, :, None])  # (B, n, C, H)
+    steps = range(C - 1, -1, -1) if reverse else range(C)
+    # 1. Every chunk at once from a zero state (C steps on (B, n, H)): its end state, and its
+    #    total decay a_1 * ... * a_C.
+    end = b[:, :, steps[0]]
+    for c in steps[1:]:
+        end = torch.addcmul(b[:, :, c], a[:, :, c], end)
+    decay = torch.prod(a, dim=2)  # (B, n, H)
+    # 2. The true state entering each chunk (n steps on (B, H)).
+    carry = torch.empty_like(end)
+    state = h0
+    for j in (range(n - 1, -1, -1) if reverse else range(n)):
+        carry[:, j] = state
+        state = torch.addcmul(end[:, j], decay[:, j], state)
+    # 3. Every chunk again from its true entering state: the recurrence itself, as ``step``
+    #    computes it, so the scan only reorders which steps run side by side.
+    h = torch.empty_like(b)
+    state = carry
+    for c in steps:
+        state = torch.addcmul(b[:, :, c], a[:, :, c], state, out=h[:, :, c])
     return h.reshape(B, n * C, H)[:, :T]
 
 
@@ -82,9 +98,11 @@ def _adjoint(a: Tensor, h0: Tensor, h: Tensor, grad_h: Tensor) -> tuple[Tensor, 
     same recurrence run backwards in time, g_t = dL/dh_t + a_{t+1} g_{t+1}; then dL/db_t = g_t,
     dL/da_t = g_t h_{t-1} and dL/dh_0 = a_1 g_1."""
     a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)  # nothing after T
-    g = _scan(a_next.flip(1), grad_h.flip(1), torch.zeros_like(h0)).flip(1)
-    h_prev = torch.cat([h0[:, None], h[:, :-1]], dim=1)
-    return g * h_prev, g, a[:, 0] * g[:, 0]
+    g = _scan(a_next, grad_h, torch.zeros_like(h0), reverse=True)
+    grad_a = torch.empty_like(g)  # g_t * h_{t-1}, without concatenating h0 and h
+    torch.mul(g[:, 1:], h[:, :-1], out=grad_a[:, 1:])
+    torch.mul(g[:, 0], h0, out=grad_a[:, 0])
+    return grad_a, g, a[:, 0] * g[:, 0]
 
 
 class _LinearScan(torch.autograd.Function):
@@ -132,11 +150,12 @@ def _g(v: Tensor) -> Tensor:
     return torch.sigmoid(v.clamp(max=0)) + F.relu(v)
 
 
-def _g_prime(v: Tensor) -> Tensor:
-    """dg/dv: 1 for v > 0, sigma(v)(1 - sigma(v)) for v < 0 (at 0, 1/4: the left derivative, as
-    autograd gives for ``_g``)."""
-    s = torch.sigmoid(v.clamp(max=0))
-    return s * (1 - s) + 0.75 * torch.sign(F.relu(v))
+def _g_prime(v: Tensor, g: Tensor) -> Tensor:
+    """dg/dv from v and g = g(v): 1 for v > 0, sigma(v)(1 - sigma(v)) = g(1 - g) for v <= 0 (at
+    v = 0 that is 1/4, the left derivative, as autograd gives for ``_g``). min(g, 1/2) is
+    sigma(min(v, 0)), so no sigmoid is recomputed."""
+    s = g.clamp(max=0.5)
+    return s.sub_(s.square()).add_(F.relu(v).sign_().mul_(0.75))
 
 
 def _log_g(v: Tensor) -> Tensor:
@@ -146,30 +165,30 @@ def _log_g(v: Tensor) -> Tensor:
 
 
 class _CellScan(torch.autograd.Function):
-    """One autograd node from the projected input k to h: the layer's ``coefficients``, the
+    """One autograd node from the projected input k to h: the layer's ``_coefficients``, the
     padding (a = 1, b = 0) and the chunked scan in forward; in backward ``_adjoint``, then the
-    layer's ``coefficients_backward`` maps (dL/da, dL/db) to dL/dk. Fewer, larger nodes than
-    autograd through the elementwise gate math. ``valid`` is (B, T, 1), 1.0 at real steps and
-    0.0 at padding, or None."""
+    layer's ``_coefficients_backward`` maps (dL/da, dL/db) to dL/dk. Fewer nodes and fewer
+    temporaries than autograd through the elementwise gate math. ``valid`` is (B, T, 1), 1.0 at
+    real steps and 0.0 at padding, or None."""
 
     @staticmethod
     def forward(ctx, layer, k: Tensor, h0: Tensor, valid: Tensor | None) -> Tensor:
-        a, b = layer.coefficients(k)
-        if valid is not None:  # exact for valid in {0, 1}; torch.where would be slower
+        a, b, saved = layer._coefficients(k)
+        if valid is not None:  # exact for valid in {0, 1}; torch.where is slower here
             a, b = a * valid + (1.0 - valid), b * valid
         h = _scan(a, b, h0)
         ctx.layer = layer
-        ctx.save_for_backward(k, h0, valid, a, h)
+        ctx.save_for_backward(k, h0, valid, a, h, *saved)
         return h
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h: Tensor):
-        k, h0, valid, a, h = ctx.saved_tensors
+        k, h0, valid, a, h, *saved = ctx.saved_tensors
         grad_a, grad_b, grad_h0 = _adjoint(a, h0, h, grad_h)
         if valid is not None:
-            grad_a, grad_b = grad_a * valid, grad_b * valid
-        return None, ctx.layer.coefficients_backward(k, grad_a, grad_b), grad_h0, None
+            grad_a.mul_(valid), grad_b.mul_(valid)
+        return None, ctx.layer._coefficients_backward(k, saved, grad_a, grad_b), grad_h0, None
 
 
 class _MinLayer(nn.Module):
@@ -215,11 +234,19 @@ class _MinLayer(nn.Module):
         return F.linear(x, self.weight_ih, self.bias_ih)
 
     def coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
-        """Projected input k (..., G*H) -> (a, b), each (..., H)."""
+        """Projected input k (..., G*H) -> (a, b), each (..., H): what ``step`` and the scan use."""
+        a, b, _ = self._coefficients(k)
+        return a, b
+
+    def _coefficients(self, k: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+        """(a, b, values the hand-written backward reuses). Out of place: ``step`` runs it
+        under autograd."""
         raise NotImplementedError
 
-    def coefficients_backward(self, k: Tensor, grad_a: Tensor, grad_b: Tensor) -> Tensor:
-        """The gradient of ``coefficients`` by hand: (k, dL/da, dL/db) -> dL/dk (..., G*H)."""
+    def _coefficients_backward(self, k: Tensor, saved: tuple[Tensor, ...], grad_a: Tensor,
+                               grad_b: Tensor) -> Tensor:
+        """The gradient of ``_coefficients`` by hand: dL/da, dL/db (..., H) -> dL/dk (..., G*H).
+        Runs without autograd, so it works in place."""
         raise NotImplementedError
 
     def log_coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
@@ -284,7 +311,7 @@ class MinGRU(_MinLayer):
 
     z update gate, :math:`\tilde h` candidate state, g(v) = v + 1/2 for v >= 0 and
     :math:`\sigma(v)` for v < 0 (positive, so log-space is defined). As a scan:
-    a_t = 1 - z_t = sigma(-k_z), b_t = z_t * g(k_h); in log space log a_t = -softplus(k_z),
+    a_t = 1 - z_t, b_t = z_t * g(k_h); in log space log a_t = -softplus(k_z),
     log b_t = -softplus(-k_z) + log g(k_h).
 
     **Convention: the paper's.** Here z = 1 takes the *new* candidate; in rnnkit's GRU (PyTorch's
@@ -294,15 +321,19 @@ class MinGRU(_MinLayer):
 
     gates = 2
 
-    def coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
+    def _coefficients(self, k: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
         k_z, k_h = k.chunk(2, dim=-1)
-        return torch.sigmoid(-k_z), torch.sigmoid(k_z) * _g(k_h)
+        z, h_tilde = torch.sigmoid(k_z), _g(k_h)
+        return 1 - z, z * h_tilde, (z, h_tilde)
 
-    def coefficients_backward(self, k: Tensor, grad_a: Tensor, grad_b: Tensor) -> Tensor:
-        # da/dk_z = -a z, db/dk_z = a z g, db/dk_h = z g'
-        k_z, k_h = k.chunk(2, dim=-1)
-        a, z = torch.sigmoid(-k_z), torch.sigmoid(k_z)
-        return torch.cat([a * z * (grad_b * _g(k_h) - grad_a), grad_b * z * _g_prime(k_h)], dim=-1)
+    def _coefficients_backward(self, k, saved, grad_a, grad_b):
+        # a = 1 - z, b = z h~: dL/dk_z = (dL/db h~ - dL/da) z (1 - z), dL/dk_h = dL/db z g'
+        z, h_tilde = saved
+        H = self.hidden_size
+        grad_k = torch.empty_like(k)  # (..., 2H)
+        torch.mul(grad_b, h_tilde, out=grad_k[..., :H]).sub_(grad_a).mul_(z).mul_(1 - z)
+        torch.mul(grad_b, z, out=grad_k[..., H:]).mul_(_g_prime(k[..., H:], h_tilde))
+        return grad_k
 
     def log_coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
         k_z, k_h = k.chunk(2, dim=-1)
@@ -320,9 +351,12 @@ class MinLSTM(_MinLayer):
 
     f forget gate, i input gate, :math:`\tilde h` candidate state, g as in ``MinGRU``. The
     normalisation (f' + i' = 1) is the paper's length-independent scaling; it is applied in
-    *both* ``forward`` and ``step``, computed as f' = sigma(d), i' = sigma(-d) with
-    d = log f - log i = softplus(-k_i) - softplus(-k_f), so nothing under- or overflows. As a
-    scan: a_t = f'_t, b_t = i'_t * g(k_h). Gate order inside weight_ih (3H, D): f, i, h~.
+    *both* ``forward`` and ``step`` (one function computes a_t, b_t for both). f and i are
+    floored at the smallest normal float so that f + i > 0 where both sigmoids underflow
+    (pre-activations below about -87 in float32); elsewhere the floor changes nothing. As a
+    scan: a_t = f'_t, b_t = i'_t * g(k_h); the log-space scan uses log f'_t = log sigma(d),
+    log i'_t = log sigma(-d), d = log f - log i = softplus(-k_i) - softplus(-k_f). Gate order
+    inside weight_ih (3H, D) and bias_ih (3H,): f, i, h~.
 
     The state is h (B, H) alone -- minLSTM has no cell state c, so ``is_lstm`` is False and it
     takes and returns a single tensor like a GRU. h_0 = 0 or the given state, never normalised
@@ -331,26 +365,30 @@ class MinLSTM(_MinLayer):
 
     gates = 3
 
-    @staticmethod
-    def _d(k_f: Tensor, k_i: Tensor) -> Tensor:
-        return F.softplus(-k_i) - F.softplus(-k_f)  # log f - log i
-
-    def coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
+    def _coefficients(self, k: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
         k_f, k_i, k_h = k.chunk(3, dim=-1)
-        d = self._d(k_f, k_i)
-        return torch.sigmoid(d), torch.sigmoid(-d) * _g(k_h)
+        # Floored at the smallest normal number so that f + i > 0 even where both sigmoids
+        # underflow (pre-activations below about -87 in float32); elsewhere exact.
+        tiny = torch.finfo(k.dtype).tiny
+        f, i = torch.sigmoid(k_f).clamp(min=tiny), torch.sigmoid(k_i).clamp(min=tiny)
+        total = f + i
+        f_norm, i_norm, h_tilde = f / total, i / total, _g(k_h)
+        return f_norm, i_norm * h_tilde, (f, i, f_norm, i_norm, h_tilde)
 
-    def coefficients_backward(self, k: Tensor, grad_a: Tensor, grad_b: Tensor) -> Tensor:
-        # a = f' = sigma(d), i' = sigma(-d): da/dd = f' i', db/dd = -f' i' g; then
-        # dd/dk_f = sigma(-k_f), dd/dk_i = -sigma(-k_i); db/dk_h = i' g'
-        k_f, k_i, k_h = k.chunk(3, dim=-1)
-        d = self._d(k_f, k_i)
-        f, i = torch.sigmoid(d), torch.sigmoid(-d)
-        grad_d = f * i * (grad_a - grad_b * _g(k_h))
-        return torch.cat([grad_d * torch.sigmoid(-k_f), -grad_d * torch.sigmoid(-k_i),
-                          grad_b * i * _g_prime(k_h)], dim=-1)
+    def _coefficients_backward(self, k, saved, grad_a, grad_b):
+        # a = f', b = i' h~ with f' = f / (f + i), i' = i / (f + i). With
+        # q = (dL/da - dL/db h~) f' i': dL/dk_f = q (1 - f), dL/dk_i = -q (1 - i),
+        # dL/dk_h = dL/db i' g'. (The floor on f, i is treated as the identity.)
+        f, i, f_norm, i_norm, h_tilde = saved
+        H = self.hidden_size
+        grad_k = torch.empty_like(k)  # (..., 3H)
+        q = (grad_a - grad_b * h_tilde).mul_(f_norm).mul_(i_norm)
+        torch.mul(q, 1 - f, out=grad_k[..., :H])
+        torch.mul(q, i - 1, out=grad_k[..., H:2 * H])
+        torch.mul(grad_b, i_norm, out=grad_k[..., 2 * H:]).mul_(_g_prime(k[..., 2 * H:], h_tilde))
+        return grad_k
 
     def log_coefficients(self, k: Tensor) -> tuple[Tensor, Tensor]:
         k_f, k_i, k_h = k.chunk(3, dim=-1)
-        d = self._d(k_f, k_i)
+        d = F.softplus(-k_i) - F.softplus(-k_f)  # log f - log i; log f' = log sigma(d)
         return -F.softplus(-d), -F.softplus(d) + _log_g(k_h)

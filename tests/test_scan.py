@@ -64,14 +64,18 @@ def test_scan_equals_reference_loop_with_gradients(cls, scan, T, given_state):
 def test_step_equals_scan(cls, given_state):
     layer = make(cls)
     x = torch.randn(3, 13, 3, dtype=torch.float64)
-    h0 = torch.randn(3, 4, dtype=torch.float64) if given_state else None
+    h0 = torch.randn(3, 4, dtype=torch.float64, requires_grad=True) if given_state else None
     out, final = layer(x, h0)
     h, outs = h0, []
     for t in range(13):
         y, h = layer.step(x[:, t], h)
         outs.append(y)
-    torch.testing.assert_close(torch.stack(outs, 1), out, rtol=1e-12, atol=1e-12)
+    stepped = torch.stack(outs, 1)
+    torch.testing.assert_close(stepped, out, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(h, final, rtol=1e-12, atol=1e-12)
+    inputs = [layer.weight_ih] + ([h0] if given_state else [])
+    for got, want in zip(torch.autograd.grad(stepped.sum(), inputs), torch.autograd.grad(out.sum(), inputs)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("cls", LAYERS)
@@ -179,6 +183,18 @@ def test_long_sequence_stays_finite_in_float32():
     out, final = layer(x)
     out.sum().backward()
     assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+
+
+def test_minlstm_gates_that_both_underflow_stay_finite():
+    layer = MinLSTM(2, 3)
+    with torch.no_grad():
+        layer.bias_ih[:6] = -200.0  # sigma(k_f) and sigma(k_i) are 0 in float32: f + i would be 0
+    x = torch.randn(2, 9, 2, requires_grad=True)
+    out, final = layer(x)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    y, _ = layer.step(x[:, 0].detach())
+    assert torch.isfinite(y).all()
 
 
 @pytest.mark.parametrize("cls", LAYERS)
