@@ -36,7 +36,8 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append("trainer.overwrite=true")
     cfg = load_config(args.config, overrides=overrides)
     summary = train(cfg, resume=args.resume)
-    print(json.dumps(summary))
+    if summary:  # empty on torchrun ranks other than 0
+        print(json.dumps(summary))
     return 0
 
 

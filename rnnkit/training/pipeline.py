@@ -227,7 +227,8 @@ def prepare(cfg: Config, *, rank: int = 0, world: int = 1) -> Prepared:
 
 def train(cfg: Config, *, resume: bool = False, stream=None) -> dict:
     """Train as ``cfg`` says; evaluate the best checkpoint on the test file if there is one.
-    Returns (and writes to ``out_dir/results.json``) the summary."""
+    Returns (and writes to ``out_dir/results.json``) the summary; under torchrun, only rank 0
+    does, the other ranks return {}."""
     from .trainer import _setup_distributed
 
     stream = stream if stream is not None else sys.stderr
@@ -245,16 +246,17 @@ def train(cfg: Config, *, resume: bool = False, stream=None) -> dict:
                       vocabs=vocabs_to_json(p.vocabs), extra={"config": cfg.model_dump(mode="json")},
                       name=cfg.name)
     history = trainer.fit(resume=resume)
+    if rank != 0:  # rank 0 evaluates, writes and reports for every process
+        return {}
     summary = {"name": cfg.name, "epochs": trainer.epoch, "best_epoch": trainer.best_epoch,
                "monitor": trainer.monitor, "best": trainer.best_value,
                "dev": next((r["dev"] for r in history if r["epoch"] == trainer.best_epoch and "dev" in r), None)}
-    if rank == 0 and p.test is not None:
+    if p.test is not None:
         best = ckpt.load(Path(cfg.trainer.out_dir) / "best")
         summary["test"] = evaluate_batches(best.model, p.test, p.metrics)
     summary["seconds"] = round(time.perf_counter() - start, 1)
-    if rank == 0:
-        out = Path(cfg.trainer.out_dir) / "results.json"
-        out.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    out = Path(cfg.trainer.out_dir) / "results.json"
+    out.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return summary
 
 
