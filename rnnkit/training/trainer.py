@@ -414,6 +414,11 @@ class Trainer:
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
         self.monitor, self.higher_is_better = state["monitor"], state["higher_is_better"]
         self.history = state["history"]
+        saved_epochs = state["config"]["epochs"]
+        if self.config.scheduler.name == "cosine" and saved_epochs != self.config.epochs:
+            raise ValueError(f"{path}: its cosine schedule spans trainer.epochs = {saved_epochs}; resuming "
+                             f"with epochs = {self.config.epochs} would bend it midway. Resume with "
+                             f"epochs = {saved_epochs}, or train anew")
         if (state["scheduler"] is None) != (self.config.scheduler.name == "none"):
             raise ValueError(f"{path}: was trained with scheduler "
                              f"{state['config']['scheduler']['name']!r}; this run asks for "

@@ -73,3 +73,31 @@ def test_ts_series_classifier(tmp_path):
     assert set(summary["test"]) == {"loss", "accuracy", "macro_f1"}
     saved = json.loads((tmp_path / "run" / "best" / "checkpoint.json").read_text())
     assert set(saved["vocabs"]) == {"labels", "scaler"}
+
+
+@pytest.mark.parametrize("fmt", ["label_text", "lm_text"])
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, fmt):
+    import torch
+
+    from rnnkit import checkpoint
+
+    f = tmp_path / "data.txt"
+    if fmt == "label_text":
+        f.write_text("".join(f"{i % 2} {'good fine' if i % 2 else 'bad dull'} film {i % 5}\n" for i in range(30)))
+        model_type, options = "SequenceClassifier", {**SMALL, "dropout": 0.3}
+    else:
+        f.write_text("the cat sat on the mat\nthe dog sat on the log\n" * 10)
+        model_type, options = "LanguageModel", {**SMALL, "dropout": 0.3}
+    data = {"format": fmt, "train": str(f), "dev": str(f), **({"bptt": 4} if fmt == "lm_text" else {})}
+
+    def config(out, epochs):
+        return parse_config({"data": data, "model": {"type": model_type, "options": options},
+                             "trainer": {**TRAINER, "epochs": epochs, "out_dir": str(out),
+                                         "scheduler": {"name": "step", "gamma": 0.5}}})
+
+    train(config(tmp_path / "full", 3))
+    train(config(tmp_path / "split", 2))
+    train(config(tmp_path / "split", 3), resume=True)
+    full = checkpoint.load(tmp_path / "full" / "last").model.state_dict()
+    split = checkpoint.load(tmp_path / "split" / "last").model.state_dict()
+    assert all(torch.equal(full[k], split[k]) for k in full)

@@ -170,3 +170,9 @@ def test_a_fresh_run_does_not_replace_an_existing_one(tmp_path):
         make_trainer(tmp_path, epochs=1).fit()
     assert (tmp_path / "run" / "log.jsonl").read_text() == log
     make_trainer(tmp_path, epochs=1, overwrite=True).fit()
+
+
+def test_resuming_a_cosine_schedule_with_other_epochs_is_refused(tmp_path):
+    make_trainer(tmp_path, epochs=2, scheduler={"name": "cosine"}).fit()
+    with pytest.raises(ValueError, match=r"cosine schedule spans trainer.epochs = 2; resuming with epochs = 4"):
+        make_trainer(tmp_path, epochs=4, scheduler={"name": "cosine"}).fit(resume=True)
