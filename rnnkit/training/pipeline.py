@@ -23,7 +23,7 @@ import torch
 
 from .. import checkpoint as ckpt
 from ..config import Config, TokenizerConfig
-from ..data import (Batches, Encoder, LMStream, PairExample, SeriesScaler, TaggedExample,
+from ..data import (Batches, Encoder, LMStream, SeriesScaler, TaggedExample,
                     TextExample, Tokenizer, Vocab, collate, read_conll, read_conllu, read_delimited,
                     read_jsonl, read_label_text, read_lm_text, read_parallel, read_ts)
 from .metrics import BleuMetrics, ClassificationMetrics, PerplexityMetrics, TaggingMetrics
@@ -317,15 +317,8 @@ def predict(path: str | Path, lines: Iterable[str], *, source: str = "<stdin>",
     pending: list[tuple[str, dict, list[str]]] = []
 
     def flush():
-        exs = []
-        for where, _, tokens in pending:
-            if kind == "SequenceTagger":
-                exs.append(TaggedExample(tokens, None, where))
-            elif kind == "LanguageModel":
-                exs.append(TextExample(tokens, None, where))
-            else:
-                exs.append(TextExample(tokens, None, where))
-        items = [encoder(ex) for ex in exs]
+        example = TaggedExample if kind == "SequenceTagger" else TextExample  # unlabelled inputs
+        items = [encoder(example(tokens, None, where)) for where, _, tokens in pending]
         if kind == "LanguageModel":  # prompts: <bos> w1 .. wn, no labels
             items = [{"inputs": [vocabs["words"].bos_id] + item["inputs"]} for item in items]
         with torch.no_grad():

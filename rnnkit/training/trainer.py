@@ -17,8 +17,6 @@ averaged by DistributedDataParallel, and only rank 0 evaluates, logs and writes 
 
 from __future__ import annotations
 
-import inspect
-import math
 import os
 import random
 import sys
