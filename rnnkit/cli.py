@@ -124,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", help="predict for each line of a file (JSONL out)",
         description="Read one input per line from FILE (or standard input with '-' or no FILE): "
                     "plain text, or a JSON object with \"text\" or \"tokens\". Write one JSON object "
-                    "per line: tokens and tags (tagger), label (classifier), translation (seq2seq) "
-                    "or continuation (language model), plus the input's fields.")
+                    "per line: tokens and tags (tagger), label (classifier) or value (regression), "
+                    "translation (seq2seq) or continuation (language model), plus the input's "
+                    "fields. A series classifier reads a .ts FILE and writes where, label and gold.")
     predict.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder (e.g. runs/x/best)")
     predict.add_argument("file", metavar="FILE", nargs="?", default="-", help="input file, or - for stdin")
     predict.add_argument("--batch-size", type=_positive, default=64, help="inputs per batch (default: 64)")

@@ -26,7 +26,8 @@ from ..config import Config, TokenizerConfig
 from ..data import (Batches, Encoder, LMStream, SeriesScaler, TaggedExample,
                     TextExample, Tokenizer, Vocab, collate, read_conll, read_conllu, read_delimited,
                     read_jsonl, read_label_text, read_lm_text, read_parallel, read_ts)
-from .metrics import BleuMetrics, ClassificationMetrics, PerplexityMetrics, TaggingMetrics
+from .metrics import (BleuMetrics, ClassificationMetrics, PerplexityMetrics, RegressionMetrics,
+                      TaggingMetrics)
 from .trainer import Trainer, evaluate_batches, seed_everything
 
 __all__ = ["Prepared", "prepare", "train", "evaluate", "predict"]
@@ -37,7 +38,12 @@ def _tokenizer(tc: TokenizerConfig) -> Tokenizer:
                      normalize_digits=tc.normalize_digits)
 
 
-def read_file(data, path: str | Path):
+def is_regression(cfg: Config) -> bool:
+    """A SequenceClassifier with ``task: regression`` learns float targets (MAE/RMSE/MAPE)."""
+    return cfg.model.type == "SequenceClassifier" and cfg.model.options.get("task") == "regression"
+
+
+def read_file(data, path: str | Path, *, label_type: str = "class"):
     """Examples of one file, read as ``data`` (a data config section) describes."""
     f, enc = data.format, data.encoding
     if f == "conllu":
@@ -48,12 +54,13 @@ def read_file(data, path: str | Path):
     if f in ("csv", "tsv"):
         return read_delimited(path, text_column=data.text_column, label_column=data.label_column,
                               delimiter="," if f == "csv" else "\t", header=data.header,
-                              tokenizer=_tokenizer(data.tokenizer), encoding=enc)
+                              label_type=label_type, tokenizer=_tokenizer(data.tokenizer), encoding=enc)
     if f == "jsonl":
         return read_jsonl(path, text_field=data.text_field, label_field=data.label_field,
-                          tokenizer=_tokenizer(data.tokenizer), encoding=enc)
+                          label_type=label_type, tokenizer=_tokenizer(data.tokenizer), encoding=enc)
     if f == "label_text":
-        return read_label_text(path, tokenizer=_tokenizer(data.tokenizer), encoding=enc)
+        return read_label_text(path, label_type=label_type, tokenizer=_tokenizer(data.tokenizer),
+                               encoding=enc)
     if f == "parallel":
         return read_parallel(path, source_column=data.source_column, target_column=data.target_column,
                              num_columns=data.num_columns, source_tokenizer=_tokenizer(data.source_tokenizer),
@@ -69,9 +76,16 @@ def _limit(examples: list, n: int | None) -> list:
     return examples if n is None else examples[:n]
 
 
+def _read(cfg: Config, path) -> list:
+    return read_file(cfg.data, path, label_type="float" if is_regression(cfg) else "class")
+
+
 def _splits(cfg: Config) -> tuple[list, list | None, list | None]:
     d = cfg.data
-    train = read_file(d, d.train)
+    if is_regression(cfg) and d.format == "ts":
+        raise ValueError("task: regression reads float targets from csv, tsv, jsonl or label_text; "
+                         "data.format 'ts' holds class labels")
+    train = _read(cfg, d.train)
     if d.format == "lm_text" and d.dev_fraction is not None:
         raise ValueError("data.dev_fraction cannot split a language-model token stream; give data.dev")
     if d.dev_fraction is not None:
@@ -81,8 +95,8 @@ def _splits(cfg: Config) -> tuple[list, list | None, list | None]:
         dev = [train[i] for i in sorted(order[:n_dev])]
         train = [train[i] for i in sorted(order[n_dev:])]
     else:
-        dev = read_file(d, d.dev) if d.dev is not None else None
-    test = read_file(d, d.test) if d.test is not None else None
+        dev = _read(cfg, d.dev) if d.dev is not None else None
+    test = _read(cfg, d.test) if d.test is not None else None
     cap = d.max_eval_examples
     return _limit(train, d.max_train_examples), _limit(dev, cap) if dev else dev, \
         _limit(test, cap) if test else test
@@ -111,7 +125,7 @@ def fit_vocabs(cfg: Config, train: list) -> dict:
             if d.chars:
                 out["chars"] = Vocab(specials=("<pad>", "<unk>"), name="char").fit_chars(
                     ex.tokens for ex in train)
-        else:
+        elif not is_regression(cfg):
             out["labels"] = Vocab.for_labels((ex.label for ex in train), name="label")
     return out
 
@@ -166,7 +180,7 @@ def model_kwargs(cfg: Config, vocabs: dict, train: list) -> dict:
         if "chars" in vocabs:
             opts["char_vocab_size"] = len(vocabs["chars"])
     elif kind == "SequenceClassifier":
-        opts["num_classes"] = len(vocabs["labels"])
+        opts["num_classes"] = 1 if is_regression(cfg) else len(vocabs["labels"])  # K outputs
         if cfg.data.format == "ts":
             opts["input_size"] = int(train[0].values.shape[1])
         else:
@@ -185,7 +199,7 @@ def metrics_for(cfg: Config, vocabs: dict):
     if kind == "SequenceTagger":
         return TaggingMetrics(vocabs["labels"].itos_, scheme=getattr(cfg.data, "scheme", "conlleval"))
     if kind == "SequenceClassifier":
-        return ClassificationMetrics(vocabs["labels"].itos_)
+        return RegressionMetrics() if is_regression(cfg) else ClassificationMetrics(vocabs["labels"].itos_)
     if kind == "LanguageModel":
         return PerplexityMetrics()
     level = cfg.data.target_tokenizer.level
@@ -275,7 +289,7 @@ def evaluate(path: str | Path, data_path: str | Path, *, batch_size: int | None 
     """Loss and metrics of the checkpoint at ``path`` on ``data_path`` (read like its training
     data). A label the checkpoint does not know is an error naming file:line."""
     loaded, cfg, vocabs = _restore(path)
-    examples = read_file(cfg.data, data_path)
+    examples = _read(cfg, data_path)
     if batch_size is not None:
         cfg = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"batch_size": batch_size})})
     batches = _batches(cfg, vocabs, examples, train=False)
@@ -309,8 +323,8 @@ def predict(path: str | Path, lines: Iterable[str], *, source: str = "<stdin>",
     loaded, cfg, vocabs = _restore(path)
     model, d, kind = loaded.model, cfg.data, cfg.model.type
     if d.format == "ts":
-        raise ValueError("a series classifier predicts from a .ts file: use `rnnkit evaluate` for "
-                         "labelled files; unlabelled .ts prediction is not supported yet")
+        yield from _predict_series(model, cfg, vocabs, source, batch_size)
+        return
     tokenize = _tokenizer(getattr(d, "predict_tokenizer", None) or getattr(d, "tokenizer", None)
                           or getattr(d, "source_tokenizer"))
     encoder = _encoder(cfg, vocabs)
@@ -339,10 +353,30 @@ def predict(path: str | Path, lines: Iterable[str], *, source: str = "<stdin>",
         yield from flush()
 
 
+def _predict_series(model, cfg: Config, vocabs: dict, source: str, batch_size: int) -> Iterator[dict]:
+    """Class of each series of a .ts file (its labels, if any, are reported as ``gold``)."""
+    from dataclasses import replace
+
+    if source in ("-", "<stdin>"):
+        raise ValueError("a series classifier reads a .ts file: give FILE (standard input is for text)")
+    examples = read_ts(source, missing=cfg.data.missing, encoding=cfg.data.encoding).examples
+    gold = [ex.label for ex in examples]
+    examples = [replace(ex, label=None) for ex in examples]
+    items = _items(cfg, {k: v for k, v in vocabs.items() if k != "labels"}, examples)
+    names = vocabs["labels"].itos_
+    for start in range(0, len(items), batch_size):
+        with torch.no_grad():
+            ids = model.predict(collate(items[start:start + batch_size])).tolist()
+        for ex, label, i in zip(examples[start:], gold[start:], ids):
+            yield {"where": ex.where, "label": names[i], **({"gold": label} if label is not None else {})}
+
+
 def _decode(kind: str, row, tokens: list[str], vocabs: dict, d) -> dict:
     if kind == "SequenceTagger":
         return {"tokens": tokens, "tags": vocabs["labels"].decode(row)}
     if kind == "SequenceClassifier":
+        if "labels" not in vocabs:  # regression: the K predicted values
+            return {"value": row[0] if len(row) == 1 else row}
         return {"label": vocabs["labels"].itos_[int(row)]}
     target = vocabs.get("target", vocabs["words"])
     specials = {target.pad_id, target.bos_id, target.eos_id}

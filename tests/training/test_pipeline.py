@@ -101,3 +101,29 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, fmt):
     full = checkpoint.load(tmp_path / "full" / "last").model.state_dict()
     split = checkpoint.load(tmp_path / "split" / "last").model.state_dict()
     assert all(torch.equal(full[k], split[k]) for k in full)
+
+
+def test_ts_prediction_reports_class_and_gold(tmp_path):
+    lines = ["@problemName tiny", "@timeStamps false", "@missing false", "@univariate true",
+             "@equalLength false", "@classLabel true a b", "@data"]
+    lines += [",".join(str(t if i % 2 else -t) for t in range(4)) + (":a" if i % 2 else ":b") for i in range(12)]
+    f = tmp_path / "tiny.ts"
+    f.write_text("\n".join(lines) + "\n")
+    run(tmp_path, {"format": "ts", "train": str(f), "dev": str(f)}, "SequenceClassifier",
+        {"encoder": {"cell": "gru", "hidden_sizes": [8]}}, epochs=8)
+    rows = list(predict(tmp_path / "run" / "best", [], source=str(f)))
+    assert len(rows) == 12 and rows[0]["where"] == f"{f}:8"
+    assert sum(r["label"] == r["gold"] for r in rows) >= 10
+    with pytest.raises(ValueError, match="give FILE"):
+        list(predict(tmp_path / "run" / "best", [], source="-"))
+
+
+def test_regression_reads_float_targets_and_reports_mae(tmp_path):
+    f = tmp_path / "reg.jsonl"
+    f.write_text("".join(json.dumps({"text": "up " * (1 + i % 4), "label": float(1 + i % 4)}) + "\n"
+                         for i in range(24)))
+    cfg, summary = run(tmp_path, {"format": "jsonl", "train": str(f), "dev": str(f)},
+                       "SequenceClassifier", {**SMALL, "task": "regression"})
+    assert summary["monitor"] == "mae" and {"mae", "rmse", "mape"} <= set(summary["dev"])
+    (row,) = predict(tmp_path / "run" / "best", ["up up"])
+    assert isinstance(row["value"], float)
