@@ -176,3 +176,11 @@ def test_resuming_a_cosine_schedule_with_other_epochs_is_refused(tmp_path):
     make_trainer(tmp_path, epochs=2, scheduler={"name": "cosine"}).fit()
     with pytest.raises(ValueError, match=r"cosine schedule spans trainer.epochs = 2; resuming with epochs = 4"):
         make_trainer(tmp_path, epochs=4, scheduler={"name": "cosine"}).fit(resume=True)
+
+
+def test_resume_from_a_truncated_trainer_state_is_reported(tmp_path):
+    make_trainer(tmp_path, epochs=1).fit()
+    state = tmp_path / "run" / "last" / "trainer_state.safetensors"
+    state.write_bytes(state.read_bytes()[:-10])
+    with pytest.raises(checkpoint.CheckpointError, match=r"trainer_state.safetensors: truncated or overwritten"):
+        make_trainer(tmp_path, epochs=2).fit(resume=True)
