@@ -136,7 +136,7 @@ MODEL_TYPES = {
 DERIVED_OPTIONS = {
     "SequenceTagger": ("vocab_size", "num_tags", "tags", "char_vocab_size"),
     "SequenceClassifier": ("num_classes", "vocab_size", "input_size"),
-    "LanguageModel": ("vocab_size", "carry_state"),
+    "LanguageModel": ("vocab_size", "carry_state", "eos_id"),
     "Seq2Seq": ("source_vocab_size", "target_vocab_size", "bos_id", "eos_id"),
 }
 

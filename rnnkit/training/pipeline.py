@@ -186,7 +186,7 @@ def model_kwargs(cfg: Config, vocabs: dict, train: list) -> dict:
         else:
             opts["vocab_size"] = len(vocabs["words"])
     elif kind == "LanguageModel":
-        opts.update(vocab_size=len(vocabs["words"]), carry_state=True)
+        opts.update(vocab_size=len(vocabs["words"]), carry_state=True, eos_id=vocabs["words"].eos_id)
     elif kind == "Seq2Seq":
         target = vocabs["target"]
         opts.update(source_vocab_size=len(vocabs["words"]), target_vocab_size=len(target),
@@ -333,8 +333,10 @@ def predict(path: str | Path, lines: Iterable[str], *, source: str = "<stdin>",
     def flush():
         example = TaggedExample if kind == "SequenceTagger" else TextExample  # unlabelled inputs
         items = [encoder(example(tokens, None, where)) for where, _, tokens in pending]
-        if kind == "LanguageModel":  # prompts: <bos> w1 .. wn, no labels
-            items = [{"inputs": [vocabs["words"].bos_id] + item["inputs"]} for item in items]
+        if kind == "LanguageModel":
+            # the model learnt from one stream in which <eos> ends each line, so a prompt starts
+            # as a line does: right after an <eos>
+            items = [{"inputs": [vocabs["words"].eos_id] + item["inputs"]} for item in items]
         with torch.no_grad():
             out = model.predict(collate(items))
         rows = out.tolist() if isinstance(out, torch.Tensor) else out
