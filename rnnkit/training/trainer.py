@@ -138,6 +138,7 @@ class Trainer:
         self.best_value: float | None = None
         self.best_epoch = 0
         self.should_stop = False
+        self._shown = ""  # the monitored dev value, as the progress bar shows it
         self.loss_module = _LossOf(model)
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -202,6 +203,10 @@ class Trainer:
 
     # -------------------------------------------------------------------------- steps
     def _check_bptt(self) -> None:
+        if self.config.bptt is not None and self.world > 1:
+            raise ValueError("trainer.bptt cuts each batch into as many windows as its length needs, so "
+                             "processes under torchrun would take different numbers of steps; use "
+                             "consecutive windows from the data instead (lm_text's data.bptt, LMStream)")
         if self.config.bptt is not None and not callable(getattr(self.model, "loss_and_state", None)):
             raise ValueError(f"trainer.bptt needs a head that carries its state between windows "
                              f"(loss_and_state(batch, state), as LanguageModel has); "
@@ -314,7 +319,8 @@ class Trainer:
             steps += 1
             if bar is not None:
                 rate = tokens / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix_str(f"loss {loss_sum / steps:.4f}, {rate:,.0f} tok/s", refresh=False)
+                bar.set_postfix_str(f"loss {loss_sum / steps:.4f}, {self._shown}{rate:,.0f} tok/s",
+                                    refresh=False)
                 bar.update(1)
         if steps == 0:
             raise ValueError("training data is empty: no batches in this epoch")
@@ -343,9 +349,10 @@ class Trainer:
         self.higher_is_better = bool(shared[2])  # ranks > 0 need it for a plateau schedule
         self._step_scheduler(value)
         if self.rank == 0:
+            # the latest dev value stays on the bar while the next epoch trains
+            self._shown = f"{self.monitor} {value:.4f}, " if self.monitor != "train_loss" else ""
             if bar is not None:
-                shown = f"{self.monitor} {value:.4f}, " if self.monitor != "train_loss" else ""
-                bar.set_postfix_str(f"loss {record['train_loss']:.4f}, {shown}"
+                bar.set_postfix_str(f"loss {record['train_loss']:.4f}, {self._shown}"
                                     f"{record['tokens_per_s']:,.0f} tok/s")
             if self._improved(value):
                 self.best_value, self.best_epoch = value, epoch
