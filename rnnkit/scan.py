@@ -19,7 +19,8 @@ and all T steps are one *linear scan* instead of T dependent matmuls. Two scans 
   ``a*_t = cumsum(log a)``. It needs b_t > 0, which the paper's g guarantees.
 
 ``bench/scan.py`` measured both for training on this CPU (docs/bench-scan.md); the chunked scan
-was 4-5x faster than the log-space one at T = 500 and 2000, so it is the default.
+was 3-10x faster than the log-space one at T = 500 and 2000 (forward + backward), so it is the
+default. The log-space scan stays available as ``scan="log"``.
 
 Symbols: B batch, T time, D input size, H hidden size, G gates; x_t (B, D) the input at step t,
 k = W_ih x_t + b_ih (B, G*H) its projection (split per gate: k_z, k_h or k_f, k_i, k_h),
