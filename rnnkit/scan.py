@@ -187,8 +187,9 @@ class _CellScan(torch.autograd.Function):
     def backward(ctx, grad_h: Tensor):
         k, h0, valid, a, h, *saved = ctx.saved_tensors
         grad_a, grad_b, grad_h0 = _adjoint(a, h0, h, grad_h)
-        if valid is not None:
-            grad_a.mul_(valid), grad_b.mul_(valid)
+        if valid is not None:  # a and b were constants (1 and 0) at padded steps
+            grad_a.mul_(valid)
+            grad_b.mul_(valid)
         return None, ctx.layer._coefficients_backward(k, saved, grad_a, grad_b), grad_h0, None
 
 
