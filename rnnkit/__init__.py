@@ -8,10 +8,11 @@
 from .cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, RNNCell
 from .layers import GRU, LSTM, RNN, Bidirectional, BiState, Recurrent, Stack
 from .recurrence import Path
+from .scan import MinGRU, MinLSTM
 
 __version__ = "0.1.0"
 
 __all__ = [
     "RNNCell", "GRUCell", "LSTMCell", "LayerNormGRUCell", "LayerNormLSTMCell",
-    "Recurrent", "RNN", "GRU", "LSTM", "Bidirectional", "BiState", "Stack", "Path",
+    "Recurrent", "RNN", "GRU", "LSTM", "MinGRU", "MinLSTM", "Bidirectional", "BiState", "Stack", "Path",
 ]
