@@ -5,10 +5,11 @@ One call runs one or both directions of a layer, each on its own core:
     out, finals = _compiled.run([fw_cell, bw_cell], x, [fw_state, bw_state], lengths,
                                reverse=[False, True])   # out (B, T, Hf+Hb)
 
-The input projections ``xi = W_ih x + b_ih`` of all steps are computed here with one GEMM per
-direction, in PyTorch, so autograd differentiates them; the C++ part takes xi and runs the
-recurrent half -- per step one small GEMM ``(m * h_prev) W_hh^T`` and the gate arithmetic in one
-fused pass -- forward and backward through time (``_Recurrence``). Its math is that of
+Everything of a direction runs in that direction's own thread, in C++ (``_Recurrence``): the
+input projection ``xi = W_ih x + b_ih`` of all steps as one product, then per step one small
+product ``(m * h_prev) W_hh^T`` and the gate arithmetic in one fused pass; backward through
+time likewise, with the weight gradients as one product each after the loop. No torch op runs
+inside, so the two directions never wait on torch's thread pool. Its math is that of
 ``cells.GRUCell`` / ``cells.LSTMCell``; tests/test_compiled.py checks outputs and gradients
 against those cells.
 
@@ -86,18 +87,23 @@ def _empty(like: Tensor) -> Tensor:
     return like.new_empty(0)
 
 
+_SLOTS = 7  # per direction: W_ih, b_ih, h0, c0, W_hh, b_hh, mask
+
+
 class _Recurrence(torch.autograd.Function):
-    """Recurrent half of one or more directions; per direction six inputs:
-    xi (B, T, G*H), h0 (B, H), c0 (B, H) or empty, W_hh (G*H, H), b_hh or empty, mask or empty."""
+    """One or more directions over x (B, T, D), input projection included; per direction
+    seven inputs: W_ih (G*H, D), b_ih, h0 (B, H), c0 (B, H), W_hh (G*H, H), b_hh, mask (B, H),
+    each optional one (b_ih, c0 for GRU, b_hh, mask) an empty tensor when absent."""
 
     @staticmethod
-    def forward(ctx, kind: int, train: bool, reverse: tuple, lengths: Tensor, *flat: Tensor):
-        xi, h0, c0, w, b, m = (list(flat[k::6]) for k in range(6))
-        res = _ext.forward(kind, train, lengths, xi, h0, c0 if kind else [], w, b, m, list(reverse))
+    def forward(ctx, kind: int, train: bool, reverse: tuple, lengths: Tensor, x: Tensor, *flat: Tensor):
+        wi, bi, h0, c0, w, b, m = (list(flat[k::_SLOTS]) for k in range(_SLOTS))
+        res = _ext.forward(kind, train, lengths, x, wi, bi, [], h0, c0 if kind else [], w, b, m,
+                           list(reverse))
         out, rest = res[0], res[1:]
         per = 5 if kind else 3  # hN, [cN], S, [C], A
         finals, saved = [], []
-        for k in range(len(xi)):
+        for k in range(len(h0)):
             r = rest[k * per:(k + 1) * per]
             if kind:
                 finals += [r[0], r[1]]
@@ -105,38 +111,37 @@ class _Recurrence(torch.autograd.Function):
             else:
                 finals.append(r[0])
                 saved.append((r[1], None, r[2]))
-        ctx.kind, ctx.reverse, ctx.n = kind, list(reverse), len(xi)
+        ctx.kind, ctx.reverse, ctx.n = kind, list(reverse), len(h0)
         ctx.saved = saved
-        ctx.save_for_backward(lengths, *flat)
+        ctx.save_for_backward(lengths, x, *flat)
         return (out, *finals)
 
     @staticmethod
     def backward(ctx, dout: Tensor, *dfinals: Tensor):
-        lengths, *flat = ctx.saved_tensors
-        xi, h0, c0, w, b, m = (list(flat[k::6]) for k in range(6))
+        lengths, x, *flat = ctx.saved_tensors
+        wi, bi, h0, c0, w, b, m = (list(flat[k::_SLOTS]) for k in range(_SLOTS))
         kind, n = ctx.kind, ctx.n
         S = [s for s, _, _ in ctx.saved]
         C = [c for _, c, _ in ctx.saved] if kind else []
         A = [a for _, _, a in ctx.saved]
         if dout is None:
-            dout = torch.zeros(xi[0].shape[0], xi[0].shape[1], sum(t.shape[1] for t in w),
-                               dtype=xi[0].dtype)
+            dout = x.new_zeros(x.shape[0], x.shape[1], sum(t.shape[1] for t in w))
         step = 2 if kind else 1
-        dhN = [dfinals[k * step] if dfinals[k * step] is not None else _empty(xi[0]) for k in range(n)]
-        dcN = [dfinals[k * step + 1] if dfinals[k * step + 1] is not None else _empty(xi[0])
+        dhN = [dfinals[k * step] if dfinals[k * step] is not None else _empty(x) for k in range(n)]
+        dcN = [dfinals[k * step + 1] if dfinals[k * step + 1] is not None else _empty(x)
                for k in range(n)] if kind else []
-        res = _ext.backward(kind, lengths, dout, xi, h0, c0 if kind else [], w, b, m, ctx.reverse,
-                            S, C, A, dhN, dcN)
-        per = 5 if kind else 4  # dxi, dh0, [dc0], dW, db
+        res = _ext.backward(kind, lengths, dout, x, wi, bi, h0, c0 if kind else [], w, b, m,
+                            ctx.reverse, S, C, A, dhN, dcN)
+        per = 7 if kind else 6  # dxi (none here), dh0, [dc0], dW_hh, db_hh, dW_ih, db_ih
         grads = []
         for k in range(n):
             r = res[k * per:(k + 1) * per]
             if kind:
-                dxi, dh0, dc0, dw, db = r
+                _, dh0, dc0, dw, db, dwi, dbi = r
             else:
-                (dxi, dh0, dw, db), dc0 = r, None
-            grads += [dxi, dh0, dc0, dw, db if b[k].numel() else None, None]
-        return (None, None, None, None, *grads)
+                (_, dh0, dw, db, dwi, dbi), dc0 = r, None
+            grads += [dwi, dbi if bi[k].numel() else None, dh0, dc0, dw, db if b[k].numel() else None, None]
+        return (None, None, None, None, res[-1], *grads)
 
 
 def run(cells: list, x: Tensor, states: list, lengths: Tensor | None, *, reverse: list[bool],
@@ -153,14 +158,14 @@ def run(cells: list, x: Tensor, states: list, lengths: Tensor | None, *, reverse
     masks = masks or [None] * len(cells)
     flat = []
     for cell, state, mask in zip(cells, states, masks):
-        xi = cell.input_projection(x)  # (B, T, G*H): all steps in one GEMM, differentiated by autograd
         h0, c0 = state if lstm else (state, _empty(x))
-        bias = cell.bias_hh if cell.bias_hh is not None else _empty(x)
-        flat += [xi, h0, c0, cell.weight_hh, bias, mask if mask is not None else _empty(x)]
+        optional = [cell.bias_ih, cell.bias_hh, mask]
+        b_ih, b_hh, mask = (t if t is not None else _empty(x) for t in optional)
+        flat += [cell.weight_ih, b_ih, h0, c0, cell.weight_hh, b_hh, mask]
     lens = lengths if lengths is not None else torch.empty(0, dtype=torch.long)
     # Without autograd (inference) the loop keeps two rows of state and saves no activations.
-    train = torch.is_grad_enabled() and any(t.requires_grad for t in flat)
-    res = _Recurrence.apply(int(lstm), train, tuple(reverse), lens, *flat)
+    train = torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in flat))
+    res = _Recurrence.apply(int(lstm), train, tuple(reverse), lens, x, *flat)
     out, finals = res[0], res[1:]
     if lstm:
         states_out = [(finals[2 * k], finals[2 * k + 1]) for k in range(len(cells))]

@@ -201,3 +201,29 @@ def test_unsupported_cells_keep_their_path():
         assert rnnkit.RNN(D, 4).path.name == "fused"
     finally:
         recurrence.use_compiled(False)
+
+
+@pytest.mark.parametrize("cls", [GRUCell, LSTMCell], ids=["gru", "lstm"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_blocked_gemm_sizes(cls, dtype):
+    """Sizes that use every branch of the GEMM kernel: 8-, 4- and 1-row blocks, two-vector,
+    one-vector and leftover columns, and more than one 128-deep block of k."""
+    gen = torch.Generator().manual_seed(4)
+    Bn, Tn, Dn = 13, 23, 20
+    cells = [cls(Dn, 16).to(dtype), cls(Dn, 16).to(dtype)]
+    x = torch.randn(Bn, Tn, Dn, dtype=dtype, generator=gen, requires_grad=True)
+    lengths = torch.randint(1, Tn + 1, (Bn,), generator=gen)
+    lengths[0] = Tn
+    states = [state_for(c, dtype, gen) for c in cells]
+    states = [tuple(t[:1].expand(Bn, -1).detach().requires_grad_() for t in flat(s)) if c.is_lstm
+              else s[:1].expand(Bn, -1).detach().requires_grad_() for c, s in zip(cells, states)]
+    masks = [torch.bernoulli(torch.full((Bn, 16), 0.8, dtype=dtype), generator=gen) / 0.8, None]
+    out, finals = compiled.run(cells, x, states, lengths, reverse=[False, True], masks=masks)
+    refs = [reference(c, x, s, lengths, r, m) for c, s, r, m in zip(cells, states, [False, True], masks)]
+    want = torch.cat([o for o, _ in refs], -1)
+    tol = dict(rtol=0, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out, want, **tol)
+    leaves = [x] + [p for c in cells for p in c.parameters()]
+    w = torch.randn(out.shape, dtype=dtype, generator=gen)
+    for a, b in zip(torch.autograd.grad((out * w).sum(), leaves), torch.autograd.grad((want * w).sum(), leaves)):
+        torch.testing.assert_close(a, b, **tol)
