@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help="comma-separated variant names, or 'none'; default all")
     p.add_argument("--no-base", action="store_true", help="skip the rnnkit vs torch.nn base table")
+    p.add_argument("--compiled", action="store_true",
+                   help="rnnkit layers take the compiled path (recurrence.use_compiled(True))")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--rounds", type=int, default=11, help="timed rounds per implementation (median)")
     p.add_argument("--target", type=float, default=0.15, help="seconds per timed round")
@@ -209,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.target = 5, 0.1
         args.configs = args.configs.split(",")[0]
     torch.set_num_threads(args.threads)
+    if args.compiled:
+        from rnnkit import recurrence
+        recurrence.use_compiled(True)
     configs = [parse_config(c) for c in args.configs.split(",")]
     cells = args.cells.split(",")
     variants = [] if args.variants == "none" else args.variants.split(",")
@@ -235,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"Machine: {info['cpu']} ({info['cpu_flags']}), {info['logical_cpus']} logical CPUs, "
           f"torch {info['torch']}, {info['torch_threads']} threads, load {info['load_avg_1m']} -> "
-          f"{info['load_avg_1m_end']}")
+          f"{info['load_avg_1m_end']}; rnnkit compiled path {'on' if args.compiled else 'off'}")
     if base:
         print("\nrnnkit vs torch.nn (same weights; ratio = rnnkit / torch.nn tokens/s)\n")
         print(table(base, BASE_COLUMNS))

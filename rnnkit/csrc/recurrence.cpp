@@ -26,6 +26,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -653,10 +654,33 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
   return results;
 }
 
+// GFLOP/s of this file's GEMM on `threads` threads, each multiplying its own (n, n) x (n, n)
+// float32 matrices `reps` times: the peak bench/speed.py compares the recurrence against.
+double gemm_peak(int64_t n, int64_t reps, int64_t threads) {
+  std::vector<std::function<void()>> jobs;
+  std::vector<std::vector<float>> mats(3 * threads, std::vector<float>(n * n, 0.5f));
+  for (int64_t t = 0; t < threads; ++t)
+    jobs.emplace_back([&, t] {
+      for (int64_t r = 0; r < reps; ++r)
+        gemm<float>(n, n, n, mats[3 * t].data(), n, mats[3 * t + 1].data(), n, mats[3 * t + 2].data(), n, false);
+    });
+  auto t0 = std::chrono::steady_clock::now();
+  if (threads == 1) jobs[0]();
+  else {
+    std::vector<std::thread> pool;
+    for (size_t k = 1; k < jobs.size(); ++k) pool.emplace_back(jobs[k]);
+    jobs[0]();
+    for (auto& th : pool) th.join();
+  }
+  double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return 2.0 * n * n * n * reps * threads / sec / 1e9;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "rnnkit's compiled GRU/LSTM time loop (forward and backward through time)";
   m.def("forward", &forward, "forward through time");
   m.def("backward", &backward, "backward through time");
+  m.def("gemm_peak", &gemm_peak, "GFLOP/s of the GEMM kernel, one (n, n) product per thread");
 }
