@@ -1,4 +1,4 @@
-"""The compiled time loop: GRU and LSTM over time in C++ (rnnkit/csrc/recurrence.cpp).
+"""The compiled time loop: GRU, LSTM and layer-norm GRU over time in C++ (rnnkit/csrc/recurrence.cpp).
 
 One call runs one or both directions of a layer, each on its own core:
 
@@ -9,7 +9,9 @@ Everything of a direction runs in that direction's own thread, in C++ (``_Recurr
 input projection ``xi = W_ih x + b_ih`` of all steps as one product, then per step one small
 product ``(m * h_prev) W_hh^T`` and the gate arithmetic in one fused pass; backward through
 time likewise, with the weight gradients as one product each after the loop. No torch op runs
-inside, so the two directions never wait on torch's thread pool. Its math is that of
+inside, so the two directions never wait on torch's thread pool. For ``LayerNormGRUCell`` the
+input half ``LN_ih(W_ih x)`` is computed by PyTorch and the C++ loop normalises ``W_hh h`` per
+gate at each step (``_LayerNormGRU``). Its math is that of
 ``cells.GRUCell`` / ``cells.LSTMCell``; tests/test_compiled.py checks outputs and gradients
 against those cells.
 
@@ -28,7 +30,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from .cells import GRUCell, LSTMCell
+from .cells import GRUCell, LayerNormGRUCell, LSTMCell
 
 __all__ = ["available", "error", "supports", "run"]
 
@@ -74,7 +76,7 @@ def error() -> str | None:
 
 def supports(cell) -> str | None:
     """None if the compiled loop can run this cell, else the reason it cannot."""
-    if type(cell) not in (GRUCell, LSTMCell):
+    if type(cell) not in (GRUCell, LSTMCell, LayerNormGRUCell):
         return f"{type(cell).__name__} has no compiled loop"
     if cell.weight_hh.dtype not in (torch.float32, torch.float64):
         return f"dtype {cell.weight_hh.dtype} has no compiled loop"
@@ -99,7 +101,7 @@ class _Recurrence(torch.autograd.Function):
     def forward(ctx, kind: int, train: bool, reverse: tuple, lengths: Tensor, x: Tensor, *flat: Tensor):
         wi, bi, h0, c0, w, b, m = (list(flat[k::_SLOTS]) for k in range(_SLOTS))
         res = _ext.forward(kind, train, lengths, x, wi, bi, [], h0, c0 if kind else [], w, b, m,
-                           list(reverse))
+                           list(reverse), [], [], 0.0)
         out, rest = res[0], res[1:]
         per = 5 if kind else 3  # hN, [cN], S, [C], A
         finals, saved = [], []
@@ -131,7 +133,7 @@ class _Recurrence(torch.autograd.Function):
         dcN = [dfinals[k * step + 1] if dfinals[k * step + 1] is not None else _empty(x)
                for k in range(n)] if kind else []
         res = _ext.backward(kind, lengths, dout, x, wi, bi, h0, c0 if kind else [], w, b, m,
-                            ctx.reverse, S, C, A, dhN, dcN)
+                            ctx.reverse, S, C, A, dhN, dcN, [])
         per = 7 if kind else 6  # dxi (none here), dh0, [dc0], dW_hh, db_hh, dW_ih, db_ih
         grads = []
         for k in range(n):
@@ -144,6 +146,53 @@ class _Recurrence(torch.autograd.Function):
         return (None, None, None, None, res[-1], *grads)
 
 
+class _LayerNormGRU(torch.autograd.Function):
+    """LayerNormGRUCell's recurrent half over one or more directions. Its input half,
+    xi = LN_ih(W_ih x), is computed by PyTorch (autograd differentiates it); per direction six
+    inputs: xi (B, T, 3H), h0 (B, H), W_hh (3H, H), gain_hh, shift_hh (3, H), mask or empty."""
+
+    @staticmethod
+    def forward(ctx, train: bool, reverse: tuple, lengths: Tensor, eps: float, *flat: Tensor):
+        xi, h0, w, gain, shift, m = (list(flat[k::6]) for k in range(6))
+        none = [_empty(xi[0])] * len(xi)
+        res = _ext.forward(2, train, lengths, _empty(xi[0]), [], [], xi, h0, [], w, none, m,
+                           list(reverse), gain, shift, eps)
+        out, rest = res[0], res[1:]
+        finals = [rest[3 * k] for k in range(len(xi))]
+        ctx.saved = [(rest[3 * k + 1], rest[3 * k + 2]) for k in range(len(xi))]
+        ctx.reverse, ctx.n = list(reverse), len(xi)
+        ctx.save_for_backward(lengths, *flat)
+        return (out, *finals)
+
+    @staticmethod
+    def backward(ctx, dout: Tensor, *dfinals: Tensor):
+        lengths, *flat = ctx.saved_tensors
+        xi, h0, w, gain, shift, m = (list(flat[k::6]) for k in range(6))
+        if dout is None:
+            dout = xi[0].new_zeros(xi[0].shape[0], xi[0].shape[1], sum(t.shape[1] for t in w))
+        dhN = [d if d is not None else _empty(xi[0]) for d in dfinals]
+        none = [_empty(xi[0])] * ctx.n
+        res = _ext.backward(2, lengths, dout, _empty(xi[0]), [], [], h0, [], w, none, m, ctx.reverse,
+                            [s for s, _ in ctx.saved], [], [a for _, a in ctx.saved], dhN, [], gain)
+        grads = []
+        for k in range(ctx.n):
+            dxi, dh0, dw, _, dgain, dshift = res[6 * k:6 * (k + 1)]
+            grads += [dxi, dh0, dw, dgain, dshift, None]
+        return (None, None, None, None, *grads)
+
+
+def _run_layer_norm_gru(cells, x, states, lengths, reverse, masks):
+    flat = []
+    for cell, state, mask in zip(cells, states, masks):
+        xi = cell.input_projection(x)  # LN_ih(W_ih x), all steps at once, differentiated by autograd
+        flat += [xi, state, cell.weight_hh, cell.gain_hh, cell.shift_hh,
+                 mask if mask is not None else _empty(x)]
+    lens = lengths if lengths is not None else torch.empty(0, dtype=torch.long)
+    train = torch.is_grad_enabled() and any(t.requires_grad for t in flat)
+    res = _LayerNormGRU.apply(train, tuple(reverse), lens, cells[0].eps, *flat)
+    return res[0], list(res[1:])
+
+
 def run(cells: list, x: Tensor, states: list, lengths: Tensor | None, *, reverse: list[bool],
         masks: list[Tensor | None] | None = None) -> tuple[Tensor, list]:
     """Run each cell over x (B, T, D) in its direction; all cells GRU or all LSTM.
@@ -154,8 +203,10 @@ def run(cells: list, x: Tensor, states: list, lengths: Tensor | None, *, reverse
     """
     if _load() is None:
         raise RuntimeError(f"the compiled recurrence is not available: {_error}")
-    lstm = cells[0].is_lstm
     masks = masks or [None] * len(cells)
+    if isinstance(cells[0], LayerNormGRUCell):
+        return _run_layer_norm_gru(cells, x, states, lengths, reverse, masks)
+    lstm = cells[0].is_lstm
     flat = []
     for cell, state, mask in zip(cells, states, masks):
         h0, c0 = state if lstm else (state, _empty(x))

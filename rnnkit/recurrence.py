@@ -8,8 +8,8 @@ Three paths compute the same function:
 * ``loop`` -- the cell's own ``recurrent_step`` in a time loop, with the input projection of all
   steps done in one GEMM before the loop. Used for layer-normalised cells, recurrent dropout and
   any cell without a fused kernel.
-* ``compiled`` -- rnnkit's C++ time loop (``rnnkit._compiled``): GRU and LSTM cells, forward and
-  backward through time, both directions of a bidirectional layer at once, recurrent dropout
+* ``compiled`` -- rnnkit's C++ time loop (``rnnkit._compiled``): GRU, LSTM and layer-norm GRU
+  cells, forward and backward through time, both directions of a bidirectional layer at once, recurrent dropout
   included. Off unless switched on with ``use_compiled(True)`` or ``RNNKIT_COMPILED=1``; when on,
   it takes every GRU/LSTM cell it supports (on CPU it is faster than torch's kernel in every
   configuration measured, see docs/bench-speed.md). If it cannot be built, rnnkit warns once and
@@ -267,7 +267,7 @@ def run_bidirectional(fw_cell, bw_cell, x: Tensor, states: tuple[State | None, S
     bw_state = states[1] if states[1] is not None else bw_cell.initial_state(B, x)
     names = {choose_path(c, recurrent_dropout=p, training=training).name
              for c, p in zip((fw_cell, bw_cell), recurrent_dropout)}
-    if names == {"compiled"} and fw_cell.is_lstm == bw_cell.is_lstm and (
+    if names == {"compiled"} and type(fw_cell) is type(bw_cell) and (
             fw_cell.weight_hh.dtype == bw_cell.weight_hh.dtype):
         # One C++ call runs both directions, each on its own core.
         masks = [_dropout_mask(s, p) if p > 0 and training else None

@@ -8,7 +8,7 @@ import torch
 import rnnkit
 from rnnkit import _compiled as compiled
 from rnnkit import recurrence
-from rnnkit.cells import GRUCell, LSTMCell
+from rnnkit.cells import GRUCell, LayerNormGRUCell, LSTMCell
 
 B, T, D = 4, 6, 5
 LENGTHS = torch.tensor([6, 2, 4, 1])
@@ -197,7 +197,8 @@ def test_recurrent_dropout_runs_compiled_with_one_mask_per_sequence():
 def test_unsupported_cells_keep_their_path():
     try:
         recurrence.use_compiled(True)
-        assert rnnkit.GRU(D, 4, layer_norm=True).path.name == "loop"
+        assert rnnkit.LSTM(D, 4, layer_norm=True).path.name == "loop"
+        assert rnnkit.GRU(D, 4, layer_norm=True).path.name == "compiled"
         assert rnnkit.RNN(D, 4).path.name == "fused"
     finally:
         recurrence.use_compiled(False)
@@ -227,3 +228,52 @@ def test_blocked_gemm_sizes(cls, dtype):
     w = torch.randn(out.shape, dtype=dtype, generator=gen)
     for a, b in zip(torch.autograd.grad((out * w).sum(), leaves), torch.autograd.grad((want * w).sum(), leaves)):
         torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "padded"])
+@pytest.mark.parametrize("directions", [[False], [True], [False, True]], ids=["fw", "bw", "bi"])
+@pytest.mark.parametrize("dropout", [False, True], ids=["", "mask"])
+def test_layer_norm_gru_equals_reference_float64(lengths, directions, dropout):
+    dtype, gen = torch.float64, torch.Generator().manual_seed(6)
+    cells = []
+    for H in [3, 4][:len(directions)]:
+        cell = LayerNormGRUCell(D, H).to(dtype)
+        with torch.no_grad():
+            for p in cell.parameters():
+                p.add_(0.1 * torch.randn(p.shape, dtype=dtype, generator=gen))
+        cells.append(cell)
+    x = torch.randn(B, T, D, dtype=dtype, generator=gen, requires_grad=True)
+    states = [torch.randn(B, c.hidden_size, dtype=dtype, generator=gen, requires_grad=True) for c in cells]
+    masks = [torch.bernoulli(torch.full((B, c.hidden_size), 0.7, dtype=dtype), generator=gen) / 0.7
+             if dropout else None for c in cells]
+    out, finals = compiled.run(cells, x, states, lengths, reverse=directions, masks=masks)
+    refs = [reference(c, x, s, lengths, r, m) for c, s, r, m in zip(cells, states, directions, masks)]
+    want = torch.cat([o for o, _ in refs], -1)
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-10)
+    for f, (_, w) in zip(finals, refs):
+        torch.testing.assert_close(f, w, rtol=0, atol=1e-10)
+    weights = torch.randn(out.shape, dtype=dtype, generator=gen)
+    leaves = [x, *states] + [p for c in cells for p in c.parameters()]
+    got = torch.autograd.grad((out * weights).sum() + sum((f ** 2).sum() for f in finals), leaves)
+    exp = torch.autograd.grad((want * weights).sum() + sum((w ** 2).sum() for _, w in refs), leaves)
+    for a, b in zip(got, exp):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_layer_norm_gru_gradcheck_bidirectional_padded():
+    gen = torch.Generator().manual_seed(7)
+    cells = [LayerNormGRUCell(D, 3).to(torch.float64), LayerNormGRUCell(D, 2).to(torch.float64)]
+    for c in cells:
+        with torch.no_grad():
+            for p in c.parameters():
+                p.add_(0.1 * torch.randn(p.shape, dtype=torch.float64, generator=gen))
+    both = _Both(cells, torch.tensor([4, 1, 3]))
+    x = torch.randn(3, 4, D, dtype=torch.float64, generator=gen, requires_grad=True)
+    states = [torch.randn(3, c.hidden_size, dtype=torch.float64, generator=gen, requires_grad=True) for c in cells]
+    names = [n for n, _ in both.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for p in both.parameters()]
+
+    def fn(*inputs):
+        return torch.func.functional_call(both, dict(zip(names, inputs[3:])), tuple(inputs[:3]))
+
+    assert torch.autograd.gradcheck(fn, (x, *states, *params), eps=1e-6, atol=1e-6)

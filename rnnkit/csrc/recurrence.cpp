@@ -26,6 +26,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -236,7 +237,9 @@ __attribute__((noinline)) void lstm_row_backward(int H, const T* __restrict a, c
 
 // ----------------------------------------------------------------------- one direction
 
-enum Kind { GRU = 0, LSTM = 1 };
+// LN_GRU: cells.LayerNormGRUCell -- the GRU step with LN_hh(W_hh h) (per gate, gain and shift)
+// in place of W_hh h + b_hh; its LN_ih(W_ih x) comes in as xi, computed by PyTorch.
+enum Kind { GRU = 0, LSTM = 1, LN_GRU = 2 };
 
 template <typename T> struct Direction {
   int B, T_, H, G;               // batch, time, hidden, gates (3 or 4)
@@ -254,6 +257,7 @@ template <typename T> struct Direction {
   T* C;                          // LSTM: (steps, B, H) cell states (train) or 2 rows (infer)
   T* A;                          // (steps, B, GA) saved activations (train only)
   T* hN; T* cN;                  // (B, H) final states
+  const T* ln_gain; const T* ln_shift; T eps;  // LN_GRU: (3, H) each
 
   int length(int b) const { return len ? static_cast<int>(len[b]) : T_; }
   int time(int b, int s) const {
@@ -263,14 +267,63 @@ template <typename T> struct Direction {
   T* state(T* base, int s) const { return base + static_cast<int64_t>(train ? s : (s & 1)) * B * H; }
 };
 
-template <typename T> inline int saved_width(int kind, int H) { return kind == GRU ? 4 * H : 5 * H; }
+// Saved per row and step: GRU r, z, n, hn; LSTM i, f, g, o, tanh(c); LN_GRU r, z, n, b_n, then
+// the normalised yhat (3H) and 1/std of each gate (3).
+template <typename T> inline int saved_width(int kind, int H) {
+  return kind == GRU ? 4 * H : kind == LSTM ? 5 * H : 7 * H + 3;
+}
+
+// LN_GRU: b = LN(gh) per gate (gain, shift (3, H)); yhat and rstd saved in `a` after 4H.
+template <typename T>
+void layer_norm_row(int H, const T* __restrict gh, const T* __restrict gain, const T* __restrict shift, T eps,
+                    T* __restrict b, T* __restrict a) {
+  T* yhat = a + 4 * H;
+  for (int q = 0; q < 3; ++q) {
+    const T* y = gh + q * H;
+    T mean = 0, var = 0;
+    for (int j = 0; j < H; ++j) mean += y[j];
+    mean /= H;
+    for (int j = 0; j < H; ++j) var += (y[j] - mean) * (y[j] - mean);
+    var /= H;
+    const T rstd = T(1) / std::sqrt(var + eps);
+    for (int j = 0; j < H; ++j) {
+      T v = (y[j] - mean) * rstd;
+      yhat[q * H + j] = v;
+      b[q * H + j] = v * gain[q * H + j] + shift[q * H + j];
+    }
+    a[7 * H + q] = rstd;
+  }
+}
+
+// LN_GRU backward: dg (3H) = d b in, d gh out; accumulates d gain, d shift.
+template <typename T>
+void layer_norm_row_backward(int H, const T* __restrict a, const T* __restrict gain, T* __restrict dg,
+                             T* __restrict dgain, T* __restrict dshift) {
+  const T* yhat = a + 4 * H;
+  for (int q = 0; q < 3; ++q) {
+    T* d = dg + q * H;
+    const T* v = yhat + q * H;
+    const T rstd = a[7 * H + q];
+    T m1 = 0, m2 = 0;
+    for (int j = 0; j < H; ++j) {
+      dgain[q * H + j] += d[j] * v[j];
+      dshift[q * H + j] += d[j];
+      T dv = d[j] * gain[q * H + j];
+      m1 += dv;
+      m2 += dv * v[j];
+    }
+    m1 /= H;
+    m2 /= H;
+    for (int j = 0; j < H; ++j) d[j] = rstd * (d[j] * gain[q * H + j] - m1 - v[j] * m2);
+  }
+}
 
 template <typename T> void forward_direction(int kind, Direction<T>& d) {
   const int B = d.B, H = d.H, GH = d.G * H, GA = saved_width<T>(kind, H);
   std::vector<T> gh(static_cast<size_t>(B) * GH), hm(d.mask ? static_cast<size_t>(B) * H : 0);
   // No bias is a zero bias, and at inference the activations go to a scratch row: the row
   // kernels then have no branches in their loops.
-  std::vector<T> zeros(d.bias ? 0 : GH, T(0)), scratch(d.train ? 0 : GA);
+  std::vector<T> zeros(GH, T(0)), scratch(d.train ? 0 : GA), lnb(kind == LN_GRU ? GH : 0);
   const T* bias = d.bias ? d.bias : zeros.data();
   for (int s = 0; s < d.steps; ++s) {
     const T* hp = s == 0 ? d.h0 : d.state(d.S, s - 1);
@@ -297,6 +350,10 @@ template <typename T> void forward_direction(int kind, Direction<T>& d) {
       T* o = d.out + b * d.out_sb + t * d.out_st;
       T* a = d.train ? d.A + (static_cast<int64_t>(s) * B + b) * GA : scratch.data();
       if (kind == GRU) gru_row<T>(H, x, g, bias, hpb, hb, o, a);
+      else if (kind == LN_GRU) {
+        layer_norm_row<T>(H, g, d.ln_gain, d.ln_shift, d.eps, lnb.data(), a);
+        gru_row<T>(H, x, lnb.data(), zeros.data(), hpb, hb, o, a);
+      }
       else lstm_row<T>(H, x, g, bias, cp + static_cast<int64_t>(b) * H, hb, c + static_cast<int64_t>(b) * H, o, a);
     }
   }
@@ -312,12 +369,17 @@ template <typename T> struct Grad {
   T* dG;                                   // (steps, B, G*H): d pre-activations of W_hh h
   T* dh0; T* dc0;                          // (B, H)
   T* dw; T* db;                            // (G*H, H), (G*H) or null: d W_hh, d b_hh
+  T* dgain; T* dshift;                     // LN_GRU: (3, H) each
 };
 
 template <typename T> void backward_direction(int kind, const Direction<T>& d, Grad<T>& q) {
   const int B = d.B, H = d.H, GH = d.G * H, GA = saved_width<T>(kind, H);
   const int64_t BH = static_cast<int64_t>(B) * H;
   std::vector<T> dh(BH, T(0)), dc(kind == LSTM ? BH : 0, T(0)), tmp(d.mask ? BH : 0);
+  if (kind == LN_GRU) {
+    std::fill(q.dgain, q.dgain + GH, T(0));
+    std::fill(q.dshift, q.dshift + GH, T(0));
+  }
   if (q.dhN) std::copy(q.dhN, q.dhN + BH, dh.begin());
   if (kind == LSTM && q.dcN) std::copy(q.dcN, q.dcN + BH, dc.begin());
   for (int s = d.steps - 1; s >= 0; --s) {
@@ -335,9 +397,13 @@ template <typename T> void backward_direction(int kind, const Direction<T>& d, G
       const T* a = d.A + (static_cast<int64_t>(s) * B + b) * GA;
       const T* go = q.dout + b * q.dout_sb + t * q.dout_st;
       T* dx = q.dxi + b * q.dxi_sb + t * q.dxi_st;
-      if (kind == GRU) gru_row_backward<T>(H, a, hp + static_cast<int64_t>(b) * H, go, dhb, dgb, dx);
-      else lstm_row_backward<T>(H, a, cp + static_cast<int64_t>(b) * H, go, dhb,
-                                dc.data() + static_cast<int64_t>(b) * H, dgb, dx);
+      if (kind == LSTM) {
+        lstm_row_backward<T>(H, a, cp + static_cast<int64_t>(b) * H, go, dhb,
+                             dc.data() + static_cast<int64_t>(b) * H, dgb, dx);
+      } else {
+        gru_row_backward<T>(H, a, hp + static_cast<int64_t>(b) * H, go, dhb, dgb, dx);
+        if (kind == LN_GRU) layer_norm_row_backward<T>(H, a, d.ln_gain, dgb, q.dgain, q.dshift);
+      }
     }
     // d h_prev += m * (dG_s W_hh); rows past their end have dG = 0 and keep their carry.
     if (d.mask) {
@@ -409,11 +475,6 @@ template <typename T> void project_backward(int64_t rows, int GH, const T* dxi, 
 
 // -------------------------------------------------------------------- the entry points
 
-struct Options {
-  int64_t kind;
-  bool train;
-};
-
 // Directions run concurrently, one thread each (the caller's thread takes the first); with
 // torch.set_num_threads(1) they run one after the other. Nothing inside a direction calls into
 // ATen or BLAS, so the threads need no pool.
@@ -444,15 +505,16 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
                                 std::vector<at::Tensor> xi, std::vector<at::Tensor> h0,
                                 std::vector<at::Tensor> c0, std::vector<at::Tensor> w,
                                 std::vector<at::Tensor> bias, std::vector<at::Tensor> mask,
-                                std::vector<bool> reverse) {
+                                std::vector<bool> reverse, std::vector<at::Tensor> ln_gain,
+                                std::vector<at::Tensor> ln_shift, double eps) {
   const bool proj = present(x);
   const size_t nd = h0.size();
   check(nd >= 1 && w.size() == nd && bias.size() == nd && mask.size() == nd && reverse.size() == nd &&
-            (kind == GRU || c0.size() == nd) && (proj ? w_ih.size() == nd && b_ih.size() == nd : xi.size() == nd),
+            (kind != LSTM || c0.size() == nd) && (proj ? w_ih.size() == nd && b_ih.size() == nd : xi.size() == nd),
         "one entry per direction in every list");
   const at::Tensor& first = proj ? x : xi[0];
   const int B = static_cast<int>(first.size(0)), T_ = static_cast<int>(first.size(1));
-  const int G = kind == GRU ? 3 : 4;
+  const int G = kind == LSTM ? 4 : 3;
   at::Tensor len;
   int steps = T_;
   if (present(lengths)) {
@@ -502,6 +564,12 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
       if (present(mask[k])) { auto mk = mask[k].contiguous(); keep.push_back(mk); d.mask = mk.data_ptr<scalar_t>(); }
       else d.mask = nullptr;
       d.h0 = h0k.data_ptr<scalar_t>();
+      d.ln_gain = d.ln_shift = nullptr; d.eps = static_cast<scalar_t>(eps);
+      if (kind == LN_GRU) {
+        auto gk = ln_gain[k].contiguous(), sk = ln_shift[k].contiguous();
+        keep.insert(keep.end(), {gk, sk});
+        d.ln_gain = gk.data_ptr<scalar_t>(); d.ln_shift = sk.data_ptr<scalar_t>();
+      }
       d.out = out.data_ptr<scalar_t>() + offset[k]; d.out_sb = out.stride(0); d.out_st = out.stride(1);
       auto hN = at::empty({B, H}, opts);
       auto S = at::empty({train ? steps : 2, B, H}, opts);
@@ -547,11 +615,12 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
                                  std::vector<at::Tensor> bias, std::vector<at::Tensor> mask,
                                  std::vector<bool> reverse, std::vector<at::Tensor> S,
                                  std::vector<at::Tensor> C, std::vector<at::Tensor> A,
-                                 std::vector<at::Tensor> dhN, std::vector<at::Tensor> dcN) {
+                                 std::vector<at::Tensor> dhN, std::vector<at::Tensor> dcN,
+                                 std::vector<at::Tensor> ln_gain) {
   const size_t nd = h0.size();
   const bool proj = present(x);
   const int B = static_cast<int>(dout.size(0)), T_ = static_cast<int>(dout.size(1));
-  const int G = kind == GRU ? 3 : 4;
+  const int G = kind == LSTM ? 4 : 3;
   at::Tensor len;
   int steps = T_;
   if (present(lengths)) {
@@ -563,6 +632,7 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
   at::Tensor xc = proj ? x.contiguous() : at::Tensor();
   const int D = proj ? static_cast<int>(xc.size(2)) : 0;
   std::vector<at::Tensor> keep, dG(nd), dxi(nd), dh0(nd), dc0(nd), dw(nd), db(nd), dwi(nd), dbi(nd), dx(nd);
+  std::vector<at::Tensor> dgain(nd), dshift(nd);
   std::vector<std::function<void()>> jobs;
   int64_t offset = 0;
   AT_DISPATCH_FLOATING_TYPES(dout.scalar_type(), "rnnkit_backward", [&] {
@@ -594,6 +664,12 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
       else d.mask = nullptr;
       d.h0 = h0k.data_ptr<scalar_t>();
       d.S = S[k].data_ptr<scalar_t>(); d.A = A[k].data_ptr<scalar_t>();
+      d.ln_gain = d.ln_shift = nullptr;
+      if (kind == LN_GRU) {
+        auto gk = ln_gain[k].contiguous();
+        keep.push_back(gk);
+        d.ln_gain = gk.data_ptr<scalar_t>();
+      }
       if (kind == LSTM) {
         auto c0k = c0[k].contiguous();
         keep.push_back(c0k);
@@ -612,6 +688,12 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
       q.dh0 = dh0[k].data_ptr<scalar_t>();
       dw[k] = at::empty({G * H, H}, opts);
       q.dw = dw[k].data_ptr<scalar_t>();
+      q.dgain = q.dshift = nullptr;
+      if (kind == LN_GRU) {
+        dgain[k] = at::empty({G, H}, opts);
+        dshift[k] = at::empty({G, H}, opts);
+        q.dgain = dgain[k].data_ptr<scalar_t>(); q.dshift = dshift[k].data_ptr<scalar_t>();
+      }
       if (present(bias[k])) { db[k] = at::empty({G * H}, opts); q.db = db[k].data_ptr<scalar_t>(); }
       else q.db = nullptr;
       if (present(dhN[k])) { auto t = dhN[k].contiguous(); keep.push_back(t); q.dhN = t.data_ptr<scalar_t>(); }
@@ -645,6 +727,10 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
     if (kind == LSTM) results.push_back(dc0[k]);
     results.push_back(dw[k]);
     results.push_back(db[k]);
+    if (kind == LN_GRU) {
+      results.push_back(dgain[k]);
+      results.push_back(dshift[k]);
+    }
     if (proj) {
       results.push_back(dwi[k]);
       results.push_back(dbi[k]);
