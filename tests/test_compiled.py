@@ -277,3 +277,16 @@ def test_layer_norm_gru_gradcheck_bidirectional_padded():
         return torch.func.functional_call(both, dict(zip(names, inputs[3:])), tuple(inputs[:3]))
 
     assert torch.autograd.gradcheck(fn, (x, *states, *params), eps=1e-6, atol=1e-6)
+
+
+def test_pure_paths_when_the_extension_cannot_be_built(monkeypatch):
+    monkeypatch.setattr(compiled, "_ext", None)
+    monkeypatch.setattr(compiled, "_error", "no C++ compiler")
+    try:
+        recurrence.use_compiled(True)
+        assert rnnkit.GRU(D, 4).path.name == "fused"
+        assert rnnkit.GRU(D, 4, layer_norm=True).path.name == "loop"
+        out, _ = rnnkit.Bidirectional(rnnkit.LSTM(D, 4))(torch.randn(B, T, D), lengths=LENGTHS)
+    finally:
+        recurrence.use_compiled(False)
+    assert out.shape == (B, T, 8)
