@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -170,12 +169,19 @@ def memory_worker(cell: str, cfg, impl: str, window: int | None) -> None:
     else:
         model = rnnkit.Stack(H, [H] * L, cell=cell, bidirectional=True)
         recurrence.use_compiled(impl == "rnnkit")
-    with open("/proc/self/statm") as f:
-        before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    # VmHWM is this process's own high-water mark (ru_maxrss would carry the parent's over exec).
+    before = _status_kb("VmRSS")
     out = model(x)[0]
     out.mean().backward()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"peak_mb": (peak - before) / 2 ** 20}))
+    print(json.dumps({"peak_mb": (_status_kb("VmHWM") - before) / 1024}))
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def measure_memory(cell, cfg, impl) -> float | None:
@@ -202,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cells", default="gru,lstm")
     p.add_argument("--keras", action="store_true", help="also time Keras 3 / TensorFlow (own venv)")
     p.add_argument("--memory", action="store_true", help="peak memory of a (16, 2000, 64) x2 training step")
+    p.add_argument("--memory-only", action="store_true", help="only the memory table (no timing)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--target", type=float, default=0.2)
@@ -234,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     info["gemm_peak_gflops"] = round(max(peak["gflops"], kpeak or 0.0), 1)
     print(f"machine: {info}", flush=True)
     rows, keras_versions = [], None
-    for cell in args.cells.split(","):
+    args.memory = args.memory or args.memory_only
+    for cell in ([] if args.memory_only else args.cells.split(",")):
         for cfg in map(parse_config, args.configs.split(",")):
             B, T, H, L = cfg
             torch.manual_seed(0)
@@ -287,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{info['load_avg_1m_end']}" + (f"; keras {keras_versions}" if keras_versions else ""))
     print("\n" + table(rows, COLUMNS))
     if memory:
-        print("\nPeak memory of one training step (RSS growth)\n")
+        print("\nPeak memory of one training step (growth of the resident high-water mark, fresh process)\n")
         print(table(memory, [("cell", "cell", "s"), ("config", "(B, T, H) x layers", "s"),
                              ("impl", "implementation", "s"), ("peak_mb", "peak MB", ".0f")]))
     if args.json:
