@@ -11,9 +11,9 @@ Three paths compute the same function:
 * ``compiled`` -- rnnkit's C++ time loop (``rnnkit._compiled``): GRU, LSTM and layer-norm GRU
   cells, forward and backward through time, both directions of a bidirectional layer at once, recurrent dropout
   included. Off unless switched on with ``use_compiled(True)`` or ``RNNKIT_COMPILED=1``; when on,
-  it takes every GRU/LSTM cell it supports (on CPU it is faster than torch's kernel in every
-  configuration measured, see docs/bench-speed.md). If it cannot be built, rnnkit warns once and
-  the other two paths run.
+  it takes every GRU and layer-norm GRU cell, LSTM cells with recurrent dropout or a padded
+  batch; unpadded LSTM batches stay on torch's kernel (oneDNN), which measured faster there
+  (docs/bench-speed.md). If it cannot be built, rnnkit warns once and the other paths run.
 
 ``choose_path`` says which one a configuration gets and why; layers report it through their
 ``path`` property. Lengths are handled here for both paths: outputs are zero at padded steps,
@@ -57,17 +57,24 @@ def use_compiled(enabled: bool = True) -> None:
     _use_compiled = bool(enabled)
 
 
-def _compiled_path(cell, dropout: bool) -> Path | None:
+def _compiled_path(cell, dropout: bool, padded: bool) -> Path | None:
     if not _use_compiled or _compiled.supports(cell) is not None or not _compiled.available():
         return None
     if dropout:
         return Path("compiled", "recurrent dropout needs the mask inside the step; C++ time loop")
+    if type(cell) is LSTMCell and not padded:
+        # Measured (docs/bench-speed.md): torch runs unpadded LSTMs on oneDNN's RNN primitive,
+        # faster than the compiled loop at most sizes; packed (padded) batches leave oneDNN.
+        return Path("fused", "unpadded LSTM batch: torch's oneDNN kernel is faster here; padded "
+                             "batches take the compiled loop")
     return Path("compiled", "C++ time loop, faster than torch's kernel on CPU")
 
 
-def choose_path(cell, *, recurrent_dropout: float = 0.0, training: bool = False) -> Path:
-    """The path ``run`` takes for this cell and configuration."""
-    compiled = _compiled_path(cell, recurrent_dropout > 0 and training)
+def choose_path(cell, *, recurrent_dropout: float = 0.0, training: bool = False,
+                padded: bool = False) -> Path:
+    """The path ``run`` takes for this cell and configuration (``padded``: a batch with
+    sequences shorter than T)."""
+    compiled = _compiled_path(cell, recurrent_dropout > 0 and training, padded)
     if compiled is not None:
         return compiled
     if type(cell) not in (RNNCell, GRUCell, LSTMCell):
@@ -213,10 +220,11 @@ def run(cell, x: Tensor, state: State | None = None, lengths: Tensor | None = No
     """
     if state is None:
         state = cell.initial_state(x.shape[0], x)
-    path = choose_path(cell, recurrent_dropout=recurrent_dropout, training=training)
+    needs_lengths = _needs_lengths(lengths, x.shape[1])
+    path = choose_path(cell, recurrent_dropout=recurrent_dropout, training=training, padded=needs_lengths)
     if path.name == "compiled":
         mask = _dropout_mask(state, recurrent_dropout) if recurrent_dropout > 0 and training else None
-        padded = lengths if _needs_lengths(lengths, x.shape[1]) else None
+        padded = lengths if needs_lengths else None
         out, (final,) = _compiled.run([cell], x, [state], padded, reverse=[reverse], masks=[mask])
         return out, final
     if path.name == "fused":
@@ -265,14 +273,15 @@ def run_bidirectional(fw_cell, bw_cell, x: Tensor, states: tuple[State | None, S
     B = x.shape[0]
     fw_state = states[0] if states[0] is not None else fw_cell.initial_state(B, x)
     bw_state = states[1] if states[1] is not None else bw_cell.initial_state(B, x)
-    names = {choose_path(c, recurrent_dropout=p, training=training).name
+    needs_lengths = _needs_lengths(lengths, x.shape[1])
+    names = {choose_path(c, recurrent_dropout=p, training=training, padded=needs_lengths).name
              for c, p in zip((fw_cell, bw_cell), recurrent_dropout)}
     if names == {"compiled"} and type(fw_cell) is type(bw_cell) and (
             fw_cell.weight_hh.dtype == bw_cell.weight_hh.dtype):
         # One C++ call runs both directions, each on its own core.
         masks = [_dropout_mask(s, p) if p > 0 and training else None
                  for s, p in zip((fw_state, bw_state), recurrent_dropout)]
-        padded = lengths if _needs_lengths(lengths, x.shape[1]) else None
+        padded = lengths if needs_lengths else None
         out, (fw_final, bw_final) = _compiled.run([fw_cell, bw_cell], x, [fw_state, bw_state], padded,
                                                   reverse=[False, True], masks=masks)
         H = fw_cell.hidden_size

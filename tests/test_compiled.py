@@ -164,7 +164,8 @@ def test_layers_on_compiled_path_equal_fused_path(kind, merge):
     x = torch.randn(B, T, D, requires_grad=True)
     try:
         recurrence.use_compiled(True)
-        assert stack.paths[0].forward.name == "compiled"
+        cell = stack.layers[0].forward_layer.cell
+        assert recurrence.choose_path(cell, padded=True).name == "compiled"  # LENGTHS pads
         out, states = stack(x, lengths=LENGTHS)
         g = torch.autograd.grad(out.square().sum(), [x, *stack.parameters()])
     finally:
@@ -197,6 +198,10 @@ def test_recurrent_dropout_runs_compiled_with_one_mask_per_sequence():
 def test_unsupported_cells_keep_their_path():
     try:
         recurrence.use_compiled(True)
+        lstm = rnnkit.LSTM(D, 4).cell
+        assert recurrence.choose_path(lstm).name == "fused"  # unpadded LSTM: oneDNN is faster
+        assert recurrence.choose_path(lstm, padded=True).name == "compiled"
+        assert recurrence.choose_path(lstm, recurrent_dropout=0.2, training=True).name == "compiled"
         assert rnnkit.LSTM(D, 4, layer_norm=True).path.name == "loop"
         assert rnnkit.GRU(D, 4, layer_norm=True).path.name == "compiled"
         assert rnnkit.RNN(D, 4).path.name == "fused"
