@@ -24,6 +24,8 @@ pure paths. ``RNNKIT_COMPILED=0`` turns it off.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import threading
 import warnings
 
@@ -54,6 +56,7 @@ def _load():
         try:
             from torch.utils.cpp_extension import load
 
+            _ninja_on_path()
             _ext = load(name="rnnkit_recurrence", sources=[_SOURCE], extra_cflags=_FLAGS, verbose=False)
         except Exception as exc:  # no compiler, no ninja, missing BLAS symbols, ...
             _error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
@@ -61,6 +64,20 @@ def _load():
                           "GRU/LSTM layers run on the pure PyTorch paths instead", RuntimeWarning,
                           stacklevel=3)
     return _ext
+
+
+def _ninja_on_path() -> None:
+    # torch runs `ninja` from PATH; a venv used without activating it (.venv/bin/python -m
+    # pytest, as CI does) has the pip-installed ninja only in its own bin directory.
+    if shutil.which("ninja") is not None:
+        return
+    try:
+        import ninja
+
+        bindir = ninja.BIN_DIR
+    except (ImportError, AttributeError):
+        bindir = os.path.dirname(sys.executable)
+    os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 
 
 def available() -> bool:
