@@ -221,6 +221,11 @@ def run(cells: list, x: Tensor, states: list, lengths: Tensor | None, *, reverse
     if _load() is None:
         raise RuntimeError(f"the compiled recurrence is not available: {_error}")
     masks = masks or [None] * len(cells)
+    if lengths is not None:
+        # The loop projects every step, padding included: whatever lies there (even NaN) must
+        # not reach the weight gradients, as it never does on torch's packed kernel.
+        valid = torch.arange(x.shape[1], device=x.device) < lengths[:, None]  # (B, T)
+        x = x.masked_fill(~valid[..., None], 0.0)
     if isinstance(cells[0], LayerNormGRUCell):
         return _run_layer_norm_gru(cells, x, states, lengths, reverse, masks)
     lstm = cells[0].is_lstm

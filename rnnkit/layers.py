@@ -296,9 +296,12 @@ class Bidirectional(nn.Module):
             if s is not None:
                 check_state(s, B, layer.output_size, layer.is_lstm, name)
         if isinstance(fw, Recurrent) and isinstance(bw, Recurrent):
-            f_out, b_out, f_state, b_state = recurrence.run_bidirectional(
+            out, f_state, b_state = recurrence.run_bidirectional(
                 fw.cell, bw.cell, x, state, lengths,
                 recurrent_dropout=(fw.recurrent_dropout, bw.recurrent_dropout), training=self.training)
+            if self.merge == "concat":  # the kernels already wrote (B, T, Hf+Hb): no copy
+                return out, BiState(f_state, b_state)
+            f_out, b_out = out.split([fw.output_size, bw.output_size], dim=-1)
         else:  # other layers (e.g. parallel-scan cells) reverse themselves
             f_out, f_state = fw(x, state[0], lengths=lengths)
             b_out, b_state = bw(x, state[1], lengths=lengths, reverse=True)
@@ -307,7 +310,7 @@ class Bidirectional(nn.Module):
     def merge_outputs(self, f: Tensor, b: Tensor) -> Tensor:
         """Apply ``self.merge`` to the two directions' outputs (B, T, Hf) and (B, T, Hb)."""
         if self.merge == "concat":
-            return recurrence.concat_directions(f, b)  # (B, T, Hf+Hb)
+            return torch.cat([f, b], dim=-1)  # (B, T, Hf+Hb)
         if self.merge == "sum":
             return f + b
         if self.merge == "mul":

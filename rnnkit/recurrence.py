@@ -186,11 +186,15 @@ def _loop(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: boo
     B, T = x.shape[:2]
     if reverse:
         x = reverse_padded(x, lengths)
-    xi = cell.input_projection(x)  # (B, T, G*H): all input GEMMs at once
-    mask = _dropout_mask(state, recurrent_dropout) if recurrent_dropout > 0 and training else None
     padded = _needs_lengths(lengths, T)
     steps = int(lengths.max()) if padded else T
     valid = length_mask(lengths.to(x.device), T)[..., None] if padded else None  # (B, T, 1)
+    if padded:
+        # Whatever lies in the padding (even NaN) must not reach the weight gradients through
+        # the projection below, as it never reaches them on the packed fused path.
+        x = x.masked_fill(~valid, 0.0)
+    xi = cell.input_projection(x)  # (B, T, G*H): all input GEMMs at once
+    mask = _dropout_mask(state, recurrent_dropout) if recurrent_dropout > 0 and training else None
     outputs = []
     for t in range(steps):
         new = cell.recurrent_step(xi[:, t], state, mask)
@@ -237,24 +241,6 @@ def run(cell, x: Tensor, state: State | None = None, lengths: Tensor | None = No
                  recurrent_dropout=recurrent_dropout, training=training)
 
 
-def concat_directions(f: Tensor, b: Tensor) -> Tensor:
-    """torch.cat([f, b], -1), without the copy when f and b are the two halves of one tensor.
-
-    A fused bidirectional call writes both directions into one (B, T, Hf+Hb) output and
-    ``run_bidirectional`` hands out its halves as views; concatenating them again would copy
-    the whole output forward and slice it again backward for nothing.
-    """
-    base = f._base
-    if (base is not None and b._base is base and base.dim() == f.dim()
-            and base.shape[:-1] == f.shape[:-1] == b.shape[:-1]
-            and base.shape[-1] == f.shape[-1] + b.shape[-1]
-            and f.stride() == b.stride() == base.stride()
-            and f.storage_offset() == base.storage_offset()
-            and b.storage_offset() == base.storage_offset() + f.shape[-1]):
-        return base
-    return torch.cat([f, b], dim=-1)
-
-
 def _same_kernel(a, b) -> bool:
     return (type(a) is type(b) and a.hidden_size == b.hidden_size and a.bias == b.bias
             and getattr(a, "nonlinearity", None) == getattr(b, "nonlinearity", None)
@@ -263,11 +249,14 @@ def _same_kernel(a, b) -> bool:
 
 def run_bidirectional(fw_cell, bw_cell, x: Tensor, states: tuple[State | None, State | None],
                       lengths: Tensor | None, *, recurrent_dropout: tuple[float, float] = (0.0, 0.0),
-                      training: bool = False) -> tuple[Tensor, Tensor, State, State]:
-    """Both directions over x -> (forward out, backward out, forward final, backward final).
+                      training: bool = False) -> tuple[Tensor, State, State]:
+    """Both directions over x -> (out (B, T, Hf+Hb), forward final, backward final).
 
-    When both cells take the fused path with the same kernel, one bidirectional torch call runs
-    them (as torch.nn.GRU(bidirectional=True) does); otherwise each direction runs on its own.
+    The output holds the forward direction's Hf features, then the backward's Hb: the concat
+    merge as it comes, and split views for the other merges. When both cells take the fused
+    path with the same kernel, one bidirectional torch call runs them (as
+    torch.nn.GRU(bidirectional=True) does), and the compiled path runs both in one call, one
+    direction per core; otherwise each direction runs on its own.
     ``recurrent_dropout`` holds one rate per direction.
     """
     B = x.shape[0]
@@ -284,14 +273,12 @@ def run_bidirectional(fw_cell, bw_cell, x: Tensor, states: tuple[State | None, S
         padded = lengths if needs_lengths else None
         out, (fw_final, bw_final) = _compiled.run([fw_cell, bw_cell], x, [fw_state, bw_state], padded,
                                                   reverse=[False, True], masks=masks)
-        H = fw_cell.hidden_size
-        return out[..., :H], out[..., H:], fw_final, bw_final
+        return out, fw_final, bw_final
     if names == {"fused"} and _same_kernel(fw_cell, bw_cell):
         out, (fw_final, bw_final) = _fused([fw_cell, bw_cell], x, [fw_state, bw_state], lengths, training)
-        H = fw_cell.hidden_size
-        return out[..., :H], out[..., H:], fw_final, bw_final
+        return out, fw_final, bw_final
     fw_out, fw_final = run(fw_cell, x, fw_state, lengths,
                            recurrent_dropout=recurrent_dropout[0], training=training)
     bw_out, bw_final = run(bw_cell, x, bw_state, lengths, reverse=True,
                            recurrent_dropout=recurrent_dropout[1], training=training)
-    return fw_out, bw_out, fw_final, bw_final
+    return torch.cat([fw_out, bw_out], dim=-1), fw_final, bw_final

@@ -241,3 +241,32 @@ def test_state_errors(x):
         rnnkit.Stack(D, [H, H])(x, [None])
     with pytest.raises(ValueError, match=r"x_t must have shape \(B, D\) with D = input_size = 5; got \(4, 6, 5\)"):
         rnnkit.GRU(D, H).step(x)
+
+
+@pytest.fixture(params=[False, True], ids=["pure", "compiled"])
+def compiled_on(request):
+    before = recurrence._use_compiled
+    recurrence.use_compiled(request.param)
+    yield request.param
+    recurrence.use_compiled(before)
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_padding_content_never_reaches_outputs_or_gradients(x, kind, compiled_on):
+    """NaN in the padding: outputs, final states and every gradient equal zero padding's, on
+    every path (fused, loop, compiled)."""
+    bi = rnnkit.Bidirectional(make(kind))
+    valid = (torch.arange(T) < LENGTHS[:, None])[..., None]
+    results = []
+    for filler in (0.0, float("nan")):
+        bi.zero_grad()
+        xp = x.masked_fill(~valid, filler).requires_grad_()
+        out, state = bi(xp, lengths=LENGTHS)
+        out.sum().backward()
+        results.append((out, state, xp.grad, [p.grad.clone() for p in bi.parameters()]))
+    (out0, state0, gx0, grads0), (out1, state1, gx1, grads1) = results
+    torch.testing.assert_close(out1, out0)
+    close(state1.backward, state0.backward)
+    torch.testing.assert_close(gx1.masked_fill(~valid, 0), gx0.masked_fill(~valid, 0))
+    for g0, g1 in zip(grads0, grads1):
+        torch.testing.assert_close(g1, g0)
