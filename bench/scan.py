@@ -6,7 +6,7 @@ are timed in one run, interleaved (every repeat times each model once, in turn, 
 count), so a burst of load from other processes hits all of them alike; the tables report
 medians and the load average before and after.
 
-    .venv/bin/python bench/scan.py                       # the three shapes of docs/bench-scan.md
+    .venv/bin/python bench/scan.py                       # the three shapes of docs/benchmarks.md, section 3
     .venv/bin/python bench/scan.py --shapes 16,500,64 --repeats 5 --threads 2
 """
 

@@ -13,7 +13,7 @@ Three paths compute the same function:
   included. Off unless switched on with ``use_compiled(True)`` or ``RNNKIT_COMPILED=1``; when on,
   it takes every GRU and layer-norm GRU cell, LSTM cells with recurrent dropout or a padded
   batch; unpadded LSTM batches stay on torch's kernel (oneDNN), which measured faster there
-  (docs/bench-speed.md). If it cannot be built, rnnkit warns once and the other paths run.
+  (docs/benchmarks.md, section 2). If it cannot be built, rnnkit warns once and the other paths run.
 
 ``choose_path`` says which one a configuration gets and why; layers report it through their
 ``path`` property. Lengths are handled here for both paths: outputs are zero at padded steps,
@@ -63,7 +63,7 @@ def _compiled_path(cell, dropout: bool, padded: bool) -> Path | None:
     if dropout:
         return Path("compiled", "recurrent dropout needs the mask inside the step; C++ time loop")
     if type(cell) is LSTMCell and not padded:
-        # Measured (docs/bench-speed.md): torch runs unpadded LSTMs on oneDNN's RNN primitive,
+        # Measured (docs/benchmarks.md, section 2): torch runs unpadded LSTMs on oneDNN's RNN primitive,
         # faster than the compiled loop at most sizes; packed (padded) batches leave oneDNN.
         return Path("fused", "unpadded LSTM batch: torch's oneDNN kernel is faster here; padded "
                              "batches take the compiled loop")

@@ -18,7 +18,7 @@ and all T steps are one *linear scan* instead of T dependent matmuls. Two scans 
   ``h_t = exp(a*_t) h_0 + exp(a*_t + logcumsumexp_s<=t(log b_s - a*_s))`` with
   ``a*_t = cumsum(log a)``. It needs b_t > 0, which the paper's g guarantees.
 
-``bench/scan.py`` measured both for training on this CPU (docs/bench-scan.md); the chunked scan
+``bench/scan.py`` measured both for training on this CPU (docs/benchmarks.md, section 3); the chunked scan
 was 3-10x faster than the log-space one at T = 500 and 2000 (forward + backward), so it is the
 default. The log-space scan stays available as ``scan="log"``.
 
@@ -147,7 +147,7 @@ def _g(v: Tensor) -> Tensor:
     """The paper's positive activation: g(v) = v + 1/2 for v >= 0, sigma(v) otherwise.
 
     Written as sigma(min(v, 0)) + relu(v) (equal: sigma(0) = 1/2): torch.where is an order of
-    magnitude slower than these elementwise ops on this CPU build (docs/bench-scan.md)."""
+    magnitude slower than these elementwise ops on this CPU build (docs/benchmarks.md, section 3)."""
     return torch.sigmoid(v.clamp(max=0)) + F.relu(v)
 
 
