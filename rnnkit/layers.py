@@ -22,9 +22,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from . import recurrence
+from . import interop, recurrence
+from ._checks import _shape, check_choice, check_input, check_lengths, check_rate, check_state
 from .cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, RNNCell, State
 from .recurrence import Path
+from .scan import MinGRU, MinLSTM
 
 __all__ = ["Recurrent", "RNN", "GRU", "LSTM", "Bidirectional", "BiState", "Stack", "MERGES", "CELLS"]
 
@@ -36,71 +38,6 @@ class BiState(NamedTuple):
 
     forward: State
     backward: State
-
-
-# ------------------------------------------------------------------------------- checks
-
-def _shape(t) -> str:
-    return str(tuple(t.shape)) if isinstance(t, Tensor) else type(t).__name__
-
-
-def check_input(x, input_size: int, name: str = "x") -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, T, D); got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
-    if x.dim() != 3:
-        raise ValueError(f"{name} must have 3 dimensions (B, T, D), batch first; got shape {_shape(x)}")
-    if x.shape[1] < 1:
-        raise ValueError(f"{name} must have at least one time step; got shape {_shape(x)}")
-    if x.shape[2] != input_size:
-        raise ValueError(f"{name} must have last dimension D = input_size = {input_size}; "
-                         f"got shape {_shape(x)}")
-
-
-def check_lengths(lengths, B: int, T: int, device: torch.device) -> Tensor | None:
-    """Validate ``lengths`` and return it as an int64 tensor on ``device`` (or None)."""
-    if lengths is None:
-        return None
-    if not isinstance(lengths, Tensor):
-        try:
-            lengths = torch.as_tensor(lengths)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"lengths must be a 1-D integer tensor or list of ints; got {lengths!r}") from None
-    if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
-        raise TypeError(f"lengths must have an integer dtype; got {lengths.dtype}")
-    if lengths.dim() != 1 or lengths.shape[0] != B:
-        raise ValueError(f"lengths must have shape (B,) = ({B},); got {_shape(lengths)}")
-    lo, hi = int(lengths.min()), int(lengths.max())
-    if lo < 1:
-        raise ValueError(f"lengths must be >= 1 (every sequence needs a step); got min {lo}")
-    if hi > T:
-        raise ValueError(f"lengths must be <= T = {T} (the time dimension of x); got max {hi}")
-    return lengths.to(device=device, dtype=torch.long)
-
-
-def check_state(state, B: int, H: int, lstm: bool, name: str = "state") -> None:
-    want = f"(B, H) = ({B}, {H})"
-    if lstm:
-        if not (isinstance(state, (tuple, list)) and len(state) == 2):
-            raise TypeError(f"{name} of an LSTM must be a pair (h, c) of tensors {want}; got {_shape(state)}")
-        for part, t in zip("hc", state):
-            check_state(t, B, H, False, f"{name}[{'hc'.index(part)}] ({part})")
-        return
-    if not isinstance(state, Tensor):
-        raise TypeError(f"{name} must be a tensor of shape {want}; got {type(state).__name__}")
-    if tuple(state.shape) != (B, H):
-        raise ValueError(f"{name} must have shape {want}; got {_shape(state)}")
-
-
-def _check_choice(name: str, value, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def _check_rate(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be a float in [0, 1); got {value!r}")
 
 
 # ------------------------------------------------------------------ one-direction layers
@@ -118,7 +55,7 @@ class Recurrent(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, *, bias: bool = True,
                  layer_norm: bool = False, recurrent_dropout: float = 0.0) -> None:
         super().__init__()
-        _check_rate("recurrent_dropout", recurrent_dropout)
+        check_rate("recurrent_dropout", recurrent_dropout)
         self.recurrent_dropout = float(recurrent_dropout)
         self.cell = self._make_cell(input_size, hidden_size, bias=bias, layer_norm=layer_norm)
 
@@ -163,15 +100,16 @@ class Recurrent(nn.Module):
     @classmethod
     def from_torch(cls, module: nn.RNNBase) -> "Recurrent":
         """A layer with the weights of a one-layer, one-direction torch.nn.RNN/GRU/LSTM."""
-        _check_torch_module(module, cls, layers=1, bidirectional=False)
+        interop.check_module(module, cls.__name__, kind=cls.kind or None, layers=1, bidirectional=False)
         layer = _layer_like(module)
-        _copy_from_torch(layer.cell, module, 0, "")
+        interop.copy_from_torch(layer.cell, module, 0)
         return layer
 
     def to_torch(self) -> nn.RNNBase:
         """A batch-first torch.nn.RNN/GRU/LSTM with this layer's weights."""
-        module = _torch_module_for([self], num_layers=1, bidirectional=False, dropout=0.0)
-        _copy_to_torch(self.cell, module, 0, "")
+        module = interop.torch_module([self.cell], input_size=self.input_size, num_layers=1,
+                                      bidirectional=False, dropout=0.0)
+        interop.copy_to_torch(self.cell, module, 0)
         return module
 
     def extra_repr(self) -> str:
@@ -225,7 +163,7 @@ class LSTM(Recurrent):
                         forget_bias=self._forget_bias if bias else None)
 
 
-CELLS = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
+CELLS = {"rnn": RNN, "gru": GRU, "lstm": LSTM, "mingru": MinGRU, "minlstm": MinLSTM}
 
 
 # --------------------------------------------------------------------------- Bidirectional
@@ -245,7 +183,7 @@ class Bidirectional(nn.Module):
     def __init__(self, layer: nn.Module, *, backward_layer: nn.Module | None = None,
                  merge: str = "concat") -> None:
         super().__init__()
-        _check_choice("merge", merge, MERGES)
+        check_choice("merge", merge, MERGES)
         if not isinstance(layer, nn.Module) or not hasattr(layer, "output_size"):
             raise TypeError(f"layer must be an rnnkit recurrent layer such as rnnkit.GRU(D, H); "
                             f"got {type(layer).__name__}")
@@ -322,18 +260,20 @@ class Bidirectional(nn.Module):
     @classmethod
     def from_torch(cls, module: nn.RNNBase, *, merge: str = "concat") -> "Bidirectional":
         """A Bidirectional layer with the weights of a one-layer bidirectional torch.nn module."""
-        _check_torch_module(module, cls, layers=1, bidirectional=True)
+        interop.check_module(module, cls.__name__, layers=1, bidirectional=True)
         fw, bw = _layer_like(module), _layer_like(module)
-        _copy_from_torch(fw.cell, module, 0, "")
-        _copy_from_torch(bw.cell, module, 0, "_reverse")
+        interop.copy_from_torch(fw.cell, module, 0)
+        interop.copy_from_torch(bw.cell, module, 0, "_reverse")
         return cls(fw, backward_layer=bw, merge=merge)
 
     def to_torch(self) -> nn.RNNBase:
         """A batch-first bidirectional torch.nn module with these weights (its output is the
         ``concat`` merge)."""
-        module = _torch_module_for([self], num_layers=1, bidirectional=True, dropout=0.0)
-        _copy_to_torch(self.forward_layer.cell, module, 0, "")
-        _copy_to_torch(self.backward_layer.cell, module, 0, "_reverse")
+        cells = [_cell_of(self.forward_layer), _cell_of(self.backward_layer)]
+        module = interop.torch_module(cells, input_size=self.input_size, num_layers=1,
+                                      bidirectional=True, dropout=0.0)
+        interop.copy_to_torch(cells[0], module, 0)
+        interop.copy_to_torch(cells[1], module, 0, "_reverse")
         return module
 
     def extra_repr(self) -> str:
@@ -375,9 +315,9 @@ class Stack(nn.Module):
         if not sizes:
             raise ValueError("hidden_sizes must name at least one layer; got []")
         L = len(sizes)
-        _check_choice("cell", cell, tuple(CELLS))
-        _check_choice("merge", merge, MERGES)
-        _check_rate("dropout", dropout)
+        check_choice("cell", cell, tuple(CELLS))
+        check_choice("merge", merge, MERGES)
+        check_rate("dropout", dropout)
         bidis = [bidirectional] * L if isinstance(bidirectional, bool) else list(bidirectional)
         if len(bidis) != L:
             raise ValueError(f"bidirectional must be a bool or one bool per layer ({L}); got {bidirectional!r}")
@@ -482,8 +422,7 @@ class Stack(nn.Module):
     @classmethod
     def from_torch(cls, module: nn.RNNBase) -> "Stack":
         """A Stack with the weights (and dropout) of a torch.nn.RNN/GRU/LSTM of any depth."""
-        _check_torch_module(module, cls, layers=None, bidirectional=None)
-        kind = _kind_of(module)
+        kind = interop.check_module(module, cls.__name__)
         options = dict(cell=kind, bidirectional=module.bidirectional, dropout=module.dropout,
                        bias=module.bias)
         if kind == "rnn":
@@ -493,10 +432,10 @@ class Stack(nn.Module):
         stack = cls(module.input_size, [module.hidden_size] * module.num_layers, **options)
         for k, layer in enumerate(stack.layers):
             if module.bidirectional:
-                _copy_from_torch(layer.forward_layer.cell, module, k, "")
-                _copy_from_torch(layer.backward_layer.cell, module, k, "_reverse")
+                interop.copy_from_torch(layer.forward_layer.cell, module, k)
+                interop.copy_from_torch(layer.backward_layer.cell, module, k, "_reverse")
             else:
-                _copy_from_torch(layer.cell, module, k, "")
+                interop.copy_from_torch(layer.cell, module, k)
         return stack
 
     def to_torch(self) -> nn.RNNBase:
@@ -509,48 +448,19 @@ class Stack(nn.Module):
             raise ValueError("to_torch needs a Stack that torch.nn can express: the same hidden size and "
                              "direction in every layer, merge='concat', residual=False, layer_norm=False")
         bidi = bidis.pop()
-        module = _torch_module_for(self.layers, num_layers=self.num_layers, bidirectional=bidi,
-                                   dropout=self.dropout)
-        for k, layer in enumerate(self.layers):
-            if bidi:
-                _copy_to_torch(layer.forward_layer.cell, module, k, "")
-                _copy_to_torch(layer.backward_layer.cell, module, k, "_reverse")
-            else:
-                _copy_to_torch(layer.cell, module, k, "")
+        per_layer = [(layer.forward_layer, layer.backward_layer) if bidi else (layer,) for layer in self.layers]
+        cells = [[_cell_of(one) for one in directions] for directions in per_layer]
+        module = interop.torch_module([c for layer in cells for c in layer], input_size=self.input_size,
+                                      num_layers=self.num_layers, bidirectional=bidi, dropout=self.dropout)
+        for k, layer in enumerate(cells):
+            for cell, suffix in zip(layer, ("", "_reverse")):
+                interop.copy_to_torch(cell, module, k, suffix)
         return module
 
 
-# ------------------------------------------------------------------ torch.nn weight copies
-
-_TORCH_KINDS = {nn.LSTM: "lstm", nn.GRU: "gru", nn.RNN: "rnn"}
-
-
-def _kind_of(module) -> str:
-    for torch_cls, kind in _TORCH_KINDS.items():
-        if isinstance(module, torch_cls):
-            return kind
-    raise TypeError(f"module must be a torch.nn.RNN, GRU or LSTM; got {type(module).__name__}")
-
-
-def _check_torch_module(module, cls, *, layers: int | None, bidirectional: bool | None) -> None:
-    kind = _kind_of(module)
-    name = f"torch.nn.{type(module).__name__}"
-    if cls in (RNN, GRU, LSTM) and CELLS[kind] is not cls:
-        raise TypeError(f"{cls.__name__}.from_torch needs a torch.nn.{cls.__name__}; got {name}")
-    if getattr(module, "proj_size", 0):
-        raise ValueError(f"{name} with proj_size={module.proj_size} has no rnnkit equivalent; "
-                         "use proj_size=0")
-    if layers is not None and module.num_layers != layers:
-        raise ValueError(f"{cls.__name__}.from_torch takes a {name} with num_layers=1; got "
-                         f"num_layers={module.num_layers} (use rnnkit.Stack.from_torch)")
-    if bidirectional is not None and module.bidirectional != bidirectional:
-        other = "Bidirectional.from_torch" if module.bidirectional else f"{CELLS[kind].__name__}.from_torch"
-        raise ValueError(f"{cls.__name__}.from_torch takes a {name} with bidirectional={bidirectional}; "
-                         f"got bidirectional={module.bidirectional} (use rnnkit.{other})")
-
-
 def _layer_like(module) -> Recurrent:
-    kind = _kind_of(module)
+    """An rnnkit layer of the kind and sizes of a torch.nn module (weights not copied)."""
+    kind = interop.kind_of(module)
     if kind == "rnn":
         return RNN(module.input_size, module.hidden_size, nonlinearity=module.nonlinearity, bias=module.bias)
     if kind == "lstm":
@@ -558,43 +468,5 @@ def _layer_like(module) -> Recurrent:
     return GRU(module.input_size, module.hidden_size, bias=module.bias)
 
 
-def _param_names(cell) -> list[str]:
-    return ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if cell.bias else [])
-
-
-@torch.no_grad()
-def _copy_from_torch(cell, module, k: int, suffix: str) -> None:
-    for name in _param_names(cell):
-        getattr(cell, name).copy_(getattr(module, f"{name}_l{k}{suffix}"))
-
-
-@torch.no_grad()
-def _copy_to_torch(cell, module, k: int, suffix: str) -> None:
-    for name in _param_names(cell):
-        getattr(module, f"{name}_l{k}{suffix}").copy_(getattr(cell, name))
-
-
-def _torch_module_for(layers, *, num_layers: int, bidirectional: bool, dropout: float) -> nn.RNNBase:
-    first = layers[0].forward_layer if isinstance(layers[0], Bidirectional) else layers[0]
-    cells = [c for layer in layers for c in
-             ((layer.forward_layer.cell, layer.backward_layer.cell) if isinstance(layer, Bidirectional)
-              else (layer.cell,))]
-    if any(type(c) not in (RNNCell, GRUCell, LSTMCell) for c in cells):
-        raise ValueError("to_torch needs plain RNN/GRU/LSTM cells; layer-normalised cells have no "
-                         "torch.nn equivalent")
-    if len({c.hidden_size for c in cells}) != 1:
-        raise ValueError("to_torch needs the same hidden size in both directions")
-    cell = first.cell
-    options = dict(bias=cell.bias, num_layers=num_layers, bidirectional=bidirectional,
-                   dropout=dropout, batch_first=True)
-    if first.kind == "rnn":
-        options["nonlinearity"] = cell.nonlinearity
-    torch_cls = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[first.kind]
-    module = torch_cls(first.input_size, cell.hidden_size, **options)
-    return module.to(dtype=cell.weight_ih.dtype, device=cell.weight_ih.device)
-
-
-# Parallel-scan cells (rnnkit/scan.py) use this module's input checks, so they register last.
-from .scan import MinGRU, MinLSTM  # noqa: E402
-
-CELLS.update(mingru=MinGRU, minlstm=MinLSTM)
+def _cell_of(layer):
+    return getattr(layer, "cell", layer)  # a layer without a cell (MinGRU) is refused by name

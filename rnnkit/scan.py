@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import _shape, check_input, check_lengths, check_state
+from ._checks import _shape, check_input, check_lengths, check_state
 from .recurrence import Path, length_mask, reverse_padded
 
 __all__ = ["MinGRU", "MinLSTM", "linear_scan", "log_scan", "SCANS"]

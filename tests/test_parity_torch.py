@@ -143,5 +143,10 @@ def test_interop_errors():
         rnnkit.Stack.from_torch(nn.LSTM(D, H, proj_size=3))
     with pytest.raises(ValueError, match=r"to_torch needs a Stack that torch.nn can express"):
         rnnkit.Stack(D, [H, H], residual=True).to_torch()
-    with pytest.raises(ValueError, match=r"layer-normalised cells have no torch.nn equivalent"):
+    with pytest.raises(ValueError, match=r"to_torch needs plain RNN/GRU/LSTM cells; LayerNormGRUCell has no "
+                                         r"torch.nn equivalent"):
         rnnkit.GRU(D, H, layer_norm=True).to_torch()
+    with pytest.raises(ValueError, match=r"to_torch needs plain RNN/GRU/LSTM cells; MinGRU has no"):
+        rnnkit.Bidirectional(rnnkit.MinGRU(D, H)).to_torch()
+    with pytest.raises(ValueError, match=r"same cell and hidden size in every layer and direction"):
+        rnnkit.Bidirectional(rnnkit.GRU(D, H), backward_layer=rnnkit.GRU(D, H + 1)).to_torch()

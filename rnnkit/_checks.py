@@ -1,0 +1,74 @@
+"""Argument and input checks shared by the layers: each raises ValueError/TypeError naming the
+argument, what was expected, what came in and what is allowed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["check_input", "check_lengths", "check_state", "check_choice", "check_rate"]
+
+
+def _shape(t) -> str:
+    return str(tuple(t.shape)) if isinstance(t, Tensor) else type(t).__name__
+
+
+def check_input(x, input_size: int, name: str = "x") -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, T, D); got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
+    if x.dim() != 3:
+        raise ValueError(f"{name} must have 3 dimensions (B, T, D), batch first; got shape {_shape(x)}")
+    if x.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one time step; got shape {_shape(x)}")
+    if x.shape[2] != input_size:
+        raise ValueError(f"{name} must have last dimension D = input_size = {input_size}; "
+                         f"got shape {_shape(x)}")
+
+
+def check_lengths(lengths, B: int, T: int, device: torch.device) -> Tensor | None:
+    """Validate ``lengths`` and return it as an int64 tensor on ``device`` (or None)."""
+    if lengths is None:
+        return None
+    if not isinstance(lengths, Tensor):
+        try:
+            lengths = torch.as_tensor(lengths)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"lengths must be a 1-D integer tensor or list of ints; got {lengths!r}") from None
+    if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
+        raise TypeError(f"lengths must have an integer dtype; got {lengths.dtype}")
+    if lengths.dim() != 1 or lengths.shape[0] != B:
+        raise ValueError(f"lengths must have shape (B,) = ({B},); got {_shape(lengths)}")
+    lo, hi = int(lengths.min()), int(lengths.max())
+    if lo < 1:
+        raise ValueError(f"lengths must be >= 1 (every sequence needs a step); got min {lo}")
+    if hi > T:
+        raise ValueError(f"lengths must be <= T = {T} (the time dimension of x); got max {hi}")
+    return lengths.to(device=device, dtype=torch.long)
+
+
+def check_state(state, B: int, H: int, lstm: bool, name: str = "state") -> None:
+    want = f"(B, H) = ({B}, {H})"
+    if lstm:
+        if not (isinstance(state, (tuple, list)) and len(state) == 2):
+            raise TypeError(f"{name} of an LSTM must be a pair (h, c) of tensors {want}; got {_shape(state)}")
+        for part, t in zip("hc", state):
+            check_state(t, B, H, False, f"{name}[{'hc'.index(part)}] ({part})")
+        return
+    if not isinstance(state, Tensor):
+        raise TypeError(f"{name} must be a tensor of shape {want}; got {type(state).__name__}")
+    if tuple(state.shape) != (B, H):
+        raise ValueError(f"{name} must have shape {want}; got {_shape(state)}")
+
+
+def check_choice(name: str, value, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def check_rate(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a float in [0, 1); got {value!r}")
