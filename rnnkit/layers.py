@@ -226,13 +226,7 @@ class Bidirectional(nn.Module):
         B, T = x.shape[:2]
         lengths = check_lengths(lengths, B, T, x.device)
         fw, bw = self.forward_layer, self.backward_layer
-        if state is None:
-            state = (None, None)
-        elif not (isinstance(state, tuple) and len(state) == 2):
-            raise TypeError(f"state must be a BiState(forward, backward) or None; got {_shape(state)}")
-        for s, layer, name in zip(state, (fw, bw), ("state.forward", "state.backward")):
-            if s is not None:
-                check_state(s, B, layer.output_size, layer.is_lstm, name)
+        state = self._checked_state(state, B)
         if isinstance(fw, Recurrent) and isinstance(bw, Recurrent):
             out, f_state, b_state = recurrence.run_bidirectional(
                 fw.cell, bw.cell, x, state, lengths,
@@ -244,6 +238,17 @@ class Bidirectional(nn.Module):
             f_out, f_state = fw(x, state[0], lengths=lengths)
             b_out, b_state = bw(x, state[1], lengths=lengths, reverse=True)
         return self.merge_outputs(f_out, b_out), BiState(f_state, b_state)
+
+    def _checked_state(self, state, B: int, name: str = "state") -> tuple:
+        """(forward, backward) initial states, each None or checked against the layer."""
+        if state is None:
+            return (None, None)
+        if not (isinstance(state, tuple) and len(state) == 2):
+            raise TypeError(f"{name} must be a BiState(forward, backward) or None; got {_shape(state)}")
+        for s, layer, part in zip(state, (self.forward_layer, self.backward_layer), ("forward", "backward")):
+            if s is not None:
+                check_state(s, B, layer.output_size, layer.is_lstm, f"{name}.{part}")
+        return tuple(state)
 
     def merge_outputs(self, f: Tensor, b: Tensor) -> Tensor:
         """Apply ``self.merge`` to the two directions' outputs (B, T, Hf) and (B, T, Hb)."""
@@ -368,6 +373,10 @@ class Stack(nn.Module):
             width = out_width
         self.layer_norm = bool(layer_norm)
         self.input_size, self.output_size = input_size, width
+        # Shaped as a torch.nn module could be: then one kernel call may run all layers.
+        self._one_call = (L > 1 and not self.residual and not self.layer_norm and len(set(bidis)) == 1
+                          and (merge == "concat" or not bidis[0])
+                          and all(isinstance(layer, (Recurrent, Bidirectional)) for layer in self.layers))
         self.drop = nn.Dropout(dropout)
 
     @property
@@ -393,8 +402,12 @@ class Stack(nn.Module):
         elif not isinstance(states, (list, tuple)) or len(states) != self.num_layers:
             raise ValueError(f"states must be a list with one state per layer ({self.num_layers}); "
                              f"got {_shape(states) if not isinstance(states, (list, tuple)) else len(states)}")
-        valid = None
-        if lengths is not None and bool((lengths < T).any()):
+        if self._one_call:
+            fused = self._forward_in_one_call(x, states, lengths)
+            if fused is not None:
+                return fused
+        valid = None  # only a norm's shift or a residual can write into the padding
+        if (self.layer_norm or self.residual) and lengths is not None and bool((lengths < T).any()):
             valid = recurrence.length_mask(lengths, T)[..., None].to(x.dtype)  # (B, T, 1)
         finals = []
         last = self.num_layers - 1
@@ -405,10 +418,35 @@ class Stack(nn.Module):
                 y = y + proj(x)
             if i < last:
                 y = self.drop(norm(y))
-                if valid is not None and (self.layer_norm or self.residual):
-                    y = y * valid  # the norm's shift would otherwise write into the padding
+                if valid is not None:
+                    y = y * valid
             x = y
         return x, finals
+
+    def _forward_in_one_call(self, x: Tensor, states: Sequence, lengths: Tensor | None):
+        """All layers in one torch call, as torch.nn.GRU(num_layers=L) runs them (the batch is
+        packed once, not once per layer); None when recurrence declines (another path)."""
+        B = x.shape[0]
+        cells, initial, rates = [], [], []
+        for i, (layer, state) in enumerate(zip(self.layers, states)):
+            if isinstance(layer, Bidirectional):
+                directions = (layer.forward_layer, layer.backward_layer)
+                initial += layer._checked_state(state, B, f"states[{i}]")
+            else:
+                directions = (layer,)
+                if state is not None:
+                    check_state(state, B, layer.hidden_size, layer.is_lstm, f"states[{i}]")
+                initial.append(state)
+            cells.append([d.cell for d in directions])
+            rates += [d.recurrent_dropout for d in directions]
+        result = recurrence.run_layers(cells, x, initial, lengths, dropout=self.dropout,
+                                       recurrent_dropout=rates, training=self.training)
+        if result is None:
+            return None
+        out, finals = result
+        if len(cells[0]) == 2:
+            finals = [BiState(finals[2 * k], finals[2 * k + 1]) for k in range(self.num_layers)]
+        return out, finals
 
     def step(self, x_t: Tensor, states: Sequence | None = None) -> tuple[Tensor, list]:
         """One time step of a unidirectional stack (for decoders): x_t (B, D) -> (y_t, states)."""

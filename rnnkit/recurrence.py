@@ -33,7 +33,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import _compiled
 from .cells import GRUCell, LSTMCell, RNNCell, State
 
-__all__ = ["Path", "choose_path", "run", "run_bidirectional", "reverse_padded", "length_mask",
+__all__ = ["Path", "choose_path", "run", "run_bidirectional", "run_layers", "reverse_padded", "length_mask",
            "use_compiled"]
 
 
@@ -129,13 +129,14 @@ def _flat_weights(cell) -> list[Tensor]:
 
 
 def _fused(cells: list, x: Tensor, states: list[State], lengths: Tensor | None,
-           training: bool) -> tuple[Tensor, list[State]]:
-    """Run one cell (uni) or two cells (forward, backward) with torch's kernel.
+           training: bool, *, num_layers: int = 1, dropout: float = 0.0) -> tuple[Tensor, list[State]]:
+    """Run cells with torch's kernel: per layer one (uni) or two (forward, backward) cells.
 
-    ``states`` holds one state per cell, each (B, H) or ((B, H), (B, H)). Returns the output
-    (B, T, H) or (B, T, 2H) and the final states per cell.
+    ``states`` holds one state per cell, each (B, H) or ((B, H), (B, H)). Returns the last
+    layer's output (B, T, H) or (B, T, 2H) and the final states per cell, in the order of
+    ``cells``. ``dropout`` acts between layers in training, as torch.nn.GRU's does.
     """
-    mode, bidirectional = _mode(cells[0]), len(cells) == 2
+    mode, bidirectional = _mode(cells[0]), len(cells) == 2 * num_layers
     weights = [w for cell in cells for w in _flat_weights(cell)]
     lstm = mode == "lstm"
     if lstm:
@@ -148,9 +149,10 @@ def _fused(cells: list, x: Tensor, states: list[State], lengths: Tensor | None,
         seq = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         order = seq.sorted_indices.to(x.device)
         hx = (hx[0][:, order], hx[1][:, order]) if lstm else hx[:, order]
-        args = (seq.data, seq.batch_sizes, hx, weights, cells[0].bias, 1, 0.0, training, bidirectional)
+        args = (seq.data, seq.batch_sizes, hx, weights, cells[0].bias, num_layers, dropout, training,
+                bidirectional)
     else:
-        args = (x, hx, weights, cells[0].bias, 1, 0.0, training, bidirectional, True)
+        args = (x, hx, weights, cells[0].bias, num_layers, dropout, training, bidirectional, True)
     if lstm:
         out, h, c = _VF.lstm(*args)
         final = (h, c)
@@ -245,6 +247,24 @@ def _same_kernel(a, b) -> bool:
     return (type(a) is type(b) and a.hidden_size == b.hidden_size and a.bias == b.bias
             and getattr(a, "nonlinearity", None) == getattr(b, "nonlinearity", None)
             and a.weight_ih.dtype == b.weight_ih.dtype)
+
+
+def run_layers(cells: list[list], x: Tensor, states: list[State | None], lengths: Tensor | None, *,
+               dropout: float, recurrent_dropout: list[float], training: bool):
+    """Several layers (each a list of one or two direction cells) in one torch kernel call, with
+    ``dropout`` between them: the batch is packed once for all layers. Returns (output, final
+    state per cell) or None when they cannot share one call (another path, or different kernels
+    or sizes); the caller then runs them layer by layer."""
+    flat = [c for layer in cells for c in layer]
+    padded = _needs_lengths(lengths, x.shape[1])
+    if any(choose_path(c, recurrent_dropout=p, training=training, padded=padded).name != "fused"
+           for c, p in zip(flat, recurrent_dropout)):
+        return None
+    if len({len(layer) for layer in cells}) != 1 or not all(_same_kernel(flat[0], c) for c in flat[1:]):
+        return None
+    B = x.shape[0]
+    states = [s if s is not None else c.initial_state(B, x) for c, s in zip(flat, states)]
+    return _fused(flat, x, states, lengths, training, num_layers=len(cells), dropout=dropout)
 
 
 def run_bidirectional(fw_cell, bw_cell, x: Tensor, states: tuple[State | None, State | None],

@@ -119,3 +119,48 @@ def test_state_dict_loads_across_merges(x):
         else:
             f, b = ref[..., :4], ref[..., 4:]
             assert not torch.allclose(out, f) and not torch.allclose(out, b)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_one_kernel_call_equals_layer_by_layer(x, cell, bidirectional, monkeypatch):
+    """A plain stack runs all layers in one torch call; it must equal running them one by one."""
+    stack = rnnkit.Stack(D, [4, 4, 4], cell=cell, bidirectional=bidirectional, dropout=0.3).eval()
+    calls = []
+    run_layers = rnnkit.recurrence.run_layers
+    monkeypatch.setattr(rnnkit.recurrence, "run_layers",
+                        lambda *a, **k: calls.append(run_layers(*a, **k)) or calls[-1])
+    lstm = cell == "lstm"
+    g = torch.Generator().manual_seed(4)
+
+    def random_state():
+        h = torch.randn(B, 4, generator=g)
+        return (h, torch.randn(B, 4, generator=g)) if lstm else h
+
+    initial = [rnnkit.BiState(random_state(), random_state()) if bidirectional else random_state()
+               for _ in range(3)]
+    out, finals = stack(x, initial, lengths=LENGTHS)
+    assert len(calls) == 1 and calls[0] is not None  # the one-call path ran
+    h, want = x, []
+    for layer, state in zip(stack.layers, initial):
+        h, final = layer(h, state, lengths=LENGTHS)
+        want.append(final)
+    torch.testing.assert_close(out, h)
+    for got, ref in zip(finals, want):
+        for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(ref)):
+            torch.testing.assert_close(a, b)
+    wrong = (torch.zeros(B, 5), torch.zeros(B, 5)) if lstm else torch.zeros(B, 5)
+    bad = list(initial)
+    bad[1] = rnnkit.BiState(random_state(), wrong) if bidirectional else wrong
+    where = r"states\[1\]" + (r"\.backward" if bidirectional else "") + (r"\[0\] \(h\)" if lstm else "")
+    with pytest.raises(ValueError, match=where + r" must have shape \(B, H\) = \(3, 4\); got \(3, 5\)"):
+        stack(x, bad, lengths=LENGTHS)
+
+
+def test_layer_by_layer_when_one_call_cannot_express_it(x, monkeypatch):
+    calls = []
+    monkeypatch.setattr(rnnkit.recurrence, "run_layers", lambda *a, **k: calls.append(1))
+    rnnkit.Stack(D, [4, 4], residual=True)(x)
+    rnnkit.Stack(D, [4, 4], bidirectional=True, merge="sum")(x)
+    rnnkit.Stack(D, [4], bidirectional=True)(x)
+    assert calls == []
