@@ -11,13 +11,12 @@ Generation samples as the LanguageModel does (greedy, temperature, top-k).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._common import (build_stack, check_batch, check_choice, check_class_labels, check_int,
-                      check_rate, encoder_config, length_mask)
+                      check_rate, encoder_config)
 from .decoding import STRATEGIES, forbid, greedy, sample
-from .seq2seq import DECODER_REASON, Bridge, check_targets
+from .seq2seq import DECODER_REASON, Bridge, check_targets, target_loss
 
 __all__ = ["Generator", "CONDITIONINGS"]
 
@@ -116,10 +115,7 @@ class Generator(nn.Module):
 
     def loss(self, batch: dict) -> Tensor:
         """Mean cross-entropy per real target token (EOS included, BOS not)."""
-        logits = self(batch)
-        y = batch["targets"][:, 1:].long().to(self.device)
-        keep = length_mask(batch["target_lengths"].long().to(self.device) - 1, y.shape[1])
-        return F.cross_entropy(logits[keep], y[keep])
+        return target_loss(self(batch), batch)
 
     @torch.no_grad()
     def predict(self, batch: dict, *, strategy: str = "greedy", temperature: float = 1.0,

@@ -71,6 +71,14 @@ class Bridge(nn.Module):
         return list(zip(hs, self.c(s).split(self.sizes, dim=-1)))
 
 
+def target_loss(logits: Tensor, batch: dict) -> Tensor:
+    """Mean cross-entropy of teacher-forced logits (B, T'-1, V) per real target token: each
+    step predicts the next token of ``batch["targets"]``, EOS included, BOS never."""
+    y = batch["targets"][:, 1:].long().to(logits.device)
+    keep = length_mask(batch["target_lengths"].long().to(logits.device) - 1, y.shape[1])
+    return F.cross_entropy(logits[keep], y[keep])
+
+
 def check_targets(batch: dict, *, vocab_size: int, device) -> tuple[Tensor, Tensor]:
     """Validate ``targets`` (B, T') (BOS ... EOS) and ``target_lengths`` (B,) in [2, T']."""
     check_batch(batch, ("targets", "target_lengths"))
@@ -272,10 +280,7 @@ class Seq2Seq(nn.Module):
 
     def loss(self, batch: dict) -> Tensor:
         """Mean cross-entropy per real target token (EOS included, BOS not)."""
-        logits = self(batch)
-        y = batch["targets"][:, 1:].long().to(self.device)
-        keep = length_mask(batch["target_lengths"].long().to(self.device) - 1, y.shape[1])
-        return F.cross_entropy(logits[keep], y[keep])
+        return target_loss(self(batch), batch)
 
     # -------------------------------------------------------------------------- decoding
     @torch.no_grad()
