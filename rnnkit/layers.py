@@ -48,15 +48,26 @@ class Recurrent(nn.Module):
     ``forward(x, state=None, *, lengths=None, reverse=False)`` with x (B, T, D) returns the
     output (B, T, H), zero at padded steps, and the state at each sequence's true last step.
     ``reverse=True`` reads each sequence from its last real step back to its first.
+
+    ``recompute_chunk=k`` bounds memory on long sequences: when gradients are recorded, the
+    sequence runs in chunks of k steps under activation checkpointing, keeping only the state
+    at chunk boundaries and recomputing each chunk's activations during backward (same
+    outputs and gradients, about one more forward pass of compute).
     """
 
     kind: str = ""  # "rnn" | "gru" | "lstm": the torch.nn module it mirrors
 
     def __init__(self, input_size: int, hidden_size: int, *, bias: bool = True,
-                 layer_norm: bool = False, recurrent_dropout: float = 0.0) -> None:
+                 layer_norm: bool = False, recurrent_dropout: float = 0.0,
+                 recompute_chunk: int | None = None) -> None:
         super().__init__()
         check_rate("recurrent_dropout", recurrent_dropout)
+        if recompute_chunk is not None and (isinstance(recompute_chunk, bool) or not isinstance(
+                recompute_chunk, int) or recompute_chunk < 1):
+            raise ValueError(f"recompute_chunk must be a positive int (time steps per chunk) or None; "
+                             f"got {recompute_chunk!r}")
         self.recurrent_dropout = float(recurrent_dropout)
+        self.recompute_chunk = recompute_chunk
         self.cell = self._make_cell(input_size, hidden_size, bias=bias, layer_norm=layer_norm)
 
     def _make_cell(self, input_size: int, hidden_size: int, *, bias: bool, layer_norm: bool):
@@ -84,7 +95,8 @@ class Recurrent(nn.Module):
         if state is not None:
             check_state(state, B, self.hidden_size, self.is_lstm)
         return recurrence.run(self.cell, x, state, lengths, reverse=reverse,
-                              recurrent_dropout=self.recurrent_dropout, training=self.training)
+                              recurrent_dropout=self.recurrent_dropout, training=self.training,
+                              recompute_chunk=self.recompute_chunk)
 
     def step(self, x_t: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One time step: x_t (B, D) -> (h_t (B, H), new state). Same math as ``forward``."""
@@ -122,9 +134,11 @@ class RNN(Recurrent):
     kind = "rnn"
 
     def __init__(self, input_size: int, hidden_size: int, *, nonlinearity: str = "tanh",
-                 bias: bool = True, recurrent_dropout: float = 0.0) -> None:
+                 bias: bool = True, recurrent_dropout: float = 0.0,
+                 recompute_chunk: int | None = None) -> None:
         self._nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, bias=bias, recurrent_dropout=recurrent_dropout)
+        super().__init__(input_size, hidden_size, bias=bias, recurrent_dropout=recurrent_dropout,
+                         recompute_chunk=recompute_chunk)
 
     def _make_cell(self, input_size, hidden_size, *, bias, layer_norm):
         return RNNCell(input_size, hidden_size, bias=bias, nonlinearity=self._nonlinearity)
@@ -151,10 +165,10 @@ class LSTM(Recurrent):
 
     def __init__(self, input_size: int, hidden_size: int, *, bias: bool = True,
                  layer_norm: bool = False, recurrent_dropout: float = 0.0,
-                 forget_bias: float | None = 1.0) -> None:
+                 forget_bias: float | None = 1.0, recompute_chunk: int | None = None) -> None:
         self._forget_bias = forget_bias
         super().__init__(input_size, hidden_size, bias=bias, layer_norm=layer_norm,
-                         recurrent_dropout=recurrent_dropout)
+                         recurrent_dropout=recurrent_dropout, recompute_chunk=recompute_chunk)
 
     def _make_cell(self, input_size, hidden_size, *, bias, layer_norm):
         if layer_norm:
@@ -230,7 +244,8 @@ class Bidirectional(nn.Module):
         if isinstance(fw, Recurrent) and isinstance(bw, Recurrent):
             out, f_state, b_state = recurrence.run_bidirectional(
                 fw.cell, bw.cell, x, state, lengths,
-                recurrent_dropout=(fw.recurrent_dropout, bw.recurrent_dropout), training=self.training)
+                recurrent_dropout=(fw.recurrent_dropout, bw.recurrent_dropout), training=self.training,
+                recompute_chunk=(fw.recompute_chunk, bw.recompute_chunk))
             if self.merge == "concat":  # the kernels already wrote (B, T, Hf+Hb): no copy
                 return out, BiState(f_state, b_state)
             f_out, b_out = out.split([fw.output_size, bw.output_size], dim=-1)
@@ -303,6 +318,8 @@ class Stack(nn.Module):
         cell_layer_norm: layer-normalised cells (GRU and LSTM).
         dropout: dropout between layers (not after the last), as torch.nn.GRU's ``dropout``.
         recurrent_dropout: variational dropout on the recurrent state, one mask per sequence.
+        recompute_chunk: time steps per activation-checkpointing chunk, to bound memory on long
+            sequences (RNN, GRU, LSTM; see ``Recurrent``).
         nonlinearity, forget_bias, bias: passed to the cells.
 
     ``forward(x, states=None, *, lengths=None)`` returns the last layer's output and a list of
@@ -314,7 +331,7 @@ class Stack(nn.Module):
                  residual: bool = False, layer_norm: bool = False, cell_layer_norm: bool = False,
                  dropout: float = 0.0, recurrent_dropout: float = 0.0,
                  nonlinearity: str = "tanh", forget_bias: float | None = 1.0,
-                 bias: bool = True) -> None:
+                 bias: bool = True, recompute_chunk: int | None = None) -> None:
         super().__init__()
         sizes = [hidden_sizes] if isinstance(hidden_sizes, int) else list(hidden_sizes)
         if not sizes:
@@ -333,6 +350,11 @@ class Stack(nn.Module):
         self.cell, self.merge, self.residual = cell, merge, bool(residual)
         self.dropout = float(dropout)
         options = {"recurrent_dropout": recurrent_dropout}
+        if cell in ("rnn", "gru", "lstm"):
+            options["recompute_chunk"] = recompute_chunk
+        elif recompute_chunk is not None:
+            raise ValueError(f"recompute_chunk is for cell='rnn', 'gru' or 'lstm' (a scan keeps no per-step "
+                             f"activations to recompute); got cell={cell!r}")
         if cell == "rnn":
             options.update(nonlinearity=nonlinearity, bias=bias)
             if cell_layer_norm:
@@ -374,7 +396,7 @@ class Stack(nn.Module):
         self.layer_norm = bool(layer_norm)
         self.input_size, self.output_size = input_size, width
         # Shaped as a torch.nn module could be: then one kernel call may run all layers.
-        self._one_call = (L > 1 and not self.residual and not self.layer_norm and len(set(bidis)) == 1
+        self._one_call = (L > 1 and recompute_chunk is None and not self.residual and not self.layer_norm and len(set(bidis)) == 1
                           and (merge == "concat" or not bidis[0])
                           and all(isinstance(layer, (Recurrent, Bidirectional)) for layer in self.layers))
         self.drop = nn.Dropout(dropout)

@@ -29,6 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, _VF
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.utils.checkpoint import checkpoint
 
 from . import _compiled
 from .cells import GRUCell, LSTMCell, RNNCell, State
@@ -184,7 +185,7 @@ def _dropout_mask(state: State, rate: float) -> Tensor:
 
 
 def _loop(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: bool,
-          recurrent_dropout: float, training: bool) -> tuple[Tensor, State]:
+          mask: Tensor | None = None) -> tuple[Tensor, State]:
     B, T = x.shape[:2]
     if reverse:
         x = reverse_padded(x, lengths)
@@ -196,7 +197,6 @@ def _loop(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: boo
         # the projection below, as it never reaches them on the packed fused path.
         x = x.masked_fill(~valid, 0.0)
     xi = cell.input_projection(x)  # (B, T, G*H): all input GEMMs at once
-    mask = _dropout_mask(state, recurrent_dropout) if recurrent_dropout > 0 and training else None
     outputs = []
     for t in range(steps):
         new = cell.recurrent_step(xi[:, t], state, mask)
@@ -216,20 +216,35 @@ def _loop(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: boo
 # ------------------------------------------------------------------------------ the API
 
 def run(cell, x: Tensor, state: State | None = None, lengths: Tensor | None = None, *,
-        reverse: bool = False, recurrent_dropout: float = 0.0,
-        training: bool = False) -> tuple[Tensor, State]:
+        reverse: bool = False, recurrent_dropout: float = 0.0, training: bool = False,
+        recompute_chunk: int | None = None) -> tuple[Tensor, State]:
     """Run ``cell`` over x (B, T, D) -> (output (B, T, H), final state).
 
     ``lengths`` (B,) int64, each in [1, T], or None for full-length sequences; ``state`` the
-    initial state or None for zeros; ``reverse`` runs each sequence from its last real step.
+    initial state or None for zeros; ``reverse`` runs each sequence from its last real step;
+    ``recompute_chunk`` bounds memory when gradients are recorded (see ``_run_chunked``).
     Inputs are assumed validated by the calling layer.
     """
     if state is None:
         state = cell.initial_state(x.shape[0], x)
+    # Variational dropout (Gal & Ghahramani 2016): one mask per sequence for all steps.
+    mask = _dropout_mask(state, recurrent_dropout) if recurrent_dropout > 0 and training else None
+    if _chunked(recompute_chunk, x):
+        return _run_chunked(cell, x, state, lengths, reverse=reverse, mask=mask, training=training,
+                            chunk=recompute_chunk)
+    return _run(cell, x, state, lengths, reverse=reverse, mask=mask, training=training)
+
+
+def _chunked(recompute_chunk: int | None, x: Tensor) -> bool:
+    return bool(recompute_chunk) and torch.is_grad_enabled() and x.shape[1] > recompute_chunk
+
+
+def _run(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: bool,
+         mask: Tensor | None, training: bool) -> tuple[Tensor, State]:
     needs_lengths = _needs_lengths(lengths, x.shape[1])
-    path = choose_path(cell, recurrent_dropout=recurrent_dropout, training=training, padded=needs_lengths)
+    path = choose_path(cell, recurrent_dropout=float(mask is not None), training=training,
+                       padded=needs_lengths)
     if path.name == "compiled":
-        mask = _dropout_mask(state, recurrent_dropout) if recurrent_dropout > 0 and training else None
         padded = lengths if needs_lengths else None
         out, (final,) = _compiled.run([cell], x, [state], padded, reverse=[reverse], masks=[mask])
         return out, final
@@ -239,8 +254,47 @@ def run(cell, x: Tensor, state: State | None = None, lengths: Tensor | None = No
             return reverse_padded(out, lengths), final
         out, (final,) = _fused([cell], x, [state], lengths, training)
         return out, final
-    return _loop(cell, x, state, lengths, reverse=reverse,
-                 recurrent_dropout=recurrent_dropout, training=training)
+    return _loop(cell, x, state, lengths, reverse=reverse, mask=mask)
+
+
+def _run_chunked(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: bool,
+                 mask: Tensor | None, training: bool, chunk: int) -> tuple[Tensor, State]:
+    """``_run`` over consecutive chunks of ``chunk`` steps, each under activation checkpointing
+    (Chen et al. 2016): backward keeps the inputs and the state at each chunk boundary and
+    recomputes one chunk's activations at a time, so activation memory grows with T/chunk
+    states plus one chunk instead of with T. Same outputs and gradients as one pass; about one
+    extra forward pass of compute. Rows whose sequence ended before a chunk sit it out."""
+    B, T = x.shape[:2]
+    if reverse:
+        x = reverse_padded(x, lengths)  # then every chunk runs forward in time
+    lstm = isinstance(state, tuple)
+
+    def piece(xc, s, lc, m):
+        return _run(cell, xc, s, lc, reverse=False, mask=m, training=training)
+
+    outs = []
+    for start in range(0, T, chunk):
+        xc = x[:, start:start + chunk]
+        n = xc.shape[1]
+        lc = None if lengths is None else (lengths - start).clamp(0, n)
+        if lc is None or bool((lc > 0).all()):
+            out, state = checkpoint(piece, xc, state, lc, mask, use_reentrant=False)
+            outs.append(out)
+            continue
+        rows = (lc > 0).nonzero().squeeze(1)  # sequences still running in this chunk
+        out = xc.new_zeros(B, n, cell.hidden_size)
+        if rows.numel():
+            take = (lambda t: t.index_select(0, rows))
+            sub_state = tuple(map(take, state)) if lstm else take(state)
+            sub_mask = take(mask) if mask is not None else None
+            sub_out, sub_final = checkpoint(piece, take(xc), sub_state, take(lc), sub_mask,
+                                            use_reentrant=False)
+            out = out.index_copy(0, rows, sub_out)
+            state = (tuple(t.index_copy(0, rows, u) for t, u in zip(state, sub_final)) if lstm
+                     else state.index_copy(0, rows, sub_final))
+        outs.append(out)
+    out = torch.cat(outs, dim=1)
+    return (reverse_padded(out, lengths) if reverse else out), state
 
 
 def _same_kernel(a, b) -> bool:
@@ -269,7 +323,8 @@ def run_layers(cells: list[list], x: Tensor, states: list[State | None], lengths
 
 def run_bidirectional(fw_cell, bw_cell, x: Tensor, states: tuple[State | None, State | None],
                       lengths: Tensor | None, *, recurrent_dropout: tuple[float, float] = (0.0, 0.0),
-                      training: bool = False) -> tuple[Tensor, State, State]:
+                      training: bool = False,
+                      recompute_chunk: tuple[int | None, int | None] = (None, None)) -> tuple[Tensor, State, State]:
     """Both directions over x -> (out (B, T, Hf+Hb), forward final, backward final).
 
     The output holds the forward direction's Hf features, then the backward's Hb: the concat
@@ -283,8 +338,11 @@ def run_bidirectional(fw_cell, bw_cell, x: Tensor, states: tuple[State | None, S
     fw_state = states[0] if states[0] is not None else fw_cell.initial_state(B, x)
     bw_state = states[1] if states[1] is not None else bw_cell.initial_state(B, x)
     needs_lengths = _needs_lengths(lengths, x.shape[1])
-    names = {choose_path(c, recurrent_dropout=p, training=training, padded=needs_lengths).name
-             for c, p in zip((fw_cell, bw_cell), recurrent_dropout)}
+    if any(_chunked(k, x) for k in recompute_chunk):
+        names = {"chunked"}  # each direction keeps its own chunk boundaries: run them one by one
+    else:
+        names = {choose_path(c, recurrent_dropout=p, training=training, padded=needs_lengths).name
+                 for c, p in zip((fw_cell, bw_cell), recurrent_dropout)}
     if names == {"compiled"} and type(fw_cell) is type(bw_cell) and (
             fw_cell.weight_hh.dtype == bw_cell.weight_hh.dtype):
         # One C++ call runs both directions, each on its own core.
@@ -297,8 +355,8 @@ def run_bidirectional(fw_cell, bw_cell, x: Tensor, states: tuple[State | None, S
     if names == {"fused"} and _same_kernel(fw_cell, bw_cell):
         out, (fw_final, bw_final) = _fused([fw_cell, bw_cell], x, [fw_state, bw_state], lengths, training)
         return out, fw_final, bw_final
-    fw_out, fw_final = run(fw_cell, x, fw_state, lengths,
-                           recurrent_dropout=recurrent_dropout[0], training=training)
-    bw_out, bw_final = run(bw_cell, x, bw_state, lengths, reverse=True,
-                           recurrent_dropout=recurrent_dropout[1], training=training)
+    fw_out, fw_final = run(fw_cell, x, fw_state, lengths, recurrent_dropout=recurrent_dropout[0],
+                           training=training, recompute_chunk=recompute_chunk[0])
+    bw_out, bw_final = run(bw_cell, x, bw_state, lengths, reverse=True, recurrent_dropout=recurrent_dropout[1],
+                           training=training, recompute_chunk=recompute_chunk[1])
     return torch.cat([fw_out, bw_out], dim=-1), fw_final, bw_final

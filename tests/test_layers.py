@@ -68,7 +68,7 @@ def test_fused_path_equals_loop_path(x, kind, reverse, lengths):
     assert layer.path.name == "fused"
     state = layer.cell.initial_state(B, x)
     fused = recurrence.run(layer.cell, x, state, lengths, reverse=reverse)
-    loop = recurrence._loop(layer.cell, x, state, lengths, reverse=reverse, recurrent_dropout=0.0, training=False)
+    loop = recurrence._loop(layer.cell, x, state, lengths, reverse=reverse)
     torch.testing.assert_close(fused[0], loop[0])
     close(fused[1], loop[1])
 
@@ -270,3 +270,41 @@ def test_padding_content_never_reaches_outputs_or_gradients(x, kind, compiled_on
     torch.testing.assert_close(gx1.masked_fill(~valid, 0), gx0.masked_fill(~valid, 0))
     for g0, g1 in zip(grads0, grads1):
         torch.testing.assert_close(g1, g0)
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_recompute_chunks_equal_one_pass(x, kind, chunk, compiled_on):
+    """recompute_chunk (activation checkpointing over time) changes memory, not results:
+    outputs, both final states and all gradients equal one pass, with padding, on every path."""
+    results = []
+    for recompute in (None, chunk):
+        torch.manual_seed(5)
+        bi = rnnkit.Bidirectional(make(kind, recompute_chunk=recompute)).double().train()
+        xp = x.double().requires_grad_()  # float64: chunks sum gradients in another order
+        out, state = bi(xp, lengths=LENGTHS)
+        leaves = torch.utils._pytree.tree_leaves(state)
+        (out.pow(2).sum() + sum(s.sum() for s in leaves)).backward()
+        results.append((out, leaves, xp.grad, [p.grad for p in bi.parameters()]))
+    (out0, st0, gx0, g0), (out1, st1, gx1, g1) = results
+    torch.testing.assert_close(out1, out0)
+    for a, b in zip(st1 + [gx1] + g1, st0 + [gx0] + g0):
+        torch.testing.assert_close(a, b)
+
+
+def test_recompute_chunks_keep_the_variational_mask(x):
+    """With recurrent dropout, the chunks share the one mask drawn for the sequence."""
+    outs = []
+    for recompute in (None, 2):
+        torch.manual_seed(6)
+        layer = rnnkit.GRU(D, H, recurrent_dropout=0.5, recompute_chunk=recompute).train()
+        outs.append(layer(x, lengths=LENGTHS)[0])
+    torch.testing.assert_close(outs[1], outs[0])
+
+
+def test_recompute_chunk_errors():
+    with pytest.raises(ValueError, match=r"recompute_chunk must be a positive int \(time steps per chunk\) "
+                                         r"or None; got 0"):
+        rnnkit.LSTM(D, H, recompute_chunk=0)
+    with pytest.raises(ValueError, match=r"recompute_chunk is for cell='rnn', 'gru' or 'lstm'.*got cell='mingru'"):
+        rnnkit.Stack(D, [H], cell="mingru", recompute_chunk=8)
