@@ -18,7 +18,8 @@ against those cells.
 The extension is built with torch.utils.cpp_extension on first use (ninja, a C++ compiler) into
 torch's extension cache (``TORCH_EXTENSIONS_DIR``, default ~/.cache/torch_extensions), once per
 source version. If it cannot be built, ``available()`` is False, rnnkit warns once and runs the
-pure paths. ``RNNKIT_COMPILED=0`` turns it off.
+pure paths. Layers use it only when ``recurrence.use_compiled(True)`` or ``RNNKIT_COMPILED=1``
+says so; ``RNNKIT_COMPILED=0`` also stops ``available()`` from building it.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ Every layer is batch-first and returns ``(output, state)``:
 * ``Stack`` -- depth: a list of the layers above with dropout, residual connections and layer
   norm between them. ``state`` is a list with one entry per layer.
 
-Layers only describe what to compute; ``recurrence`` decides how (fused kernel or loop).
+Layers only describe what to compute; ``recurrence`` decides how (torch's fused kernel, the
+compiled loop or the Python loop).
 """
 
 from __future__ import annotations
@@ -396,9 +397,9 @@ class Stack(nn.Module):
         self.layer_norm = bool(layer_norm)
         self.input_size, self.output_size = input_size, width
         # Shaped as a torch.nn module could be: then one kernel call may run all layers.
-        self._one_call = (L > 1 and recompute_chunk is None and not self.residual and not self.layer_norm and len(set(bidis)) == 1
-                          and (merge == "concat" or not bidis[0])
-                          and all(isinstance(layer, (Recurrent, Bidirectional)) for layer in self.layers))
+        self._one_call = (L > 1 and cell in ("rnn", "gru", "lstm") and recompute_chunk is None
+                          and not self.residual and not self.layer_norm and len(set(bidis)) == 1
+                          and (merge == "concat" or not bidis[0]))
         self.drop = nn.Dropout(dropout)
 
     @property

@@ -41,7 +41,7 @@ __all__ = ["Path", "choose_path", "run", "run_bidirectional", "run_layers", "rev
 class Path(NamedTuple):
     """Which execution path a layer runs, and if not the fused one, why."""
 
-    name: str  # "fused", "compiled" or "loop"
+    name: str  # "fused", "compiled", "loop" (here) or "scan" (rnnkit.scan)
     reason: str | None = None
 
     def __str__(self) -> str:
@@ -143,7 +143,7 @@ def _fused(cells: list, x: Tensor, states: list[State], lengths: Tensor | None,
     if lstm:
         hx = (torch.stack([s[0] for s in states]), torch.stack([s[1] for s in states]))
     else:
-        hx = torch.stack(states)  # (directions, B, H)
+        hx = torch.stack(states)  # (layers * directions, B, H)
     B, T = x.shape[:2]
     packed = _needs_lengths(lengths, T)
     if packed:
@@ -227,7 +227,6 @@ def run(cell, x: Tensor, state: State | None = None, lengths: Tensor | None = No
     """
     if state is None:
         state = cell.initial_state(x.shape[0], x)
-    # Variational dropout (Gal & Ghahramani 2016): one mask per sequence for all steps.
     mask = _dropout_mask(state, recurrent_dropout) if recurrent_dropout > 0 and training else None
     if _chunked(recompute_chunk, x):
         return _run_chunked(cell, x, state, lengths, reverse=reverse, mask=mask, training=training,
@@ -242,6 +241,7 @@ def _chunked(recompute_chunk: int | None, x: Tensor) -> bool:
 def _run(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: bool,
          mask: Tensor | None, training: bool) -> tuple[Tensor, State]:
     needs_lengths = _needs_lengths(lengths, x.shape[1])
+    # A mask exists only for recurrent dropout in training: that is all choose_path asks.
     path = choose_path(cell, recurrent_dropout=float(mask is not None), training=training,
                        padded=needs_lengths)
     if path.name == "compiled":
@@ -284,7 +284,9 @@ def _run_chunked(cell, x: Tensor, state: State, lengths: Tensor | None, *, rever
         rows = (lc > 0).nonzero().squeeze(1)  # sequences still running in this chunk
         out = xc.new_zeros(B, n, cell.hidden_size)
         if rows.numel():
-            take = (lambda t: t.index_select(0, rows))
+            def take(t: Tensor) -> Tensor:
+                return t.index_select(0, rows)
+
             sub_state = tuple(map(take, state)) if lstm else take(state)
             sub_mask = take(mask) if mask is not None else None
             sub_out, sub_final = checkpoint(piece, take(xc), sub_state, take(lc), sub_mask,
@@ -332,7 +334,8 @@ def run_bidirectional(fw_cell, bw_cell, x: Tensor, states: tuple[State | None, S
     path with the same kernel, one bidirectional torch call runs them (as
     torch.nn.GRU(bidirectional=True) does), and the compiled path runs both in one call, one
     direction per core; otherwise each direction runs on its own.
-    ``recurrent_dropout`` holds one rate per direction.
+    ``recurrent_dropout`` and ``recompute_chunk`` hold one value per direction; chunking runs
+    the directions one by one.
     """
     B = x.shape[0]
     fw_state = states[0] if states[0] is not None else fw_cell.initial_state(B, x)

@@ -163,4 +163,5 @@ def test_layer_by_layer_when_one_call_cannot_express_it(x, monkeypatch):
     rnnkit.Stack(D, [4, 4], residual=True)(x)
     rnnkit.Stack(D, [4, 4], bidirectional=True, merge="sum")(x)
     rnnkit.Stack(D, [4], bidirectional=True)(x)
-    assert calls == []
+    out, states = rnnkit.Stack(D, [4, 4], cell="mingru", bidirectional=True)(x, lengths=LENGTHS)
+    assert calls == [] and out.shape == (B, T, 8) and len(states) == 2
