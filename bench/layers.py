@@ -205,8 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help="comma-separated variant names, or 'none'; default all")
     p.add_argument("--no-base", action="store_true", help="skip the rnnkit vs torch.nn base table")
-    p.add_argument("--compiled", action="store_true",
-                   help="rnnkit layers take the compiled path (recurrence.use_compiled(True))")
+    paths = p.add_mutually_exclusive_group()
+    paths.add_argument("--compiled", action="store_true",
+                       help="rnnkit layers take the compiled path where it applies (the default since "
+                            "it became rnnkit's default; kept for the recorded commands)")
+    paths.add_argument("--pure", action="store_true",
+                       help="compiled path off (recurrence.use_compiled(False)): torch's fused "
+                            "kernels and the Python loop, as in the runs recorded before it was the default")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--rounds", type=int, default=11, help="timed rounds per implementation (median)")
     p.add_argument("--target", type=float, default=0.15, help="seconds per timed round")
@@ -218,9 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.target = 5, 0.1
         args.configs = args.configs.split(",")[0]
     torch.set_num_threads(args.threads)
-    if args.compiled:
-        from rnnkit import recurrence
-        recurrence.use_compiled(True)
+    from rnnkit import recurrence
+    recurrence.use_compiled(not args.pure)
+    args.compiled = not args.pure
     configs = [parse_config(c) for c in args.configs.split(",")]
     cells = args.cells.split(",")
     variants = [] if args.variants == "none" else args.variants.split(",")

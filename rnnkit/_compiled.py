@@ -17,9 +17,14 @@ against those cells.
 
 The extension is built with torch.utils.cpp_extension on first use (ninja, a C++ compiler) into
 torch's extension cache (``TORCH_EXTENSIONS_DIR``, default ~/.cache/torch_extensions), once per
-source version. If it cannot be built, ``available()`` is False, rnnkit warns once and runs the
-pure paths. Layers use it only when ``recurrence.use_compiled(True)`` or ``RNNKIT_COMPILED=1``
-says so; ``RNNKIT_COMPILED=0`` also stops ``available()`` from building it.
+source version and torch version, with ``-march=native``: for this machine's CPU. A build that
+takes more than a second says so on stderr, once, and how long it took; ``rnnkit build`` runs
+it ahead of time. If it cannot be built, ``available()`` is False, rnnkit warns once and runs
+the pure paths. Layers use it by default (``recurrence.use_compiled``); ``RNNKIT_COMPILED=0``
+turns it off and stops ``available()`` from building it.
+
+Gradients: first order only. A second derivative through the loop (``create_graph=True``)
+raises; turn the path off (``recurrence.use_compiled(False)``) for that.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ import os
 import shutil
 import sys
 import threading
+import time
 import warnings
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .cells import GRUCell, LayerNormGRUCell, LSTMCell
 
@@ -58,13 +65,35 @@ def _load():
             from torch.utils.cpp_extension import load
 
             _ninja_on_path()
-            _ext = load(name="rnnkit_recurrence", sources=[_SOURCE], extra_cflags=_FLAGS, verbose=False)
+            _ext = _build(load)
         except Exception as exc:  # no compiler, no ninja, missing BLAS symbols, ...
             _error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
             warnings.warn(f"rnnkit: the compiled recurrence could not be built ({_error}); "
                           "GRU/LSTM layers run on the pure PyTorch paths instead", RuntimeWarning,
                           stacklevel=3)
     return _ext
+
+
+def _build(load):
+    # A cached build loads in well under a second; a real one compiles for ~20 s (minutes on a
+    # busy machine), which a user deserves to be told about instead of a silent pause.
+    start, shown = time.monotonic(), threading.Event()
+
+    def tell():
+        shown.set()
+        print("rnnkit: building the compiled recurrence (C++, once per machine and torch version)...",
+              file=sys.stderr, flush=True)
+
+    notice = threading.Timer(1.0, tell)
+    notice.daemon = True
+    notice.start()
+    try:
+        return load(name="rnnkit_recurrence", sources=[_SOURCE], extra_cflags=_FLAGS, verbose=False)
+    finally:
+        notice.cancel()
+        if shown.is_set():
+            print(f"rnnkit: compiled recurrence ready ({time.monotonic() - start:.0f} s)",
+                  file=sys.stderr, flush=True)
 
 
 def _ninja_on_path() -> None:
@@ -137,6 +166,7 @@ class _Recurrence(torch.autograd.Function):
         return (out, *finals)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout: Tensor, *dfinals: Tensor):
         lengths, x, *flat = ctx.saved_tensors
         wi, bi, h0, c0, w, b, m = (list(flat[k::_SLOTS]) for k in range(_SLOTS))
@@ -183,6 +213,7 @@ class _LayerNormGRU(torch.autograd.Function):
         return (out, *finals)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout: Tensor, *dfinals: Tensor):
         lengths, *flat = ctx.saved_tensors
         xi, h0, w, gain, shift, m = (list(flat[k::6]) for k in range(6))

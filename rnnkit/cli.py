@@ -1,9 +1,10 @@
-"""The ``rnnkit`` command: ``demo``, ``train``, ``evaluate``, ``predict``.
+"""The ``rnnkit`` command: ``demo``, ``train``, ``evaluate``, ``predict``, ``build``.
 
     rnnkit demo [--out runs/demo]
     rnnkit train CONFIG.yaml [--set trainer.epochs=3 ...] [--resume]
     rnnkit evaluate CHECKPOINT DATA
     rnnkit predict CHECKPOINT [FILE|-] > predictions.jsonl
+    rnnkit build                      # compile the C++ recurrence now rather than on first use
 
 Errors in a config, a data file or a checkpoint print one message naming the file and line
 (or field) and exit with status 2 (set RNNKIT_TRACEBACK=1 to see the traceback instead).
@@ -64,6 +65,27 @@ def _predict(args: argparse.Namespace) -> int:
     for record in predict(args.checkpoint, lines, source=source, batch_size=args.batch_size):
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
     out.flush()
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from . import _compiled
+
+    start = time.monotonic()
+    if not _compiled.available():
+        if os.environ.get("RNNKIT_COMPILED") == "0":
+            print("rnnkit build: nothing to do: RNNKIT_COMPILED=0 turns the compiled recurrence off",
+                  file=sys.stderr)
+            return 1
+        print(f"rnnkit build: the compiled recurrence could not be built: {_compiled.error()}\n"
+              "GRU/LSTM layers will run on torch's kernels and the Python loop instead.", file=sys.stderr)
+        return 1
+    where = os.path.dirname(_compiled._ext.__file__)
+    print(f"compiled recurrence ready in {time.monotonic() - start:.1f} s (torch {torch.__version__}; {where})")
     return 0
 
 
@@ -131,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("file", metavar="FILE", nargs="?", default="-", help="input file, or - for stdin")
     predict.add_argument("--batch-size", type=_positive, default=64, help="inputs per batch (default: 64)")
     predict.set_defaults(func=_predict)
+
+    build = sub.add_parser(
+        "build", help="compile the C++ recurrence now (otherwise done on first use)",
+        description="Build rnnkit's compiled GRU/LSTM time loop for this machine and torch version "
+                    "(a C++ compiler and ninja are needed; about 20 s), or report that it is already "
+                    "built. Exits with status 1 and the reason if it cannot be built; rnnkit then "
+                    "runs on the pure PyTorch paths.")
+    build.set_defaults(func=_build)
     return parser
 
 

@@ -10,10 +10,14 @@ Three paths compute the same function:
   any cell without a fused kernel.
 * ``compiled`` -- rnnkit's C++ time loop (``rnnkit._compiled``): GRU, LSTM and layer-norm GRU
   cells, forward and backward through time, both directions of a bidirectional layer at once,
-  recurrent dropout included. Off unless switched on with ``use_compiled(True)`` or ``RNNKIT_COMPILED=1``; when on,
-  it takes every GRU and layer-norm GRU cell, LSTM cells with recurrent dropout or a padded
-  batch; unpadded LSTM batches stay on torch's kernel (oneDNN), which measured faster there
-  (docs/benchmarks.md, section 2). If it cannot be built, rnnkit warns once and the other paths run.
+  recurrent dropout included. **On by default** for float32/float64 CPU tensors: it takes
+  every GRU and layer-norm GRU cell, and LSTM cells with recurrent dropout or a padded batch;
+  unpadded LSTM batches stay on torch's kernel (oneDNN), which measured faster there
+  (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
+  torch version, about 20 s; ``rnnkit build`` does it ahead of time). If it cannot be built,
+  rnnkit warns once and the other paths run. ``use_compiled(False)`` or ``RNNKIT_COMPILED=0``
+  turns it off; while tracing, scripting, exporting or under ``torch.compile`` it is never
+  taken (the fused and loop paths are plain torch ops those tools understand).
 
 ``choose_path`` says which one a configuration gets and why; layers report it through their
 ``path`` property. Lengths are handled here for every path: outputs are zero at padded steps,
@@ -49,17 +53,32 @@ class Path(NamedTuple):
 
 
 _FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-_use_compiled = os.environ.get("RNNKIT_COMPILED", "") == "1"
+_use_compiled = os.environ.get("RNNKIT_COMPILED", "1") != "0"
 
 
 def use_compiled(enabled: bool = True) -> None:
-    """Switch the compiled path on (or off) for the cells it supports, in this process."""
+    """Switch the compiled path on (the default) or off for the cells it supports, in this
+    process. Off, GRU and LSTM layers run torch's fused kernels and layer-norm cells the
+    Python loop."""
     global _use_compiled
     _use_compiled = bool(enabled)
 
 
+def _graph_capture() -> str | None:
+    """Why a graph is being captured now (the compiled loop is opaque to it), or None."""
+    if torch.jit.is_scripting() or torch.jit.is_tracing():
+        return "TorchScript"
+    if torch.onnx.is_in_onnx_export():
+        return "ONNX export"
+    if torch.compiler.is_compiling():
+        return "torch.compile / torch.export"
+    return None
+
+
 def _compiled_path(cell, dropout: bool, padded: bool) -> Path | None:
-    if not _use_compiled or _compiled.supports(cell) is not None or not _compiled.available():
+    if not _use_compiled or _compiled.supports(cell) is not None or _graph_capture() is not None:
+        return None
+    if not _compiled.available():
         return None
     if dropout:
         return Path("compiled", "recurrent dropout needs the mask inside the step; C++ time loop")

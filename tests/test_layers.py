@@ -63,7 +63,7 @@ def test_padded_batch_equals_each_sequence_alone(x, kind, reverse):
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "backward"])
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "padded"])
-def test_fused_path_equals_loop_path(x, kind, reverse, lengths):
+def test_fused_path_equals_loop_path(x, kind, reverse, lengths, pure_paths):
     layer = make(kind)
     assert layer.path.name == "fused"
     state = layer.cell.initial_state(B, x)
@@ -151,7 +151,7 @@ def test_gradcheck_stack_float64():
     assert torch.autograd.gradcheck(lambda x: stack(x, lengths=torch.tensor([4, 2]))[0], (x,))
 
 
-def test_paths_name_the_reason():
+def test_paths_name_the_reason(pure_paths):
     assert rnnkit.GRU(D, H).path == rnnkit.Path("fused")
     path = rnnkit.LSTM(D, H, layer_norm=True).path
     assert path.name == "loop" and "LayerNormLSTMCell has no fused kernel" in path.reason
@@ -160,7 +160,7 @@ def test_paths_name_the_reason():
     assert dropped.eval().path.name == "fused"  # no dropout at inference, so torch's kernel
 
 
-def test_recurrent_dropout_is_one_mask_per_sequence(x, monkeypatch):
+def test_recurrent_dropout_is_one_mask_per_sequence(x, monkeypatch, pure_paths):
     layer = rnnkit.GRU(D, H, recurrent_dropout=0.5)
     masks = []
     original = layer.cell.recurrent_step

@@ -69,7 +69,7 @@ def test_dropout_between_layers_only_in_training(x):
     torch.testing.assert_close(single(x)[0], single.eval()(x)[0])
 
 
-def test_cell_layer_norm_and_recurrent_dropout_reach_the_cells():
+def test_cell_layer_norm_and_recurrent_dropout_reach_the_cells(pure_paths):
     stack = rnnkit.Stack(D, [4, 4], cell="gru", cell_layer_norm=True, recurrent_dropout=0.2)
     assert all(isinstance(layer.cell, rnnkit.LayerNormGRUCell) for layer in stack.layers)
     assert all(layer.recurrent_dropout == 0.2 for layer in stack.layers)
@@ -123,7 +123,7 @@ def test_state_dict_loads_across_merges(x):
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
-def test_one_kernel_call_equals_layer_by_layer(x, cell, bidirectional, monkeypatch):
+def test_one_kernel_call_equals_layer_by_layer(x, cell, bidirectional, monkeypatch, pure_paths):
     """A plain stack runs all layers in one torch call; it must equal running them one by one."""
     stack = rnnkit.Stack(D, [4, 4, 4], cell=cell, bidirectional=bidirectional, dropout=0.3).eval()
     calls = []
