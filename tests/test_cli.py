@@ -158,3 +158,16 @@ def test_demo_command_prints_the_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "test accuracy" in out and "BiGRU" in out and str(tmp_path / "demo") in out
     assert (tmp_path / "demo" / "bigru" / "best" / "model.safetensors").is_file()
+
+
+def test_build_reports_the_compiled_recurrence(capsys, monkeypatch):
+    assert main(["build"]) == 0
+    assert "compiled recurrence ready" in capsys.readouterr().out
+    from rnnkit import _compiled
+
+    monkeypatch.setattr(_compiled, "_ext", None)
+    monkeypatch.setattr(_compiled, "_error", "CalledProcessError: g++ not found")
+    assert main(["build"]) == 1
+    err = capsys.readouterr().err
+    assert "could not be built: CalledProcessError: g++ not found" in err
+    assert "torch's kernels and the Python loop instead" in err
