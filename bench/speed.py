@@ -9,8 +9,10 @@
 
 Implementations, all with the same shapes (B, T, D = H, layers), bidirectional, no padding:
 
-* ``rnnkit`` -- ``rnnkit.Stack(..., bidirectional=True)`` with the compiled path on
-  (``recurrence.use_compiled(True)``).
+* ``rnnkit`` -- ``rnnkit.Stack(..., bidirectional=True)`` as rnnkit runs it by default: the
+  compiled path on (``recurrence.use_compiled(True)``), which sends unpadded LSTM batches to
+  torch's kernel.
+* ``rnnkit-cpp`` (LSTM only) -- the same with every LSTM batch on the C++ loop.
 * ``rnnkit-fused`` -- the same Stack with the compiled path off: torch's kernel through rnnkit.
 * ``torch.nn`` -- ``torch.nn.GRU/LSTM(..., bidirectional=True, num_layers=L, batch_first=True)``.
 * ``keras`` (``--keras``) -- ``keras.layers.Bidirectional(GRU/LSTM(H, return_sequences=True))``
@@ -118,9 +120,10 @@ def train_infer(forward, params):
     return train, infer
 
 
-def rnnkit_impl(stack, x, compiled: bool):
+def rnnkit_impl(stack, x, compiled: bool, lstm_on_torch: bool = True):
     def forward(training):
         recurrence.use_compiled(compiled)
+        recurrence._unpadded_lstm_on_torch = lstm_on_torch
         stack.train(training)
         return stack(x)[0]
     return train_infer(forward, stack.parameters())
@@ -266,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             x = torch.randn(B, T, H, requires_grad=True)
             impls = {"torch": torch_impl(module, x), "rnnkit": rnnkit_impl(stack, x, True),
                      "rnnkit-fused": rnnkit_impl(stack, x, False)}
+            if cell == "lstm":  # rnnkit's default sends unpadded LSTM batches to torch's kernel
+                impls["rnnkit-cpp"] = rnnkit_impl(stack, x, True, lstm_on_torch=False)
             times = {}
             for mode, k in (("train", 0), ("infer", 1)):
                 times[mode] = interleaved({n: f[k] for n, f in impls.items()}, rounds=args.rounds,

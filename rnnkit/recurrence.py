@@ -54,6 +54,9 @@ class Path(NamedTuple):
 
 _FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _use_compiled = os.environ.get("RNNKIT_COMPILED", "1") != "0"
+# Unpadded LSTM batches go to torch's oneDNN kernel while it measures faster than the compiled
+# loop there (bench/speed.py times both: its "rnnkit-cpp" rows turn this off).
+_unpadded_lstm_on_torch = True
 
 
 def use_compiled(enabled: bool = True) -> None:
@@ -82,7 +85,7 @@ def _compiled_path(cell, dropout: bool, padded: bool) -> Path | None:
         return None
     if dropout:
         return Path("compiled", "recurrent dropout needs the mask inside the step; C++ time loop")
-    if type(cell) is LSTMCell and not padded:
+    if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch:
         # Measured (docs/benchmarks.md, section 2): torch runs unpadded LSTMs on oneDNN's RNN primitive,
         # faster than the compiled loop at most sizes; packed (padded) batches leave oneDNN.
         return Path("fused", "unpadded LSTM batch: torch's oneDNN kernel is faster here; padded "
