@@ -118,9 +118,9 @@ inline void gemm_tile(int K, const T* __restrict A, int64_t lda, const T* __rest
 // the k-blocks run innermost, so that the block's C tiles stay in L1 until their sum is
 // complete and C goes to memory once -- C of an input projection (B*T, G*H) is tens of MB,
 // and writing it once per k-block more than doubled its memory traffic (one core, 6400 x 256
-// times 256 x 1024: 173 -> 203 GFLOP/s). Weight gradients (TRANS_A) have a small C (the weight's size) and a very long k
-// (steps x rows): there the k-block is outermost, so that its slice of A stays in L2 while
-// all of C is updated.
+// times 256 x 1024: 173 -> 203 GFLOP/s). Weight gradients (TRANS_A) have a small C (the
+// weight's size) and a very long k (steps x rows): there the k-block is outermost, so that
+// its slice of A stays in L2 while all of C is updated.
 template <typename T, bool TRANS_A = false>
 void gemm_packed(int M, int N, int K, const T* A, int64_t lda, const T* P, T* C, int64_t ldc, bool accumulate) {
   constexpr int NR = panel_width<T>();
