@@ -152,15 +152,32 @@ void gemm_packed(int M, int N, int K, const T* A, int64_t lda, const T* P, T* C,
   }
 }
 
+// Workers for the one-off products of this thread's direction: 2 when a layer runs one
+// direction and torch may use two threads (the second core would otherwise idle while the
+// projections and weight gradients run), else 1. Set per job by the entry points.
+thread_local int gemm_workers = 1;
+
 // The same with B as it lies (K, N), packed here into a per-thread buffer: for the one-off
 // products (projections, weight gradients), where packing costs K*N against M*N*K of work.
+// With gemm_workers = 2 the rows of C are split between this thread and one more; each
+// element is summed in the same order either way, so the result is the same to the bit.
 template <typename T, bool TRANS_A = false>
 void gemm(int M, int N, int K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
           bool accumulate) {
   thread_local std::vector<T> packed;
   packed.resize(static_cast<size_t>(packed_size<T>(N, K)));
   pack_b<T>(N, K, B, ldb, packed.data());
-  gemm_packed<T, TRANS_A>(M, N, K, A, lda, packed.data(), C, ldc, accumulate);
+  const T* P = packed.data();
+  const int half = M / 2 / kRows * kRows;
+  if (gemm_workers < 2 || half < 4 * kRows) {
+    gemm_packed<T, TRANS_A>(M, N, K, A, lda, P, C, ldc, accumulate);
+    return;
+  }
+  const T* A2 = TRANS_A ? A + half : A + static_cast<int64_t>(half) * lda;
+  T* C2 = C + static_cast<int64_t>(half) * ldc;
+  std::thread other([=] { gemm_packed<T, TRANS_A>(M - half, N, K, A2, lda, P, C2, ldc, accumulate); });
+  gemm_packed<T, TRANS_A>(half, N, K, A, lda, P, C, ldc, accumulate);
+  other.join();
 }
 
 // C (M, N) += A (K, M)^T B (K, N).
@@ -570,6 +587,9 @@ void run_directions(std::vector<std::function<void()>>& jobs) {
   for (auto& t : threads) t.join();
 }
 
+// One direction on a two-thread torch leaves a core for its big products (gemm_workers).
+int spare_workers(size_t directions) { return directions == 1 && at::get_num_threads() >= 2 ? 2 : 1; }
+
 void check(bool ok, const std::string& what) { TORCH_CHECK(ok, "rnnkit compiled recurrence: ", what); }
 
 // Optional tensors cross from Python as empty tensors.
@@ -677,7 +697,9 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
       results.push_back(A);
     }
     for (size_t k = 0; k < nd; ++k)
-      jobs.emplace_back([&dirs, &projs, k, kind, proj, rows = static_cast<int64_t>(B) * T_] {
+      jobs.emplace_back([&dirs, &projs, k, kind, proj, rows = static_cast<int64_t>(B) * T_,
+                         workers = spare_workers(nd)] {
+        gemm_workers = workers;
         if (proj) project<scalar_t>(rows, dirs[k].G * dirs[k].H, projs[k]);
         forward_direction<scalar_t>(kind, dirs[k]);
       });
@@ -789,7 +811,9 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
       }
     }
     for (size_t k = 0; k < nd; ++k)
-      jobs.emplace_back([&dirs, &grads, &projs, k, kind, proj, rows = static_cast<int64_t>(B) * T_] {
+      jobs.emplace_back([&dirs, &grads, &projs, k, kind, proj, rows = static_cast<int64_t>(B) * T_,
+                         workers = spare_workers(nd)] {
+        gemm_workers = workers;
         backward_direction<scalar_t>(kind, dirs[k], grads[k]);
         if (proj) project_backward<scalar_t>(rows, dirs[k].G * dirs[k].H, grads[k].dxi, projs[k]);
       });

@@ -1,0 +1,50 @@
+"""A single direction lends its big products (input projection, weight gradients) to a second
+thread when torch has two: the rows of each product are split, so the results must equal the
+one-thread run to the bit, and the reference cells to 1e-10."""
+
+import pytest
+import torch
+
+from rnnkit import _compiled as compiled
+from rnnkit.cells import GRUCell, LSTMCell
+
+from test_compiled import reference
+
+
+@pytest.fixture
+def threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("cls", [GRUCell, LSTMCell], ids=["gru", "lstm"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fw", "bw"])
+def test_one_direction_on_two_threads_equals_one_thread(cls, reverse, threads):
+    assert compiled.available(), compiled.error()
+    gen = torch.Generator().manual_seed(11)
+    B, T, D, H = 13, 23, 70, 24  # 299 rows, G*H = 72 or 96: both split, with leftover rows
+    cell = cls(D, H).double()
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.3)
+    x = torch.randn(B, T, D, dtype=torch.float64, generator=gen, requires_grad=True)
+    lengths = torch.randint(1, T + 1, (B,), generator=gen)
+    lengths[0] = T
+    h = torch.randn(B, H, dtype=torch.float64, generator=gen)
+    state = (h, torch.randn(B, H, dtype=torch.float64, generator=gen)) if cell.is_lstm else h
+    w = torch.randn(B, T, H, dtype=torch.float64, generator=gen)
+    leaves = [x, *cell.parameters()]
+    results = []
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        out, _ = compiled.run([cell], x, [state], lengths, reverse=[reverse])
+        results.append((out, torch.autograd.grad((out * w).sum(), leaves)))
+    (out1, g1), (out2, g2) = results
+    torch.testing.assert_close(out2, out1, rtol=0, atol=0)
+    for a, b in zip(g2, g1):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    want, _ = reference(cell, x, state, lengths, reverse)
+    torch.testing.assert_close(out2, want, rtol=0, atol=1e-10)
+    for a, b in zip(g2, torch.autograd.grad((want * w).sum(), leaves)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
