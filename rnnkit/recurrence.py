@@ -8,12 +8,14 @@ Three paths compute the same function:
 * ``loop`` -- the cell's own ``recurrent_step`` in a time loop, with the input projection of all
   steps done in one GEMM before the loop. Used for layer-normalised cells, recurrent dropout and
   any cell without a fused kernel.
-* ``compiled`` -- rnnkit's C++ time loop (``rnnkit._compiled``): GRU, LSTM and layer-norm GRU
-  cells, forward and backward through time, both directions of a bidirectional layer at once,
-  recurrent dropout included. Off unless switched on with ``use_compiled(True)`` or ``RNNKIT_COMPILED=1``; when on,
-  it takes every GRU and layer-norm GRU cell, LSTM cells with recurrent dropout or a padded
-  batch; unpadded LSTM batches stay on torch's kernel (oneDNN), which measured faster there
-  (docs/benchmarks.md, section 2). If it cannot be built, rnnkit warns once and the other paths run.
+* ``compiled`` -- rnnkit's C++ time loop (``rnnkit._compiled``): GRU, LSTM, layer-norm GRU
+  and layer-norm LSTM cells, forward and backward through time, both directions of a
+  bidirectional layer at once, recurrent dropout included. Off unless switched on with
+  ``use_compiled(True)`` or ``RNNKIT_COMPILED=1``; when on, it takes every GRU, layer-norm GRU
+  and layer-norm LSTM cell, LSTM cells with recurrent dropout or a padded batch; unpadded
+  LSTM batches stay on torch's kernel (oneDNN), which measured faster there
+  (docs/benchmarks.md, section 2). If it cannot be built, rnnkit warns once and the other
+  paths run.
 
 ``choose_path`` says which one a configuration gets and why; layers report it through their
 ``path`` property. Lengths are handled here for every path: outputs are zero at padded steps,
