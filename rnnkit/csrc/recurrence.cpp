@@ -303,6 +303,23 @@ template <typename T> inline LnSaved<T> ln_saved(int kind, int H, T* a) {
   return {a + 6 * H, a + 10 * H, a + 5 * H, a + 10 * H + 4};
 }
 
+// sum_j f(j) for j < H in one vector's worth of partial sums: without -ffast-math the compiler
+// keeps a plain `s += ...` loop as one scalar chain (it may not reorder the additions); these
+// lanes it vectorises, which makes the layer norms' reductions about as cheap as their
+// elementwise passes.
+template <typename T, typename F> inline T lane_sum(int H, F f) {
+  constexpr int L = 64 / sizeof(T);  // one 512-bit vector
+  T acc[L] = {};
+  int j = 0;
+  for (; j + L <= H; j += L)
+    for (int k = 0; k < L; ++k) acc[k] += f(j + k);
+  for (int w = L / 2; w > 0; w /= 2)  // the lanes pairwise: log2(L) dependent adds, not L
+    for (int k = 0; k < w; ++k) acc[k] += acc[k + w];
+  T s = acc[0];
+  for (; j < H; ++j) s += f(j);
+  return s;
+}
+
 // G layer norms side by side, each over its own H values (F.layer_norm: biased variance):
 // out_q = yhat_q * gain_q + shift_q with yhat_q = (y_q - mean) / sqrt(var + eps); saves yhat
 // (G*H) and 1/std (G). G = 3 or 4 for LN_hh over the gates, G = 1 for LN_c over the cell.
@@ -310,12 +327,9 @@ template <typename T>
 void layer_norm_row(int G, int H, const T* __restrict y, const T* __restrict gain, const T* __restrict shift,
                     T eps, T* __restrict out, T* __restrict yhat, T* __restrict rstd) {
   for (int q = 0; q < G; ++q) {
-    const T* yq = y + q * H;
-    T mean = 0, var = 0;
-    for (int j = 0; j < H; ++j) mean += yq[j];
-    mean /= H;
-    for (int j = 0; j < H; ++j) var += (yq[j] - mean) * (yq[j] - mean);
-    var /= H;
+    const T* __restrict yq = y + q * H;
+    const T mean = lane_sum<T>(H, [&](int j) { return yq[j]; }) / H;
+    const T var = lane_sum<T>(H, [&](int j) { return (yq[j] - mean) * (yq[j] - mean); }) / H;
     const T r = T(1) / std::sqrt(var + eps);
     for (int j = 0; j < H; ++j) {
       T v = (yq[j] - mean) * r;
@@ -332,19 +346,16 @@ void layer_norm_row_backward(int G, int H, const T* __restrict yhat, const T* __
                              const T* __restrict gain, T* __restrict d, T* __restrict dgain,
                              T* __restrict dshift) {
   for (int q = 0; q < G; ++q) {
-    T* dq = d + q * H;
-    const T* v = yhat + q * H;
-    T m1 = 0, m2 = 0;
+    T* __restrict dq = d + q * H;
+    const T* __restrict v = yhat + q * H;
+    const T* __restrict gq = gain + q * H;
     for (int j = 0; j < H; ++j) {
       dgain[q * H + j] += dq[j] * v[j];
       dshift[q * H + j] += dq[j];
-      T dv = dq[j] * gain[q * H + j];
-      m1 += dv;
-      m2 += dv * v[j];
     }
-    m1 /= H;
-    m2 /= H;
-    for (int j = 0; j < H; ++j) dq[j] = rstd[q] * (dq[j] * gain[q * H + j] - m1 - v[j] * m2);
+    const T m1 = lane_sum<T>(H, [&](int j) { return dq[j] * gq[j]; }) / H;
+    const T m2 = lane_sum<T>(H, [&](int j) { return dq[j] * gq[j] * v[j]; }) / H;
+    for (int j = 0; j < H; ++j) dq[j] = rstd[q] * (dq[j] * gq[j] - m1 - v[j] * m2);
   }
 }
 
@@ -391,7 +402,8 @@ __attribute__((noinline)) void ln_lstm_out_row_backward(int H, const T* __restri
 
 // Second pass, after LN_c's backward turned dcn into its share of d c: dc (H) carried in, out
 // dc_prev; dh (H) in: dh + d out from the first pass, out 0 (all of d h_prev comes through the
-// GEMM); writes dG = dx (4H, w.r.t. the gate pre-activations).
+// GEMM); writes dG = dx (4H, w.r.t. the gate pre-activations). dx is copied from dG after the
+// loop: with eight gate stores in its body (to dG and dx) GCC 12 leaves the loop scalar.
 template <typename T>
 __attribute__((noinline)) void ln_lstm_cell_row_backward(int H, const T* __restrict a, const T* __restrict cp,
                                                          const T* __restrict dcn, T* __restrict dh,
@@ -404,10 +416,10 @@ __attribute__((noinline)) void ln_lstm_cell_row_backward(int H, const T* __restr
     T dgp = dcv * i * (T(1) - gg * gg);
     T dop = dh[j] * tc * o * (T(1) - o);
     dg[j] = dip; dg[H + j] = dfp; dg[2 * H + j] = dgp; dg[3 * H + j] = dop;
-    dx[j] = dip; dx[H + j] = dfp; dx[2 * H + j] = dgp; dx[3 * H + j] = dop;
     dc[j] = dcv * f;
     dh[j] = T(0);
   }
+  std::memcpy(dx, dg, sizeof(T) * 4 * H);
 }
 
 template <typename T> void forward_direction(int kind, Direction<T>& d) {
