@@ -1,4 +1,5 @@
-"""The compiled time loop: GRU, LSTM and layer-norm GRU over time in C++ (rnnkit/csrc/recurrence.cpp).
+"""The compiled time loop: GRU, LSTM, layer-norm GRU and layer-norm LSTM over time in C++
+(rnnkit/csrc/recurrence.cpp).
 
 One call runs one or both directions of a layer, each on its own core:
 
@@ -9,11 +10,12 @@ Everything of a direction runs in that direction's own thread, in C++ (``_Recurr
 input projection ``xi = W_ih x + b_ih`` of all steps as one product, then per step one small
 product ``(m * h_prev) W_hh^T`` and the gate arithmetic in one fused pass; backward through
 time likewise, with the weight gradients as one product each after the loop. No torch op runs
-inside, so the two directions never wait on torch's thread pool. For ``LayerNormGRUCell`` the
-input half ``LN_ih(W_ih x)`` is computed by PyTorch and the C++ loop normalises ``W_hh h`` per
-gate at each step (``_LayerNormGRU``). Its math is that of
-``cells.GRUCell`` / ``cells.LSTMCell``; tests/test_compiled.py checks outputs and gradients
-against those cells.
+inside, so the two directions never wait on torch's thread pool. For ``LayerNormGRUCell`` and
+``LayerNormLSTMCell`` the input half ``LN_ih(W_ih x)`` is computed by PyTorch and the C++ loop
+normalises ``W_hh h`` per gate at each step, and for the LSTM the cell state before its tanh
+(``_LayerNormRecurrence``). The math is that of ``cells.GRUCell`` / ``LSTMCell`` /
+``LayerNormGRUCell`` / ``LayerNormLSTMCell``; tests/test_compiled.py checks outputs and
+gradients against those cells.
 
 The extension is built with torch.utils.cpp_extension on first use (ninja, a C++ compiler) into
 torch's extension cache (``TORCH_EXTENSIONS_DIR``, default ~/.cache/torch_extensions), once per
@@ -40,7 +42,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .cells import GRUCell, LayerNormGRUCell, LSTMCell
+from torch.autograd.function import once_differentiable
+
+from .cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell
 
 __all__ = ["available", "error", "supports", "run"]
 
@@ -123,7 +127,7 @@ def error() -> str | None:
 
 def supports(cell) -> str | None:
     """None if the compiled loop can run this cell, else the reason it cannot."""
-    if type(cell) not in (GRUCell, LSTMCell, LayerNormGRUCell):
+    if type(cell) not in (GRUCell, LSTMCell, LayerNormGRUCell, LayerNormLSTMCell):
         return f"{type(cell).__name__} has no compiled loop"
     if cell.weight_hh.dtype not in (torch.float32, torch.float64):
         return f"dtype {cell.weight_hh.dtype} has no compiled loop"
@@ -134,6 +138,38 @@ def supports(cell) -> str | None:
 
 def _empty(like: Tensor) -> Tensor:
     return like.new_empty(0)
+
+
+# The kinds of recurrence.cpp.
+_GRU, _LSTM, _LN_GRU, _LN_LSTM = 0, 1, 2, 3
+
+
+def _unpack_forward(res: list, n: int, lstm: bool) -> tuple[Tensor, list, list]:
+    """The extension's forward result -> out, the final states flat (h or h, c per direction)
+    and per direction what backward needs: (S, C or None, A)."""
+    out, rest = res[0], res[1:]
+    per = 5 if lstm else 3  # hN, [cN], S, [C], A
+    finals, saved = [], []
+    for k in range(n):
+        r = rest[k * per:(k + 1) * per]
+        if lstm:
+            finals += [r[0], r[1]]
+            saved.append((r[2], r[3], r[4]))
+        else:
+            finals.append(r[0])
+            saved.append((r[1], None, r[2]))
+    return out, finals, saved
+
+
+def _final_grads(dfinals: tuple, n: int, lstm: bool, like: Tensor) -> tuple[list, list]:
+    """Gradients of the flat final states -> dhN, dcN lists (empty tensors where none came)."""
+    step = 2 if lstm else 1
+    some = [d if d is not None else _empty(like) for d in dfinals]
+    return [some[k * step] for k in range(n)], [some[k * step + 1] for k in range(n)] if lstm else []
+
+
+def _saved_lists(saved: list) -> tuple[list, list, list]:
+    return [s for s, _, _ in saved], [c for _, c, _ in saved if c is not None], [a for _, _, a in saved]
 
 
 _SLOTS = 7  # per direction: W_ih, b_ih, h0, c0, W_hh, b_hh, mask
@@ -149,19 +185,8 @@ class _Recurrence(torch.autograd.Function):
         wi, bi, h0, c0, w, b, m = (list(flat[k::_SLOTS]) for k in range(_SLOTS))
         res = _ext.forward(kind, train, lengths, x, wi, bi, [], h0, c0 if kind else [], w, b, m,
                            list(reverse), [], [], 0.0)
-        out, rest = res[0], res[1:]
-        per = 5 if kind else 3  # hN, [cN], S, [C], A
-        finals, saved = [], []
-        for k in range(len(h0)):
-            r = rest[k * per:(k + 1) * per]
-            if kind:
-                finals += [r[0], r[1]]
-                saved.append((r[2], r[3], r[4]))
-            else:
-                finals.append(r[0])
-                saved.append((r[1], None, r[2]))
+        out, finals, ctx.saved = _unpack_forward(res, len(h0), kind == _LSTM)
         ctx.kind, ctx.reverse, ctx.n = kind, list(reverse), len(h0)
-        ctx.saved = saved
         ctx.save_for_backward(lengths, x, *flat)
         return (out, *finals)
 
@@ -171,15 +196,10 @@ class _Recurrence(torch.autograd.Function):
         lengths, x, *flat = ctx.saved_tensors
         wi, bi, h0, c0, w, b, m = (list(flat[k::_SLOTS]) for k in range(_SLOTS))
         kind, n = ctx.kind, ctx.n
-        S = [s for s, _, _ in ctx.saved]
-        C = [c for _, c, _ in ctx.saved] if kind else []
-        A = [a for _, _, a in ctx.saved]
+        S, C, A = _saved_lists(ctx.saved)
         if dout is None:
             dout = x.new_zeros(x.shape[0], x.shape[1], sum(t.shape[1] for t in w))
-        step = 2 if kind else 1
-        dhN = [dfinals[k * step] if dfinals[k * step] is not None else _empty(x) for k in range(n)]
-        dcN = [dfinals[k * step + 1] if dfinals[k * step + 1] is not None else _empty(x)
-               for k in range(n)] if kind else []
+        dhN, dcN = _final_grads(dfinals, n, kind == _LSTM, x)
         res = _ext.backward(kind, lengths, dout, x, wi, bi, h0, c0 if kind else [], w, b, m,
                             ctx.reverse, S, C, A, dhN, dcN, [])
         per = 7 if kind else 6  # dxi (none here), dh0, [dc0], dW_hh, db_hh, dW_ih, db_ih
@@ -194,21 +214,26 @@ class _Recurrence(torch.autograd.Function):
         return (None, None, None, None, res[-1], *grads)
 
 
-class _LayerNormGRU(torch.autograd.Function):
-    """LayerNormGRUCell's recurrent half over one or more directions. Its input half,
-    xi = LN_ih(W_ih x), is computed by PyTorch (autograd differentiates it); per direction six
-    inputs: xi (B, T, 3H), h0 (B, H), W_hh (3H, H), gain_hh, shift_hh (3, H), mask or empty."""
+_LN_SLOTS = 7  # per direction: xi, h0, c0, W_hh, gain, shift, mask
+
+
+class _LayerNormRecurrence(torch.autograd.Function):
+    """A layer-norm cell's recurrent half over one or more directions: kind _LN_GRU
+    (LayerNormGRUCell) or _LN_LSTM (LayerNormLSTMCell). Its input half, xi = LN_ih(W_ih x), is
+    computed by PyTorch (autograd differentiates it); per direction seven inputs: xi (B, T, G*H),
+    h0 (B, H), c0 (B, H) or empty (GRU), W_hh (G*H, H), gain and shift ((3, H) for the GRU's
+    LN_hh; (5, H) for the LSTM: LN_hh's (4, H), then LN_c's gain_c / shift_c as the last row),
+    mask (B, H) or empty."""
 
     @staticmethod
-    def forward(ctx, train: bool, reverse: tuple, lengths: Tensor, eps: float, *flat: Tensor):
-        xi, h0, w, gain, shift, m = (list(flat[k::6]) for k in range(6))
+    def forward(ctx, kind: int, train: bool, reverse: tuple, lengths: Tensor, eps: float, *flat: Tensor):
+        xi, h0, c0, w, gain, shift, m = (list(flat[k::_LN_SLOTS]) for k in range(_LN_SLOTS))
+        lstm = kind == _LN_LSTM
         none = [_empty(xi[0])] * len(xi)
-        res = _ext.forward(2, train, lengths, _empty(xi[0]), [], [], xi, h0, [], w, none, m,
+        res = _ext.forward(kind, train, lengths, _empty(xi[0]), [], [], xi, h0, c0 if lstm else [], w, none, m,
                            list(reverse), gain, shift, eps)
-        out, rest = res[0], res[1:]
-        finals = [rest[3 * k] for k in range(len(xi))]
-        ctx.saved = [(rest[3 * k + 1], rest[3 * k + 2]) for k in range(len(xi))]
-        ctx.reverse, ctx.n = list(reverse), len(xi)
+        out, finals, ctx.saved = _unpack_forward(res, len(xi), lstm)
+        ctx.kind, ctx.reverse, ctx.n = kind, list(reverse), len(xi)
         ctx.save_for_backward(lengths, *flat)
         return (out, *finals)
 
@@ -216,35 +241,52 @@ class _LayerNormGRU(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dout: Tensor, *dfinals: Tensor):
         lengths, *flat = ctx.saved_tensors
-        xi, h0, w, gain, shift, m = (list(flat[k::6]) for k in range(6))
+        xi, h0, c0, w, gain, shift, m = (list(flat[k::_LN_SLOTS]) for k in range(_LN_SLOTS))
+        lstm, n = ctx.kind == _LN_LSTM, ctx.n
         if dout is None:
             dout = xi[0].new_zeros(xi[0].shape[0], xi[0].shape[1], sum(t.shape[1] for t in w))
-        dhN = [d if d is not None else _empty(xi[0]) for d in dfinals]
-        none = [_empty(xi[0])] * ctx.n
-        res = _ext.backward(2, lengths, dout, _empty(xi[0]), [], [], h0, [], w, none, m, ctx.reverse,
-                            [s for s, _ in ctx.saved], [], [a for _, a in ctx.saved], dhN, [], gain)
+        dhN, dcN = _final_grads(dfinals, n, lstm, xi[0])
+        S, C, A = _saved_lists(ctx.saved)
+        none = [_empty(xi[0])] * n
+        res = _ext.backward(ctx.kind, lengths, dout, _empty(xi[0]), [], [], h0, c0 if lstm else [], w, none, m,
+                            ctx.reverse, S, C, A, dhN, dcN, gain)
+        per = 7 if lstm else 6  # dxi, dh0, [dc0], dW_hh, db_hh (none here), d gain, d shift
         grads = []
-        for k in range(ctx.n):
-            dxi, dh0, dw, _, dgain, dshift = res[6 * k:6 * (k + 1)]
-            grads += [dxi, dh0, dw, dgain, dshift, None]
-        return (None, None, None, None, *grads)
+        for k in range(n):
+            r = res[k * per:(k + 1) * per]
+            if lstm:
+                dxi, dh0, dc0, dw, _, dgain, dshift = r
+            else:
+                (dxi, dh0, dw, _, dgain, dshift), dc0 = r, None
+            grads += [dxi, dh0, dc0, dw, dgain, dshift, None]
+        return (None, None, None, None, None, *grads)
 
 
-def _run_layer_norm_gru(cells, x, states, lengths, reverse, masks):
+def _run_layer_norm(cells, x, states, lengths, reverse, masks):
+    lstm = cells[0].is_lstm
     flat = []
     for cell, state, mask in zip(cells, states, masks):
         xi = cell.input_projection(x)  # LN_ih(W_ih x), all steps at once, differentiated by autograd
-        flat += [xi, state, cell.weight_hh, cell.gain_hh, cell.shift_hh,
-                 mask if mask is not None else _empty(x)]
+        h0, c0 = state if lstm else (state, _empty(x))
+        gain, shift = cell.gain_hh, cell.shift_hh
+        if lstm:  # LN_c's gain and shift travel as a fifth row; autograd splits their gradients
+            gain = torch.cat([gain, cell.gain_c[None]])
+            shift = torch.cat([shift, cell.shift_c[None]])
+        flat += [xi, h0, c0, cell.weight_hh, gain, shift, mask if mask is not None else _empty(x)]
     lens = lengths if lengths is not None else torch.empty(0, dtype=torch.long)
     train = torch.is_grad_enabled() and any(t.requires_grad for t in flat)
-    res = _LayerNormGRU.apply(train, tuple(reverse), lens, cells[0].eps, *flat)
-    return res[0], list(res[1:])
+    res = _LayerNormRecurrence.apply(_LN_LSTM if lstm else _LN_GRU, train, tuple(reverse), lens,
+                                     cells[0].eps, *flat)
+    return res[0], _states(list(res[1:]), len(cells), lstm)
+
+
+def _states(finals: list, n: int, lstm: bool) -> list:
+    return [(finals[2 * k], finals[2 * k + 1]) for k in range(n)] if lstm else finals
 
 
 def run(cells: list, x: Tensor, states: list, lengths: Tensor | None, *, reverse: list[bool],
         masks: list[Tensor | None] | None = None) -> tuple[Tensor, list]:
-    """Run each cell over x (B, T, D) in its direction; all cells GRU or all LSTM.
+    """Run each cell over x (B, T, D) in its direction; all cells of one type.
 
     Returns the outputs side by side (B, T, sum of H), zero at padded steps, and the final
     state of each cell. ``lengths`` (B,) int64 or None; ``masks`` one recurrent-dropout mask
@@ -258,8 +300,8 @@ def run(cells: list, x: Tensor, states: list, lengths: Tensor | None, *, reverse
         # not reach the weight gradients, as it never does on torch's packed kernel.
         valid = torch.arange(x.shape[1], device=x.device) < lengths[:, None]  # (B, T)
         x = x.masked_fill(~valid[..., None], 0.0)
-    if isinstance(cells[0], LayerNormGRUCell):
-        return _run_layer_norm_gru(cells, x, states, lengths, reverse, masks)
+    if isinstance(cells[0], (LayerNormGRUCell, LayerNormLSTMCell)):
+        return _run_layer_norm(cells, x, states, lengths, reverse, masks)
     lstm = cells[0].is_lstm
     flat = []
     for cell, state, mask in zip(cells, states, masks):
@@ -270,10 +312,5 @@ def run(cells: list, x: Tensor, states: list, lengths: Tensor | None, *, reverse
     lens = lengths if lengths is not None else torch.empty(0, dtype=torch.long)
     # Without autograd (inference) the loop keeps two rows of state and saves no activations.
     train = torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in flat))
-    res = _Recurrence.apply(int(lstm), train, tuple(reverse), lens, x, *flat)
-    out, finals = res[0], res[1:]
-    if lstm:
-        states_out = [(finals[2 * k], finals[2 * k + 1]) for k in range(len(cells))]
-    else:
-        states_out = list(finals)
-    return out, states_out
+    res = _Recurrence.apply(_LSTM if lstm else _GRU, train, tuple(reverse), lens, x, *flat)
+    return res[0], _states(list(res[1:]), len(cells), lstm)

@@ -8,12 +8,12 @@ Three paths compute the same function:
 * ``loop`` -- the cell's own ``recurrent_step`` in a time loop, with the input projection of all
   steps done in one GEMM before the loop. Used for layer-normalised cells, recurrent dropout and
   any cell without a fused kernel.
-* ``compiled`` -- rnnkit's C++ time loop (``rnnkit._compiled``): GRU, LSTM and layer-norm GRU
-  cells, forward and backward through time, both directions of a bidirectional layer at once,
-  recurrent dropout included. **On by default** for float32/float64 CPU tensors: it takes
-  every GRU and layer-norm GRU cell, and LSTM cells with recurrent dropout or a padded batch;
-  unpadded LSTM batches stay on torch's kernel (oneDNN), which measured faster there
-  (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
+* ``compiled`` -- rnnkit's C++ time loop (``rnnkit._compiled``): GRU, LSTM, layer-norm GRU
+  and layer-norm LSTM cells, forward and backward through time, both directions of a
+  bidirectional layer at once, recurrent dropout included. **On by default** for
+  float32/float64 CPU tensors: it takes every GRU and layer-norm cell, and LSTM cells with
+  recurrent dropout or a padded batch; unpadded LSTM batches stay on torch's kernel (oneDNN),
+  which measured faster there (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
   torch version, about 20 s; ``rnnkit build`` does it ahead of time). If it cannot be built,
   rnnkit warns once and the other paths run. ``use_compiled(False)`` or ``RNNKIT_COMPILED=0``
   turns it off; while tracing, scripting, exporting or under ``torch.compile`` it is never

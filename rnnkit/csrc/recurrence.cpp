@@ -1,17 +1,20 @@
-// rnnkit's compiled time loop: GRU and LSTM forward and backward through time on the CPU.
+// rnnkit's compiled time loop: GRU, LSTM and their layer-norm variants, forward and backward
+// through time on the CPU.
 //
-// What it computes is exactly rnnkit.cells.GRUCell / LSTMCell run over time (see those
-// docstrings for the equations and the gate order r, z, n / i, f, g, o). Only the recurrent
-// half lives here: the input projection xi = W_ih x + b_ih of all steps is one GEMM done by
-// PyTorch before the call (and differentiated by autograd), so this file sees xi (B, T, G*H)
-// and computes, per step s,
+// What it computes is exactly rnnkit.cells.GRUCell / LSTMCell / LayerNormGRUCell /
+// LayerNormLSTMCell run over time (see those docstrings for the equations and the gate order
+// r, z, n / i, f, g, o). The input half xi (B, T, G*H) of all steps has no recurrence in it:
+// for GRU / LSTM it is one product x W_ih^T + b_ih done here, in the direction's own thread,
+// before the loop; for the layer-norm kinds xi = LN_ih(W_ih x) comes in, computed (and
+// differentiated) by PyTorch. The loop then computes, per step s,
 //
 //     gh = (m * h_prev) W_hh^T              one small GEMM (B, H) x (H, G*H), our own kernel
 //     gates, state = fused elementwise math  one pass over (B, G*H), our own vectorised loop
+//                                            (plus LN_hh per gate and, LN_LSTM, LN_c)
 //
-// saving the gate activations so that the backward pass is, per step, one pass of elementwise
-// math plus one small GEMM (B, G*H) x (G*H, H), and after the loop one big GEMM (torch.mm)
-// for dW_hh.
+// saving the gate activations (and the normalised values and 1/std of each layer norm) so that
+// the backward pass is, per step, elementwise math plus one small GEMM (B, G*H) x (G*H, H),
+// and after the loop one big product of our own kernel for dW_hh.
 //
 // Variable lengths: row b does real work only while s < len_b; after that its state is kept
 // (so the final state is the one at its own end) and its output stays zero. reverse=true reads
@@ -331,9 +334,17 @@ __attribute__((noinline)) void lstm_row_backward(int H, const T* __restrict a, c
 
 // ----------------------------------------------------------------------- one direction
 
-// LN_GRU: cells.LayerNormGRUCell -- the GRU step with LN_hh(W_hh h) (per gate, gain and shift)
-// in place of W_hh h + b_hh; its LN_ih(W_ih x) comes in as xi, computed by PyTorch.
-enum Kind { GRU = 0, LSTM = 1, LN_GRU = 2 };
+// LN_GRU / LN_LSTM: cells.LayerNormGRUCell / LayerNormLSTMCell -- the GRU / LSTM step with
+// LN_hh(W_hh h) (per gate, gain and shift (G, H)) in place of W_hh h + b_hh; LN_LSTM also
+// normalises the cell state before its tanh (LN_c, gain_c and shift_c (H,)). Their LN_ih(W_ih x)
+// comes in as xi, computed by PyTorch.
+enum Kind { GRU = 0, LSTM = 1, LN_GRU = 2, LN_LSTM = 3 };
+
+inline bool has_cell(int kind) { return kind == LSTM || kind == LN_LSTM; }
+inline bool is_layer_norm(int kind) { return kind == LN_GRU || kind == LN_LSTM; }
+inline int gates(int kind) { return has_cell(kind) ? 4 : 3; }
+// Rows of the per-direction gain / shift tensors: LN_hh's G, then LN_c's one (LN_LSTM).
+inline int ln_rows(int kind) { return kind == LN_GRU ? 3 : kind == LN_LSTM ? 5 : 0; }
 
 template <typename T> struct Direction {
   int B, T_, H, G;               // batch, time, hidden, gates (3 or 4)
@@ -351,7 +362,7 @@ template <typename T> struct Direction {
   T* C;                          // LSTM: (steps, B, H) cell states (train) or 2 rows (infer)
   T* A;                          // (steps, B, GA) saved activations (train only)
   T* hN; T* cN;                  // (B, H) final states
-  const T* ln_gain; const T* ln_shift; T eps;  // LN_GRU: (3, H) each
+  const T* ln_gain; const T* ln_shift; T eps;  // LN kinds: (ln_rows, H) each; LN_LSTM's last row is LN_c
 
   int length(int b) const { return len ? static_cast<int>(len[b]) : T_; }
   int time(int b, int s) const {
@@ -361,55 +372,148 @@ template <typename T> struct Direction {
   T* state(T* base, int s) const { return base + static_cast<int64_t>(train ? s : (s & 1)) * B * H; }
 };
 
-// Saved per row and step: GRU r, z, n, hn; LSTM i, f, g, o, tanh(c); LN_GRU r, z, n, b_n, then
-// the normalised yhat (3H) and 1/std of each gate (3).
+// Saved per row and step:
+//   GRU      r, z, n, hn                                              4H
+//   LSTM     i, f, g, o, tanh(c)                                      5H
+//   LN_GRU   r, z, n, b_n | yhat of LN_hh (3H) | 1/std per gate (3)   7H + 3
+//   LN_LSTM  i, f, g, o, tanh(c_norm) | chat of LN_c (H) | yhat of LN_hh (4H) |
+//            1/std per gate (4) | 1/std of LN_c (1)                  10H + 5
 template <typename T> inline int saved_width(int kind, int H) {
-  return kind == GRU ? 4 * H : kind == LSTM ? 5 * H : 7 * H + 3;
+  switch (kind) {
+    case GRU: return 4 * H;
+    case LSTM: return 5 * H;
+    case LN_GRU: return 7 * H + 3;
+    default: return 10 * H + 5;
+  }
 }
 
-// LN_GRU: b = LN(gh) per gate (gain, shift (3, H)); yhat and rstd saved in `a` after 4H.
+// Where a layer-norm kind keeps its saved LN values inside a row of A.
+template <typename T> struct LnSaved {
+  T* yhat_hh; T* rstd_hh;  // (G*H), (G)
+  T* chat; T* rstd_c;      // LN_LSTM: (H), (1)
+};
+template <typename T> inline LnSaved<T> ln_saved(int kind, int H, T* a) {
+  if (kind == LN_GRU) return {a + 4 * H, a + 7 * H, nullptr, nullptr};
+  return {a + 6 * H, a + 10 * H, a + 5 * H, a + 10 * H + 4};
+}
+
+// sum_j f(j) for j < H in one vector's worth of partial sums: without -ffast-math the compiler
+// keeps a plain `s += ...` loop as one scalar chain (it may not reorder the additions); these
+// lanes it vectorises, which makes the layer norms' reductions about as cheap as their
+// elementwise passes.
+template <typename T, typename F> inline T lane_sum(int H, F f) {
+  constexpr int L = 64 / sizeof(T);  // one 512-bit vector
+  T acc[L] = {};
+  int j = 0;
+  for (; j + L <= H; j += L)
+    for (int k = 0; k < L; ++k) acc[k] += f(j + k);
+  for (int w = L / 2; w > 0; w /= 2)  // the lanes pairwise: log2(L) dependent adds, not L
+    for (int k = 0; k < w; ++k) acc[k] += acc[k + w];
+  T s = acc[0];
+  for (; j < H; ++j) s += f(j);
+  return s;
+}
+
+// G layer norms side by side, each over its own H values (F.layer_norm: biased variance):
+// out_q = yhat_q * gain_q + shift_q with yhat_q = (y_q - mean) / sqrt(var + eps); saves yhat
+// (G*H) and 1/std (G). G = 3 or 4 for LN_hh over the gates, G = 1 for LN_c over the cell.
 template <typename T>
-void layer_norm_row(int H, const T* __restrict gh, const T* __restrict gain, const T* __restrict shift, T eps,
-                    T* __restrict b, T* __restrict a) {
-  T* yhat = a + 4 * H;
-  for (int q = 0; q < 3; ++q) {
-    const T* y = gh + q * H;
-    T mean = 0, var = 0;
-    for (int j = 0; j < H; ++j) mean += y[j];
-    mean /= H;
-    for (int j = 0; j < H; ++j) var += (y[j] - mean) * (y[j] - mean);
-    var /= H;
-    const T rstd = T(1) / std::sqrt(var + eps);
+void layer_norm_row(int G, int H, const T* __restrict y, const T* __restrict gain, const T* __restrict shift,
+                    T eps, T* __restrict out, T* __restrict yhat, T* __restrict rstd) {
+  for (int q = 0; q < G; ++q) {
+    const T* __restrict yq = y + q * H;
+    const T mean = lane_sum<T>(H, [&](int j) { return yq[j]; }) / H;
+    const T var = lane_sum<T>(H, [&](int j) { return (yq[j] - mean) * (yq[j] - mean); }) / H;
+    const T r = T(1) / std::sqrt(var + eps);
     for (int j = 0; j < H; ++j) {
-      T v = (y[j] - mean) * rstd;
+      T v = (yq[j] - mean) * r;
       yhat[q * H + j] = v;
-      b[q * H + j] = v * gain[q * H + j] + shift[q * H + j];
+      out[q * H + j] = v * gain[q * H + j] + shift[q * H + j];
     }
-    a[7 * H + q] = rstd;
+    rstd[q] = r;
   }
 }
 
-// LN_GRU backward: dg (3H) = d b in, d gh out; accumulates d gain, d shift.
+// Its backward: d (G*H) = d out in, d y out; accumulates d gain, d shift (G*H).
 template <typename T>
-void layer_norm_row_backward(int H, const T* __restrict a, const T* __restrict gain, T* __restrict dg,
-                             T* __restrict dgain, T* __restrict dshift) {
-  const T* yhat = a + 4 * H;
-  for (int q = 0; q < 3; ++q) {
-    T* d = dg + q * H;
-    const T* v = yhat + q * H;
-    const T rstd = a[7 * H + q];
-    T m1 = 0, m2 = 0;
+void layer_norm_row_backward(int G, int H, const T* __restrict yhat, const T* __restrict rstd,
+                             const T* __restrict gain, T* __restrict d, T* __restrict dgain,
+                             T* __restrict dshift) {
+  for (int q = 0; q < G; ++q) {
+    T* __restrict dq = d + q * H;
+    const T* __restrict v = yhat + q * H;
+    const T* __restrict gq = gain + q * H;
     for (int j = 0; j < H; ++j) {
-      dgain[q * H + j] += d[j] * v[j];
-      dshift[q * H + j] += d[j];
-      T dv = d[j] * gain[q * H + j];
-      m1 += dv;
-      m2 += dv * v[j];
+      dgain[q * H + j] += dq[j] * v[j];
+      dshift[q * H + j] += dq[j];
     }
-    m1 /= H;
-    m2 /= H;
-    for (int j = 0; j < H; ++j) d[j] = rstd * (d[j] * gain[q * H + j] - m1 - v[j] * m2);
+    const T m1 = lane_sum<T>(H, [&](int j) { return dq[j] * gq[j]; }) / H;
+    const T m2 = lane_sum<T>(H, [&](int j) { return dq[j] * gq[j] * v[j]; }) / H;
+    for (int j = 0; j < H; ++j) dq[j] = rstd[q] * (dq[j] * gq[j] - m1 - v[j] * m2);
   }
+}
+
+// LN_LSTM forward, in three passes around LN_c: this one takes x = xi row and b = LN_hh(gh)
+// (4H each), writes c (H) and saves i, f, g, o (4H) ...
+template <typename T>
+__attribute__((noinline)) void ln_lstm_cell_row(int H, const T* __restrict x, const T* __restrict b,
+                                                const T* __restrict cp, T* __restrict c, T* __restrict a) {
+  for (int j = 0; j < H; ++j) {
+    T i = vsigmoid(x[j] + b[j]);
+    T f = vsigmoid(x[H + j] + b[H + j]);
+    T gg = vtanh(x[2 * H + j] + b[2 * H + j]);
+    T o = vsigmoid(x[3 * H + j] + b[3 * H + j]);
+    c[j] = f * cp[j] + i * gg;
+    a[j] = i; a[H + j] = f; a[2 * H + j] = gg; a[3 * H + j] = o;
+  }
+}
+
+// ... then c_norm = LN_c(c) (layer_norm_row, G = 1), then h = o tanh(c_norm), saving tanh(c_norm).
+template <typename T>
+__attribute__((noinline)) void ln_lstm_out_row(int H, const T* __restrict cn, T* __restrict h, T* __restrict out,
+                                               T* __restrict a) {
+  for (int j = 0; j < H; ++j) {
+    T tc = vtanh(cn[j]);
+    T hv = a[3 * H + j] * tc;
+    h[j] = hv;
+    out[j] = hv;
+    a[4 * H + j] = tc;
+  }
+}
+
+// LN_LSTM backward, first pass: dh (H) in: the carried gradient, out: dh + d out (the total
+// gradient of h, which the second pass needs again); writes d c_norm into dcn (H).
+template <typename T>
+__attribute__((noinline)) void ln_lstm_out_row_backward(int H, const T* __restrict a, const T* __restrict go,
+                                                        T* __restrict dh, T* __restrict dcn) {
+  for (int j = 0; j < H; ++j) {
+    T o = a[3 * H + j], tc = a[4 * H + j];
+    T g = dh[j] + go[j];
+    dh[j] = g;
+    dcn[j] = g * o * (T(1) - tc * tc);
+  }
+}
+
+// Second pass, after LN_c's backward turned dcn into its share of d c: dc (H) carried in, out
+// dc_prev; dh (H) in: dh + d out from the first pass, out 0 (all of d h_prev comes through the
+// GEMM); writes dG = dx (4H, w.r.t. the gate pre-activations). dx is copied from dG after the
+// loop: with eight gate stores in its body (to dG and dx) GCC 12 leaves the loop scalar.
+template <typename T>
+__attribute__((noinline)) void ln_lstm_cell_row_backward(int H, const T* __restrict a, const T* __restrict cp,
+                                                         const T* __restrict dcn, T* __restrict dh,
+                                                         T* __restrict dc, T* __restrict dg, T* __restrict dx) {
+  for (int j = 0; j < H; ++j) {
+    T i = a[j], f = a[H + j], gg = a[2 * H + j], o = a[3 * H + j], tc = a[4 * H + j];
+    T dcv = dc[j] + dcn[j];
+    T dip = dcv * gg * i * (T(1) - i);
+    T dfp = dcv * cp[j] * f * (T(1) - f);
+    T dgp = dcv * i * (T(1) - gg * gg);
+    T dop = dh[j] * tc * o * (T(1) - o);
+    dg[j] = dip; dg[H + j] = dfp; dg[2 * H + j] = dgp; dg[3 * H + j] = dop;
+    dc[j] = dcv * f;
+    dh[j] = T(0);
+  }
+  std::memcpy(dx, dg, sizeof(T) * 4 * H);
 }
 
 template <typename T> void forward_direction(int kind, Direction<T>& d) {
@@ -417,15 +521,17 @@ template <typename T> void forward_direction(int kind, Direction<T>& d) {
   std::vector<T> gh(static_cast<size_t>(B) * GH), hm(d.mask ? static_cast<size_t>(B) * H : 0);
   // No bias is a zero bias, and at inference the activations go to a scratch row: the row
   // kernels then have no branches in their loops.
-  std::vector<T> zeros(GH, T(0)), scratch(d.train ? 0 : GA), lnb(kind == LN_GRU ? GH : 0);
+  const bool cell = has_cell(kind);
+  std::vector<T> zeros(GH, T(0)), scratch(d.train ? 0 : GA), lnb(is_layer_norm(kind) ? GH : 0),
+      cn(kind == LN_LSTM ? H : 0);
   std::vector<T> wt(static_cast<size_t>(packed_size<T>(GH, H)));  // W_hh^T, packed once for all steps
   pack_b<T>(GH, H, d.wt, GH, wt.data());
   const T* bias = d.bias ? d.bias : zeros.data();
   for (int s = 0; s < d.steps; ++s) {
     const T* hp = s == 0 ? d.h0 : d.state(d.S, s - 1);
-    const T* cp = kind == LSTM ? (s == 0 ? d.c0 : d.state(d.C, s - 1)) : nullptr;
+    const T* cp = cell ? (s == 0 ? d.c0 : d.state(d.C, s - 1)) : nullptr;
     T* h = d.state(d.S, s);
-    T* c = kind == LSTM ? d.state(d.C, s) : nullptr;
+    T* c = cell ? d.state(d.C, s) : nullptr;
     const T* hin = hp;
     if (d.mask) {
       for (int64_t k = 0; k < static_cast<int64_t>(B) * H; ++k) hm[k] = d.mask[k] * hp[k];
@@ -446,16 +552,24 @@ template <typename T> void forward_direction(int kind, Direction<T>& d) {
       T* o = d.out + b * d.out_sb + t * d.out_st;
       T* a = d.train ? d.A + (static_cast<int64_t>(s) * B + b) * GA : scratch.data();
       if (kind == GRU) gru_row<T>(H, x, g, bias, hpb, hb, o, a);
-      else if (kind == LN_GRU) {
-        layer_norm_row<T>(H, g, d.ln_gain, d.ln_shift, d.eps, lnb.data(), a);
-        gru_row<T>(H, x, lnb.data(), zeros.data(), hpb, hb, o, a);
+      else if (kind == LSTM)
+        lstm_row<T>(H, x, g, bias, cp + static_cast<int64_t>(b) * H, hb, c + static_cast<int64_t>(b) * H, o, a);
+      else {
+        const LnSaved<T> ln = ln_saved<T>(kind, H, a);
+        layer_norm_row<T>(d.G, H, g, d.ln_gain, d.ln_shift, d.eps, lnb.data(), ln.yhat_hh, ln.rstd_hh);
+        if (kind == LN_GRU) gru_row<T>(H, x, lnb.data(), zeros.data(), hpb, hb, o, a);
+        else {
+          T* cb = c + static_cast<int64_t>(b) * H;
+          ln_lstm_cell_row<T>(H, x, lnb.data(), cp + static_cast<int64_t>(b) * H, cb, a);
+          layer_norm_row<T>(1, H, cb, d.ln_gain + GH, d.ln_shift + GH, d.eps, cn.data(), ln.chat, ln.rstd_c);
+          ln_lstm_out_row<T>(H, cn.data(), hb, o, a);
+        }
       }
-      else lstm_row<T>(H, x, g, bias, cp + static_cast<int64_t>(b) * H, hb, c + static_cast<int64_t>(b) * H, o, a);
     }
   }
   const T* hl = d.steps > 0 ? d.state(d.S, d.steps - 1) : d.h0;
   std::memcpy(d.hN, hl, sizeof(T) * B * H);
-  if (kind == LSTM) std::memcpy(d.cN, d.steps > 0 ? d.state(d.C, d.steps - 1) : d.c0, sizeof(T) * B * H);
+  if (cell) std::memcpy(d.cN, d.steps > 0 ? d.state(d.C, d.steps - 1) : d.c0, sizeof(T) * B * H);
 }
 
 template <typename T> struct Grad {
@@ -465,24 +579,25 @@ template <typename T> struct Grad {
   T* dG;                                   // (steps, B, G*H): d pre-activations of W_hh h
   T* dh0; T* dc0;                          // (B, H)
   T* dw; T* db;                            // (G*H, H), (G*H) or null: d W_hh, d b_hh
-  T* dgain; T* dshift;                     // LN_GRU: (3, H) each
+  T* dgain; T* dshift;                     // LN kinds: (ln_rows, H) each
 };
 
 template <typename T> void backward_direction(int kind, const Direction<T>& d, Grad<T>& q) {
   const int B = d.B, H = d.H, GH = d.G * H, GA = saved_width<T>(kind, H);
   const int64_t BH = static_cast<int64_t>(B) * H;
-  std::vector<T> dh(BH, T(0)), dc(kind == LSTM ? BH : 0, T(0)), tmp(d.mask ? BH : 0);
+  const bool cell = has_cell(kind);
+  std::vector<T> dh(BH, T(0)), dc(cell ? BH : 0, T(0)), tmp(d.mask ? BH : 0), dcn(kind == LN_LSTM ? H : 0);
   std::vector<T> w(static_cast<size_t>(packed_size<T>(H, GH)));  // W_hh, packed once for all steps
   pack_b<T>(H, GH, d.w, H, w.data());
-  if (kind == LN_GRU) {
-    std::fill(q.dgain, q.dgain + GH, T(0));
-    std::fill(q.dshift, q.dshift + GH, T(0));
+  if (is_layer_norm(kind)) {
+    std::fill(q.dgain, q.dgain + ln_rows(kind) * H, T(0));
+    std::fill(q.dshift, q.dshift + ln_rows(kind) * H, T(0));
   }
   if (q.dhN) std::copy(q.dhN, q.dhN + BH, dh.begin());
-  if (kind == LSTM && q.dcN) std::copy(q.dcN, q.dcN + BH, dc.begin());
+  if (cell && q.dcN) std::copy(q.dcN, q.dcN + BH, dc.begin());
   for (int s = d.steps - 1; s >= 0; --s) {
     const T* hp = s == 0 ? d.h0 : d.state(d.S, s - 1);
-    const T* cp = kind == LSTM ? (s == 0 ? d.c0 : d.state(d.C, s - 1)) : nullptr;
+    const T* cp = cell ? (s == 0 ? d.c0 : d.state(d.C, s - 1)) : nullptr;
     T* dGs = q.dG + static_cast<int64_t>(s) * B * GH;
     for (int b = 0; b < B; ++b) {
       T* dgb = dGs + static_cast<int64_t>(b) * GH;
@@ -492,15 +607,23 @@ template <typename T> void backward_direction(int kind, const Direction<T>& d, G
         continue;
       }
       const int t = d.time(b, s);
-      const T* a = d.A + (static_cast<int64_t>(s) * B + b) * GA;
+      T* a = d.A + (static_cast<int64_t>(s) * B + b) * GA;
       const T* go = q.dout + b * q.dout_sb + t * q.dout_st;
       T* dx = q.dxi + b * q.dxi_sb + t * q.dxi_st;
-      if (kind == LSTM) {
-        lstm_row_backward<T>(H, a, cp + static_cast<int64_t>(b) * H, go, dhb,
-                             dc.data() + static_cast<int64_t>(b) * H, dgb, dx);
-      } else {
-        gru_row_backward<T>(H, a, hp + static_cast<int64_t>(b) * H, go, dhb, dgb, dx);
-        if (kind == LN_GRU) layer_norm_row_backward<T>(H, a, d.ln_gain, dgb, q.dgain, q.dshift);
+      const T* cpb = cell ? cp + static_cast<int64_t>(b) * H : nullptr;
+      T* dcb = cell ? dc.data() + static_cast<int64_t>(b) * H : nullptr;
+      if (kind == GRU || kind == LN_GRU) gru_row_backward<T>(H, a, hp + static_cast<int64_t>(b) * H, go, dhb, dgb, dx);
+      else if (kind == LSTM) lstm_row_backward<T>(H, a, cpb, go, dhb, dcb, dgb, dx);
+      else {  // LN_LSTM: back through h = o tanh(LN_c(c)), LN_c, then the gates
+        const LnSaved<T> ln = ln_saved<T>(kind, H, a);
+        ln_lstm_out_row_backward<T>(H, a, go, dhb, dcn.data());
+        layer_norm_row_backward<T>(1, H, ln.chat, ln.rstd_c, d.ln_gain + GH, dcn.data(), q.dgain + GH,
+                                   q.dshift + GH);
+        ln_lstm_cell_row_backward<T>(H, a, cpb, dcn.data(), dhb, dcb, dgb, dx);
+      }
+      if (is_layer_norm(kind)) {  // dG so far is d LN_hh(gh); through LN_hh to d gh
+        const LnSaved<T> ln = ln_saved<T>(kind, H, a);
+        layer_norm_row_backward<T>(d.G, H, ln.yhat_hh, ln.rstd_hh, d.ln_gain, dgb, q.dgain, q.dshift);
       }
     }
     // d h_prev += m * (dG_s W_hh); rows past their end have dG = 0 and keep their carry.
@@ -512,7 +635,7 @@ template <typename T> void backward_direction(int kind, const Direction<T>& d, G
     }
   }
   std::copy(dh.begin(), dh.end(), q.dh0);
-  if (kind == LSTM) std::copy(dc.begin(), dc.end(), q.dc0);
+  if (cell) std::copy(dc.begin(), dc.end(), q.dc0);
   // Weight gradients, still in this direction's thread: dW_hh = sum_s dG_s^T (m * h_prev_s),
   // one product with K = steps * B (h_prev_0 = h0, then the saved states), and db_hh = sum dG.
   std::fill(q.dw, q.dw + static_cast<int64_t>(GH) * H, T(0));
@@ -600,7 +723,10 @@ bool present(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
 // stride. Per direction k: h0[k], c0[k] (LSTM) (B, H), w[k] = W_hh (G*H, H), bias[k] = b_hh
 // (G*H) or empty, mask[k] (B, H) or empty, reverse[k]. Empty tensors stand for "none".
 // out (B, T, sum H): direction k writes columns [offset_k, offset_k + H_k).
-// Returns [out, then per direction: hN, cN (LSTM), S, C (LSTM), A] (S, C, A empty unless train).
+// Layer-norm kinds: ln_gain[k], ln_shift[k] (3, H) (LN_GRU) or (5, H) (LN_LSTM: gain_hh /
+// shift_hh (4, H), then gain_c / shift_c as the last row), eps; empty lists otherwise.
+// Returns [out, then per direction: hN, cN (LSTM kinds), S, C (LSTM kinds), A] (S, C, A empty
+// unless train).
 std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& lengths, const at::Tensor& x,
                                 std::vector<at::Tensor> w_ih, std::vector<at::Tensor> b_ih,
                                 std::vector<at::Tensor> xi, std::vector<at::Tensor> h0,
@@ -608,14 +734,15 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
                                 std::vector<at::Tensor> bias, std::vector<at::Tensor> mask,
                                 std::vector<bool> reverse, std::vector<at::Tensor> ln_gain,
                                 std::vector<at::Tensor> ln_shift, double eps) {
+  check(kind >= GRU && kind <= LN_LSTM, "kind must be 0 (GRU), 1 (LSTM), 2 (LN_GRU) or 3 (LN_LSTM)");
   const bool proj = present(x);
   const size_t nd = h0.size();
   check(nd >= 1 && w.size() == nd && bias.size() == nd && mask.size() == nd && reverse.size() == nd &&
-            (kind != LSTM || c0.size() == nd) && (proj ? w_ih.size() == nd && b_ih.size() == nd : xi.size() == nd),
+            (!has_cell(kind) || c0.size() == nd) && (proj ? w_ih.size() == nd && b_ih.size() == nd : xi.size() == nd),
         "one entry per direction in every list");
   const at::Tensor& first = proj ? x : xi[0];
   const int B = static_cast<int>(first.size(0)), T_ = static_cast<int>(first.size(1));
-  const int G = kind == LSTM ? 4 : 3;
+  const int G = gates(kind);
   at::Tensor len;
   int steps = T_;
   if (present(lengths)) {
@@ -666,8 +793,10 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
       else d.mask = nullptr;
       d.h0 = h0k.data_ptr<scalar_t>();
       d.ln_gain = d.ln_shift = nullptr; d.eps = static_cast<scalar_t>(eps);
-      if (kind == LN_GRU) {
+      if (is_layer_norm(kind)) {
         auto gk = ln_gain[k].contiguous(), sk = ln_shift[k].contiguous();
+        check(gk.numel() == ln_rows(kind) * H && sk.numel() == ln_rows(kind) * H,
+              "layer-norm gain and shift must be (3, H) (LN_GRU) or (5, H) (LN_LSTM: LN_hh's 4 rows, then LN_c)");
         keep.insert(keep.end(), {gk, sk});
         d.ln_gain = gk.data_ptr<scalar_t>(); d.ln_shift = sk.data_ptr<scalar_t>();
       }
@@ -678,7 +807,7 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
       keep.push_back(S);  // at inference S (and C) are scratch, not returned
       results.push_back(hN);
       at::Tensor C, cN;
-      if (kind == LSTM) {
+      if (has_cell(kind)) {
         auto c0k = c0[k].contiguous();
         keep.push_back(c0k);
         d.c0 = c0k.data_ptr<scalar_t>();
@@ -693,7 +822,7 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
       at::Tensor A = train ? at::empty({steps, B, saved_width<scalar_t>(kind, H)}, opts) : at::empty({0}, opts);
       d.A = train ? A.data_ptr<scalar_t>() : nullptr;
       results.push_back(train ? S : at::empty({0}, opts));
-      if (kind == LSTM) results.push_back(train ? C : at::empty({0}, opts));
+      if (has_cell(kind)) results.push_back(train ? C : at::empty({0}, opts));
       results.push_back(A);
     }
     for (size_t k = 0; k < nd; ++k)
@@ -708,9 +837,10 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
   return results;
 }
 
-// Gradients per direction: [dxi (B, T, G*H) (empty when x was given), dh0, dc0 (LSTM), dW_hh,
-// db_hh (if bias), then, when x was given, dW_ih, db_ih (if b_ih)]; last, when x was given,
-// dx (B, T, D) summed over the directions.
+// Gradients per direction: [dxi (B, T, G*H) (empty when x was given), dh0, dc0 (LSTM kinds),
+// dW_hh, db_hh (if bias), d gain, d shift (layer-norm kinds, shaped as ln_gain), then, when x
+// was given, dW_ih, db_ih (if b_ih)]; last, when x was given, dx (B, T, D) summed over the
+// directions.
 std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const at::Tensor& dout,
                                  const at::Tensor& x, std::vector<at::Tensor> w_ih,
                                  std::vector<at::Tensor> b_ih, std::vector<at::Tensor> h0,
@@ -720,10 +850,11 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
                                  std::vector<at::Tensor> C, std::vector<at::Tensor> A,
                                  std::vector<at::Tensor> dhN, std::vector<at::Tensor> dcN,
                                  std::vector<at::Tensor> ln_gain) {
+  check(kind >= GRU && kind <= LN_LSTM, "kind must be 0 (GRU), 1 (LSTM), 2 (LN_GRU) or 3 (LN_LSTM)");
   const size_t nd = h0.size();
   const bool proj = present(x);
   const int B = static_cast<int>(dout.size(0)), T_ = static_cast<int>(dout.size(1));
-  const int G = kind == LSTM ? 4 : 3;
+  const int G = gates(kind);
   at::Tensor len;
   int steps = T_;
   if (present(lengths)) {
@@ -768,12 +899,13 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
       d.h0 = h0k.data_ptr<scalar_t>();
       d.S = S[k].data_ptr<scalar_t>(); d.A = A[k].data_ptr<scalar_t>();
       d.ln_gain = d.ln_shift = nullptr;
-      if (kind == LN_GRU) {
+      if (is_layer_norm(kind)) {
         auto gk = ln_gain[k].contiguous();
+        check(gk.numel() == ln_rows(kind) * H, "layer-norm gain must be shaped as in forward");
         keep.push_back(gk);
         d.ln_gain = gk.data_ptr<scalar_t>();
       }
-      if (kind == LSTM) {
+      if (has_cell(kind)) {
         auto c0k = c0[k].contiguous();
         keep.push_back(c0k);
         d.c0 = c0k.data_ptr<scalar_t>(); d.C = C[k].data_ptr<scalar_t>();
@@ -792,16 +924,16 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
       dw[k] = at::empty({G * H, H}, opts);
       q.dw = dw[k].data_ptr<scalar_t>();
       q.dgain = q.dshift = nullptr;
-      if (kind == LN_GRU) {
-        dgain[k] = at::empty({G, H}, opts);
-        dshift[k] = at::empty({G, H}, opts);
+      if (is_layer_norm(kind)) {
+        dgain[k] = at::empty({ln_rows(kind), H}, opts);
+        dshift[k] = at::empty({ln_rows(kind), H}, opts);
         q.dgain = dgain[k].data_ptr<scalar_t>(); q.dshift = dshift[k].data_ptr<scalar_t>();
       }
       if (present(bias[k])) { db[k] = at::empty({G * H}, opts); q.db = db[k].data_ptr<scalar_t>(); }
       else q.db = nullptr;
       if (present(dhN[k])) { auto t = dhN[k].contiguous(); keep.push_back(t); q.dhN = t.data_ptr<scalar_t>(); }
       else q.dhN = nullptr;
-      if (kind == LSTM) {
+      if (has_cell(kind)) {
         dc0[k] = at::empty({B, H}, opts);
         q.dc0 = dc0[k].data_ptr<scalar_t>();
         if (present(dcN[k])) { auto t = dcN[k].contiguous(); keep.push_back(t); q.dcN = t.data_ptr<scalar_t>(); }
@@ -829,10 +961,10 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
   for (size_t k = 0; k < nd; ++k) {
     results.push_back(proj ? at::Tensor() : dxi[k]);
     results.push_back(dh0[k]);
-    if (kind == LSTM) results.push_back(dc0[k]);
+    if (has_cell(kind)) results.push_back(dc0[k]);
     results.push_back(dw[k]);
     results.push_back(db[k]);
-    if (kind == LN_GRU) {
+    if (is_layer_norm(kind)) {
       results.push_back(dgain[k]);
       results.push_back(dshift[k]);
     }
@@ -873,7 +1005,7 @@ double gemm_peak(int64_t n, int64_t reps, int64_t threads) {
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "rnnkit's compiled GRU/LSTM time loop (forward and backward through time)";
+  m.doc() = "rnnkit's compiled GRU/LSTM (and layer-norm GRU/LSTM) time loop (forward and backward through time)";
   m.def("forward", &forward, "forward through time");
   m.def("backward", &backward, "backward through time");
   m.def("gemm_peak", &gemm_peak, "GFLOP/s of the GEMM kernel, one (n, n) product per thread");
