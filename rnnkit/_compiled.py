@@ -18,12 +18,14 @@ normalises ``W_hh h`` per gate at each step, and for the LSTM the cell state bef
 gradients against those cells.
 
 The extension is built with torch.utils.cpp_extension on first use (ninja, a C++ compiler) into
-torch's extension cache (``TORCH_EXTENSIONS_DIR``, default ~/.cache/torch_extensions), once per
-source version and torch version, with ``-march=native``: for this machine's CPU. A build that
-takes more than a second says so on stderr, once, and how long it took; ``rnnkit build`` runs
-it ahead of time. If it cannot be built, ``available()`` is False, rnnkit warns once and runs
-the pure paths. Layers use it by default (``recurrence.use_compiled``); ``RNNKIT_COMPILED=0``
-turns it off and stops ``available()`` from building it.
+torch's extension cache (``TORCH_EXTENSIONS_DIR``, default ~/.cache/torch_extensions) with
+``-march=native``, under a name hashed from the source, the flags, the torch version and the
+CPU (``_build_name``): once per source, torch version and kind of CPU. A build that takes more
+than a second says so on stderr, and how long it took; ``rnnkit build`` runs it ahead of time.
+A build lock older than ten minutes (a build that was killed) is removed with a warning. If it
+cannot be built, ``available()`` is False, rnnkit warns once and runs the pure paths. Layers
+use it by default (``recurrence.use_compiled``; ``RNNKIT_COMPILED=0`` turns it off, and then
+nothing is built).
 
 Gradients: first order only. A second derivative through the loop (``create_graph=True``)
 raises; turn the path off (``recurrence.use_compiled(False)``) for that.
@@ -31,7 +33,9 @@ raises; turn the path off (``recurrence.use_compiled(False)``) for that.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import shutil
 import sys
 import threading
@@ -40,9 +44,7 @@ import warnings
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from torch.autograd.function import once_differentiable
 
 from .cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell
 
@@ -62,41 +64,100 @@ def _load():
     with _lock:
         if _ext is not None or _error is not None:
             return _ext
-        if os.environ.get("RNNKIT_COMPILED", "1") == "0":
-            _error = "turned off by RNNKIT_COMPILED=0"
-            return None
         try:
             from torch.utils.cpp_extension import load
 
             _ninja_on_path()
             _ext = _build(load)
         except Exception as exc:  # no compiler, no ninja, missing BLAS symbols, ...
-            _error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+            _error = _reason(exc)
             warnings.warn(f"rnnkit: the compiled recurrence could not be built ({_error}); "
                           "GRU/LSTM layers run on the pure PyTorch paths instead", RuntimeWarning,
-                          stacklevel=3)
+                          stacklevel=4)
     return _ext
+
+
+def _reason(exc: Exception) -> str:
+    """The useful line of a failed build: the compiler's first error (``file:line: error: ...``)
+    or a missing tool, rather than torch's "Error building extension" or ninja's closing
+    "build stopped"."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for wanted in ("error:", "not found", "no such file"):
+        for line in lines:
+            if wanted in line.lower():
+                return f"{type(exc).__name__}: {line}"
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+
+
+def _build_name() -> str:
+    """The extension's name in torch's cache: one per source, flags, torch version and CPU.
+
+    torch keys its build folder on the name only, and the binary is built with -march=native:
+    a cache shared between machines (an NFS home, a Docker image) or between two rnnkit
+    checkouts must not hand one of them the other's binary.
+    """
+    digest = hashlib.sha256()
+    with open(_SOURCE, "rb") as f:
+        digest.update(f.read())
+    digest.update(" ".join(_FLAGS).encode())
+    digest.update(torch.__version__.encode())
+    digest.update(platform.machine().encode())
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            cpu = [line for line in f if line.startswith(("model name", "flags"))][:2]
+        digest.update("".join(cpu).encode())
+    except OSError:
+        digest.update(platform.processor().encode())
+    return f"rnnkit_recurrence_{digest.hexdigest()[:12]}"
+
+
+_STALE_LOCK_SECONDS = 600
+
+
+def _clear_stale_lock(name: str) -> None:
+    # torch's build lock has no timeout: a build killed half-way (a job's time limit, Ctrl-C)
+    # leaves it behind and every later run would wait forever. No build takes ten minutes.
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = os.path.join(_get_build_directory(name, verbose=False), "lock")
+    try:
+        age = time.time() - os.path.getmtime(lock)
+    except OSError:
+        return
+    if age > _STALE_LOCK_SECONDS:
+        warnings.warn(f"rnnkit: removing a build lock left {age / 60:.0f} min ago by a process that "
+                      f"did not finish: {lock}", RuntimeWarning, stacklevel=5)
+        try:
+            os.remove(lock)
+        except OSError:
+            pass
 
 
 def _build(load):
     # A cached build loads in well under a second; a real one compiles for ~20 s (minutes on a
     # busy machine), which a user deserves to be told about instead of a silent pause.
+    name = _build_name()
+    _clear_stale_lock(name)
     start, shown = time.monotonic(), threading.Event()
 
     def tell():
         shown.set()
-        print("rnnkit: building the compiled recurrence (C++, once per machine and torch version)...",
-              file=sys.stderr, flush=True)
+        print("rnnkit: building the compiled recurrence for this CPU and torch version (C++, once; "
+              "or waiting for another process that builds it)...", file=sys.stderr, flush=True)
 
     notice = threading.Timer(1.0, tell)
     notice.daemon = True
     notice.start()
+    ok = False
     try:
-        return load(name="rnnkit_recurrence", sources=[_SOURCE], extra_cflags=_FLAGS, verbose=False)
+        module = load(name=name, sources=[_SOURCE], extra_cflags=_FLAGS, verbose=False)
+        ok = True
+        return module
     finally:
         notice.cancel()
         if shown.is_set():
-            print(f"rnnkit: compiled recurrence ready ({time.monotonic() - start:.0f} s)",
+            outcome = "ready" if ok else "failed"
+            print(f"rnnkit: compiled recurrence {outcome} ({time.monotonic() - start:.0f} s)",
                   file=sys.stderr, flush=True)
 
 
@@ -172,6 +233,19 @@ def _saved_lists(saved: list) -> tuple[list, list, list]:
     return [s for s, _, _ in saved], [c for _, c, _ in saved if c is not None], [a for _, _, a in saved]
 
 
+def _first_order_only() -> None:
+    # Backward runs with grad mode on exactly when a graph of the gradient is asked for
+    # (create_graph=True: hessians, gradient penalties); the C++ backward builds none, so the
+    # second derivative would be silently zero.
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "rnnkit's compiled recurrence computes first-order gradients only, and this backward "
+            "was asked for a graph of them (create_graph=True: a second derivative, hessian or "
+            "gradient penalty). Run the model with rnnkit.recurrence.use_compiled(False) (or "
+            "RNNKIT_COMPILED=0) for that: torch's kernels and the Python loop are twice "
+            "differentiable.")
+
+
 _SLOTS = 7  # per direction: W_ih, b_ih, h0, c0, W_hh, b_hh, mask
 
 
@@ -191,8 +265,8 @@ class _Recurrence(torch.autograd.Function):
         return (out, *finals)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dout: Tensor, *dfinals: Tensor):
+        _first_order_only()
         lengths, x, *flat = ctx.saved_tensors
         wi, bi, h0, c0, w, b, m = (list(flat[k::_SLOTS]) for k in range(_SLOTS))
         kind, n = ctx.kind, ctx.n
@@ -238,8 +312,8 @@ class _LayerNormRecurrence(torch.autograd.Function):
         return (out, *finals)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dout: Tensor, *dfinals: Tensor):
+        _first_order_only()
         lengths, *flat = ctx.saved_tensors
         xi, h0, c0, w, gain, shift, m = (list(flat[k::_LN_SLOTS]) for k in range(_LN_SLOTS))
         lstm, n = ctx.kind == _LN_LSTM, ctx.n

@@ -53,7 +53,17 @@ class Path(NamedTuple):
 
 
 _FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-_use_compiled = os.environ.get("RNNKIT_COMPILED", "1") != "0"
+def _compiled_from_environment() -> bool:
+    value = os.environ.get("RNNKIT_COMPILED", "1").strip().lower()
+    if value in ("1", "true", "yes", "on", ""):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"RNNKIT_COMPILED={os.environ['RNNKIT_COMPILED']!r}: expected 1/true/yes/on "
+                     "(the compiled path, the default) or 0/false/no/off (torch's kernels and the loop)")
+
+
+_use_compiled = _compiled_from_environment()
 # Unpadded LSTM batches go to torch's oneDNN kernel while it measures faster than the compiled
 # loop there (bench/speed.py times both: its "rnnkit-cpp" rows turn this off).
 _unpadded_lstm_on_torch = True
@@ -68,19 +78,34 @@ def use_compiled(enabled: bool = True) -> None:
 
 
 def _graph_capture() -> str | None:
-    """Why a graph is being captured now (the compiled loop is opaque to it), or None."""
+    """Why the compiled loop cannot run now although it could run the cell: a graph is being
+    captured or transformed (the C++ call is opaque to it), or autocast may hand it another
+    dtype. None when it can."""
     if torch.jit.is_scripting() or torch.jit.is_tracing():
         return "TorchScript"
     if torch.onnx.is_in_onnx_export():
         return "ONNX export"
     if torch.compiler.is_compiling():
         return "torch.compile / torch.export"
+    if _functorch_active():
+        return "a torch.func transform (grad, vmap, jvp)"
+    if torch.is_autocast_enabled("cpu"):
+        return "CPU autocast"
     return None
 
 
-def _compiled_path(cell, dropout: bool, padded: bool) -> Path | None:
+def _functorch_active() -> bool:
+    try:
+        return bool(torch._C._are_functorch_transforms_active())
+    except AttributeError:  # a torch without the query: assume none
+        return False
+
+
+def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None) -> Path | None:
     if not _use_compiled or _compiled.supports(cell) is not None or _graph_capture() is not None:
         return None
+    if x is not None and (x.dtype != cell.weight_hh.dtype or x.device != cell.weight_hh.device):
+        return None  # torch's paths raise (or cast) as torch does
     if not _compiled.available():
         return None
     if dropout:
@@ -94,10 +119,11 @@ def _compiled_path(cell, dropout: bool, padded: bool) -> Path | None:
 
 
 def choose_path(cell, *, recurrent_dropout: float = 0.0, training: bool = False,
-                padded: bool = False) -> Path:
+                padded: bool = False, x: Tensor | None = None) -> Path:
     """The path ``run`` takes for this cell and configuration (``padded``: a batch with
-    sequences shorter than T)."""
-    compiled = _compiled_path(cell, recurrent_dropout > 0 and training, padded)
+    sequences shorter than T; ``x``: the input, whose dtype and device must be the weights'
+    for the compiled loop)."""
+    compiled = _compiled_path(cell, recurrent_dropout > 0 and training, padded, x)
     if compiled is not None:
         return compiled
     if type(cell) not in (RNNCell, GRUCell, LSTMCell):
@@ -265,7 +291,7 @@ def _run(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: bool
     needs_lengths = _needs_lengths(lengths, x.shape[1])
     # A mask exists only for recurrent dropout in training: that is all choose_path asks.
     path = choose_path(cell, recurrent_dropout=float(mask is not None), training=training,
-                       padded=needs_lengths)
+                       padded=needs_lengths, x=x)
     if path.name == "compiled":
         padded = lengths if needs_lengths else None
         out, (final,) = _compiled.run([cell], x, [state], padded, reverse=[reverse], masks=[mask])
@@ -366,7 +392,7 @@ def run_bidirectional(fw_cell, bw_cell, x: Tensor, states: tuple[State | None, S
     if any(_chunked(k, x) for k in recompute_chunk):
         names = {"chunked"}  # each direction keeps its own chunk boundaries: run them one by one
     else:
-        names = {choose_path(c, recurrent_dropout=p, training=training, padded=needs_lengths).name
+        names = {choose_path(c, recurrent_dropout=p, training=training, padded=needs_lengths, x=x).name
                  for c, p in zip((fw_cell, bw_cell), recurrent_dropout)}
     if names == {"compiled"} and type(fw_cell) is type(bw_cell) and (
             fw_cell.weight_hh.dtype == bw_cell.weight_hh.dtype):

@@ -2,6 +2,7 @@
 gradients only, and a build that tells the user it is happening."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -44,13 +45,17 @@ def test_graph_capture_takes_the_torch_paths(monkeypatch):
     assert layer.path.forward.name == "fused"
 
 
-def test_second_derivatives_raise_instead_of_being_wrong():
+@pytest.mark.parametrize("loss", ["linear", "square"])
+def test_second_derivatives_raise_instead_of_being_wrong(loss):
     layer = rnnkit.GRU(D, H)
     assert layer.path.name == "compiled"
     x = torch.randn(B, T, D, requires_grad=True)
-    (g,) = torch.autograd.grad(layer(x)[0].square().sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="differentiate twice"):
-        g.sum().backward()
+    out = layer(x)[0]
+    y = out.sum() if loss == "linear" else out.square().sum()  # linear: torch's own check sees nothing
+    with pytest.raises(RuntimeError, match=r"first-order gradients only.*use_compiled\(False\)"):
+        torch.autograd.grad(y, x, create_graph=True)
+    with pytest.raises(RuntimeError, match="first-order gradients only"):
+        torch.autograd.functional.hessian(lambda v: layer(v)[0].sum(), x)
     recurrence.use_compiled(False)  # the documented way out
     (g,) = torch.autograd.grad(layer(x)[0].square().sum(), x, create_graph=True)
     g.sum().backward()
@@ -60,11 +65,81 @@ def test_second_derivatives_raise_instead_of_being_wrong():
 @pytest.mark.parametrize("seconds, told", [(0.0, False), (1.3, True)], ids=["cached", "building"])
 def test_a_slow_build_says_so_on_stderr(capsys, seconds, told):
     def load(**kwargs):
-        assert kwargs["name"] == "rnnkit_recurrence"
+        assert kwargs["name"] == compiled._build_name()
         time.sleep(seconds)
         return "module"
 
     assert compiled._build(load) == "module"
     err = capsys.readouterr().err
     assert ("building the compiled recurrence" in err) is told
-    assert ("compiled recurrence ready (1 s)" in err) is told
+    assert bool(re.search(r"compiled recurrence ready \(\d+ s\)", err)) is told
+
+
+def test_a_failed_build_does_not_say_ready(capsys):
+    def load(**kwargs):
+        time.sleep(1.3)
+        raise RuntimeError("Error building extension\nx.cpp:1:1: error: boom\nninja: build stopped")
+
+    with pytest.raises(RuntimeError):
+        compiled._build(load)
+    err = capsys.readouterr().err
+    assert "compiled recurrence failed" in err and "ready" not in err
+    assert compiled._reason(RuntimeError("Error building extension\nx.cpp:1:1: error: boom\nninja: build stopped")) \
+        == "RuntimeError: x.cpp:1:1: error: boom"
+
+
+def test_stale_build_lock_is_removed(tmp_path, monkeypatch):
+    import torch.utils.cpp_extension as ext
+
+    monkeypatch.setattr(ext, "_get_build_directory", lambda name, verbose: str(tmp_path))
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    compiled._clear_stale_lock("x")
+    assert lock.exists()  # fresh: another process may be building
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    with pytest.warns(RuntimeWarning, match="removing a build lock left 60 min ago"):
+        compiled._clear_stale_lock("x")
+    assert not lock.exists()
+
+
+def test_build_name_follows_source_flags_torch_and_cpu(monkeypatch):
+    name = compiled._build_name()
+    assert name.startswith("rnnkit_recurrence_") and name == compiled._build_name()
+    monkeypatch.setattr(compiled, "_FLAGS", compiled._FLAGS + ["-DX"])
+    assert compiled._build_name() != name
+    monkeypatch.setattr(torch, "__version__", "0.0.0")
+    assert compiled._build_name() != name
+
+
+def test_environment_switch_spellings(monkeypatch):
+    for value, on in [("0", False), ("off", False), ("False", False), ("1", True), ("yes", True)]:
+        monkeypatch.setenv("RNNKIT_COMPILED", value)
+        assert recurrence._compiled_from_environment() is on
+    monkeypatch.setenv("RNNKIT_COMPILED", "maybe")
+    with pytest.raises(ValueError, match=r"RNNKIT_COMPILED='maybe': expected 1/true/yes/on"):
+        recurrence._compiled_from_environment()
+
+
+def test_transforms_autocast_and_other_dtypes_take_the_torch_paths():
+    layer = rnnkit.GRU(D, H)
+    x = torch.randn(B, T, D)
+    want = layer(x)[0]
+    # torch.func: per-sample gradients through the layer
+    params = dict(layer.named_parameters())
+
+    def loss(p, xi):
+        return torch.func.functional_call(layer, p, (xi[None],))[0].sum()
+
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, x)
+    assert per_sample["cell.weight_hh"].shape == (B, *layer.cell.weight_hh.shape)
+    # CPU autocast hands the layer bfloat16 inputs
+    linear = torch.nn.Linear(D, D)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(linear(x))[0]
+    assert out.dtype == torch.bfloat16
+    # float64 input, float32 weights: torch's own error, not the C++ dispatcher's
+    with pytest.raises(RuntimeError) as info:
+        layer(x.double())
+    assert "rnnkit_forward" not in str(info.value)
+    torch.testing.assert_close(layer(x)[0], want)

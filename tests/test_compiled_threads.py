@@ -35,11 +35,15 @@ def test_one_direction_on_two_threads_equals_one_thread(cls, reverse, threads):
     state = (h, torch.randn(B, H, dtype=torch.float64, generator=gen)) if cell.is_lstm else h
     w = torch.randn(B, T, H, dtype=torch.float64, generator=gen)
     leaves = [x, *cell.parameters()]
-    results = []
+    results, splits = [], []
     for n in (1, 2):
         torch.set_num_threads(n)
+        before = compiled._ext.gemm_splits()
         out, _ = compiled.run([cell], x, [state], lengths, reverse=[reverse])
         results.append((out, torch.autograd.grad((out * w).sum(), leaves)))
+        splits.append(compiled._ext.gemm_splits() - before)
+    # split on two threads only: the projection, dW_hh (its h0 part and the rest), dW_ih, dx
+    assert splits == [0, 5], splits
     (out1, g1), (out2, g2) = results
     torch.testing.assert_close(out2, out1, rtol=0, atol=0)
     for a, b in zip(g2, g1):

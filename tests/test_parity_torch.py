@@ -6,10 +6,18 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
+from rnnkit import recurrence
 
 B, T, D, H = 4, 7, 5, 6
 LENGTHS = torch.tensor([7, 3, 5, 1])
 KINDS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["default", "pure"])
+def paths(request):
+    """Every parity test twice: with the default paths (the compiled loop where it applies) and
+    with the compiled path off (torch's kernels: what runs without a C++ compiler)."""
+    recurrence.use_compiled(request.param)
 
 
 def torch_run(module, x, lengths):

@@ -29,10 +29,12 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
-#include <cmath>
+#include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <thread>
 #include <type_traits>
@@ -58,7 +60,13 @@ namespace {
 //   broadcast of A and two vector loads of B per 16 FMAs.
 
 constexpr int kRows = 8, kDepth = 128, kBlockRows = 96;
-template <typename T> constexpr int panel_width() { return 128 / sizeof(T); }  // NR: 32 float, 16 double
+// NR: two vectors -- 32 floats / 16 doubles with AVX-512 (8 x 2 accumulators of its 32
+// registers), 16 / 8 with AVX2 (whose 16 registers 8 x 4 would spill).
+#if defined(__AVX512F__)
+template <typename T> constexpr int panel_width() { return 128 / sizeof(T); }
+#else
+template <typename T> constexpr int panel_width() { return 64 / sizeof(T); }
+#endif
 
 template <typename T> int64_t packed_size(int N, int K) {
   constexpr int NR = panel_width<T>();
@@ -159,16 +167,17 @@ void gemm_packed(int M, int N, int K, const T* A, int64_t lda, const T* P, T* C,
 // direction and torch may use two threads (the second core would otherwise idle while the
 // projections and weight gradients run), else 1. Set per job by the entry points.
 thread_local int gemm_workers = 1;
+std::atomic<int64_t> gemm_splits{0};  // products split so far (tests check that it happens)
 
-// The same with B as it lies (K, N), packed here into a per-thread buffer: for the one-off
-// products (projections, weight gradients), where packing costs K*N against M*N*K of work.
-// With gemm_workers = 2 the rows of C are split between this thread and one more; each
-// element is summed in the same order either way, so the result is the same to the bit.
+// The same with B as it lies (K, N), packed here (for the one-off products: projections and
+// weight gradients, where packing costs K*N against M*N*K of work; the buffer is freed after,
+// so that no thread keeps the largest one it ever saw). With gemm_workers = 2 the rows of C
+// are split between this thread and one more; each element is summed in the same order either
+// way, so the result is the same to the bit.
 template <typename T, bool TRANS_A = false>
 void gemm(int M, int N, int K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
           bool accumulate) {
-  thread_local std::vector<T> packed;
-  packed.resize(static_cast<size_t>(packed_size<T>(N, K)));
+  std::vector<T> packed(static_cast<size_t>(packed_size<T>(N, K)));
   pack_b<T>(N, K, B, ldb, packed.data());
   const T* P = packed.data();
   const int half = M / 2 / kRows * kRows;
@@ -176,8 +185,10 @@ void gemm(int M, int N, int K, const T* A, int64_t lda, const T* B, int64_t ldb,
     gemm_packed<T, TRANS_A>(M, N, K, A, lda, P, C, ldc, accumulate);
     return;
   }
+  ++gemm_splits;
   const T* A2 = TRANS_A ? A + half : A + static_cast<int64_t>(half) * lda;
   T* C2 = C + static_cast<int64_t>(half) * ldc;
+  // gemm_packed allocates nothing and throws nothing: the thread needs no exception guard.
   std::thread other([=] { gemm_packed<T, TRANS_A>(M - half, N, K, A2, lda, P, C2, ldc, accumulate); });
   gemm_packed<T, TRANS_A>(half, N, K, A, lda, P, C, ldc, accumulate);
   other.join();
@@ -699,15 +710,27 @@ template <typename T> void project_backward(int64_t rows, int GH, const T* dxi, 
 // Directions run concurrently, one thread each (the caller's thread takes the first); with
 // torch.set_num_threads(1) they run one after the other. Nothing inside a direction calls into
 // ATen or BLAS, so the threads need no pool.
+// An exception in a job (bad_alloc of a buffer) is carried to the caller's thread and thrown
+// there after every thread has joined -- as a catchable Python error, not std::terminate.
 void run_directions(std::vector<std::function<void()>>& jobs) {
   if (jobs.size() == 1 || at::get_num_threads() < 2) {
     for (auto& job : jobs) job();
     return;
   }
+  std::vector<std::exception_ptr> errors(jobs.size());
+  auto guarded = [&](size_t k) {
+    try {
+      jobs[k]();
+    } catch (...) {
+      errors[k] = std::current_exception();
+    }
+  };
   std::vector<std::thread> threads;
-  for (size_t k = 1; k < jobs.size(); ++k) threads.emplace_back(jobs[k]);
-  jobs[0]();
+  for (size_t k = 1; k < jobs.size(); ++k) threads.emplace_back(guarded, k);
+  guarded(0);
   for (auto& t : threads) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
 }
 
 // One direction on a two-thread torch leaves a core for its big products (gemm_workers).
@@ -1006,7 +1029,10 @@ double gemm_peak(int64_t n, int64_t reps, int64_t threads) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "rnnkit's compiled GRU/LSTM (and layer-norm GRU/LSTM) time loop (forward and backward through time)";
-  m.def("forward", &forward, "forward through time");
-  m.def("backward", &backward, "backward through time");
+  // Arguments are converted before and results after; in between nothing touches Python, so
+  // other Python threads (data loading, logging) run while the loop does.
+  m.def("forward", &forward, "forward through time", py::call_guard<py::gil_scoped_release>());
+  m.def("backward", &backward, "backward through time", py::call_guard<py::gil_scoped_release>());
+  m.def("gemm_splits", [] { return gemm_splits.load(); }, "products split across two threads so far");
   m.def("gemm_peak", &gemm_peak, "GFLOP/s of the GEMM kernel, one (n, n) product per thread");
 }
