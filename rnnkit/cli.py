@@ -75,12 +75,14 @@ def _build(args: argparse.Namespace) -> int:
 
     from . import _compiled
 
+    from . import recurrence
+
+    if not recurrence._use_compiled:
+        print(f"rnnkit build: nothing to do: RNNKIT_COMPILED={os.environ.get('RNNKIT_COMPILED')} turns "
+              "the compiled recurrence off", file=sys.stderr)
+        return 1
     start = time.monotonic()
     if not _compiled.available():
-        if os.environ.get("RNNKIT_COMPILED") == "0":
-            print("rnnkit build: nothing to do: RNNKIT_COMPILED=0 turns the compiled recurrence off",
-                  file=sys.stderr)
-            return 1
         print(f"rnnkit build: the compiled recurrence could not be built: {_compiled.error()}\n"
               "GRU/LSTM layers will run on torch's kernels and the Python loop instead.", file=sys.stderr)
         return 1

@@ -242,7 +242,18 @@ template <typename T> inline T vexp(T x) {
   return p * scale;
 }
 template <typename T> inline T vsigmoid(T x) { return T(1) / (T(1) + vexp(-x)); }
-template <typename T> inline T vtanh(T x) { return T(1) - T(2) / (T(1) + vexp(T(2) * x)); }
+// tanh = 1 - 2 / (1 + e^2x) is exact in absolute terms but cancels near 0, where tanh(x) ~ x
+// (relative error ~1e-4 at x = 1e-3 in float); there the odd series to x^9 is used instead,
+// below the |x| where both errors are equal (series term x^11 * 1382/155925 against
+// 2 eps / x): 0.35 for float, 0.055 for double. Worst relative error then ~3e-7 / ~4e-15.
+template <typename T> inline T vtanh(T x) {
+  const T far = T(1) - T(2) / (T(1) + vexp(T(2) * x));
+  const T x2 = x * x;
+  T p = T(62.0 / 2835);
+  p = p * x2 - T(17.0 / 315); p = p * x2 + T(2.0 / 15); p = p * x2 - T(1.0 / 3);
+  const T near = x + x * x2 * p;
+  return std::fabs(x) < T(sizeof(T) == 4 ? 0.35 : 0.055) ? near : far;
+}
 
 // ------------------------------------------------------------------ one row, one step
 //
