@@ -52,3 +52,36 @@ def test_one_direction_on_two_threads_equals_one_thread(cls, reverse, threads):
     torch.testing.assert_close(out2, want, rtol=0, atol=1e-10)
     for a, b in zip(g2, torch.autograd.grad((want * w).sum(), leaves)):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+OUT_OF_MEMORY = """
+import resource, torch, rnnkit
+torch.set_num_threads(2)
+layer = rnnkit.Bidirectional(rnnkit.GRU(1, 1))
+assert layer.path.forward.name == "compiled"
+x = torch.randn(64, 20000, 1, requires_grad=True)
+layer(x[:, :10])[0].sum().backward()
+size = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize:")) * 1024
+hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+raised = 0
+for extra_mb in (60, 120, 200, 300):
+    resource.setrlimit(resource.RLIMIT_AS, (size + extra_mb * 2**20, hard))
+    try:
+        layer(x)[0].sum().backward()
+    except (RuntimeError, MemoryError):
+        raised += 1
+    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+print("raised", raised)
+"""
+
+
+def test_out_of_memory_inside_the_loop_is_a_python_error():
+    # A failed allocation in a direction's thread used to end the process (std::terminate);
+    # it must come back as an exception that training code can catch. Several limits, so
+    # that some fail inside the C++ threads and not only in torch's allocator.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) >= 1, done.stdout
