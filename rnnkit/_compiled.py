@@ -117,9 +117,12 @@ _STALE_LOCK_SECONDS = 600
 def _clear_stale_lock(name: str) -> None:
     # torch's build lock has no timeout: a build killed half-way (a job's time limit, Ctrl-C)
     # leaves it behind and every later run would wait forever. No build takes ten minutes.
-    from torch.utils.cpp_extension import _get_build_directory
+    try:  # a private helper of torch's: if a torch version lacks it, there is no lock to clear
+        from torch.utils.cpp_extension import _get_build_directory
 
-    lock = os.path.join(_get_build_directory(name, verbose=False), "lock")
+        lock = os.path.join(_get_build_directory(name, verbose=False), "lock")
+    except (ImportError, AttributeError, TypeError, OSError):
+        return
     try:
         age = time.time() - os.path.getmtime(lock)
     except OSError:
