@@ -85,3 +85,36 @@ def test_out_of_memory_inside_the_loop_is_a_python_error():
     done = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.split()[-1]) >= 1, done.stdout
+
+
+def test_concurrent_calls_never_share_scratch(threads):
+    """Python threads calling the loop at once (the GIL is released inside) each get their own
+    pooled scratch buffers: results equal the same calls made one after the other."""
+    import threading
+
+    torch.set_num_threads(2)
+    gen = torch.Generator().manual_seed(5)
+    cells = [GRUCell(6, 8), GRUCell(6, 8)]
+    inputs = [torch.randn(5, 40, 6, generator=gen) for _ in range(4)]
+
+    def run(x):
+        with torch.no_grad():
+            states = [c.initial_state(x.shape[0], x) for c in cells]
+            return compiled.run(cells, x, states, None, reverse=[False, True])[0]
+
+    want = [run(x) for x in inputs]
+    got = [None] * len(inputs)
+
+    def worker(i):
+        for _ in range(20):
+            got[i] = run(inputs[i])
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(len(inputs))]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert compiled._ext.release_scratch() > 0  # the pool held the buffers between calls
+    assert compiled._ext.release_scratch() == 0
