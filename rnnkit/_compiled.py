@@ -291,69 +291,71 @@ class _Recurrence(torch.autograd.Function):
         return (None, None, None, None, res[-1], *grads)
 
 
-_LN_SLOTS = 7  # per direction: xi, h0, c0, W_hh, gain, shift, mask
+_LN_SLOTS = 7  # per direction: W_ih, h0, c0, W_hh, gain, shift, mask
 
 
 class _LayerNormRecurrence(torch.autograd.Function):
-    """A layer-norm cell's recurrent half over one or more directions: kind _LN_GRU
-    (LayerNormGRUCell) or _LN_LSTM (LayerNormLSTMCell). Its input half, xi = LN_ih(W_ih x), is
-    computed by PyTorch (autograd differentiates it); per direction seven inputs: xi (B, T, G*H),
-    h0 (B, H), c0 (B, H) or empty (GRU), W_hh (G*H, H), gain and shift ((3, H) for the GRU's
-    LN_hh; (5, H) for the LSTM: LN_hh's (4, H), then LN_c's gain_c / shift_c as the last row),
-    mask (B, H) or empty."""
+    """A layer-norm cell over one or more directions, both halves in C++: kind _LN_GRU
+    (LayerNormGRUCell) or _LN_LSTM (LayerNormLSTMCell). x (B, T, D) is shared; per direction
+    seven inputs: W_ih (G*H, D), h0 (B, H), c0 (B, H) or empty (GRU), W_hh (G*H, H), gain and
+    shift with all the cell's layer norms as rows -- LN_hh's G, LN_c's one (LSTM), then LN_ih's
+    G: (6, H) for the GRU, (9, H) for the LSTM -- and mask (B, H) or empty."""
 
     @staticmethod
-    def forward(ctx, kind: int, train: bool, reverse: tuple, lengths: Tensor, eps: float, *flat: Tensor):
-        xi, h0, c0, w, gain, shift, m = (list(flat[k::_LN_SLOTS]) for k in range(_LN_SLOTS))
+    def forward(ctx, kind: int, train: bool, reverse: tuple, lengths: Tensor, eps: float, x: Tensor,
+                *flat: Tensor):
+        wi, h0, c0, w, gain, shift, m = (list(flat[k::_LN_SLOTS]) for k in range(_LN_SLOTS))
         lstm = kind == _LN_LSTM
-        none = [_empty(xi[0])] * len(xi)
-        res = _ext.forward(kind, train, lengths, _empty(xi[0]), [], [], xi, h0, c0 if lstm else [], w, none, m,
+        none = [_empty(x)] * len(wi)
+        res = _ext.forward(kind, train, lengths, x, wi, none, [], h0, c0 if lstm else [], w, none, m,
                            list(reverse), gain, shift, eps)
-        out, finals, ctx.saved = _unpack_forward(res, len(xi), lstm)
-        ctx.kind, ctx.reverse, ctx.n = kind, list(reverse), len(xi)
-        ctx.save_for_backward(lengths, *flat)
+        out, finals, ctx.saved = _unpack_forward(res, len(wi), lstm)
+        ctx.kind, ctx.reverse, ctx.n = kind, list(reverse), len(wi)
+        ctx.save_for_backward(lengths, x, *flat)
         return (out, *finals)
 
     @staticmethod
     def backward(ctx, dout: Tensor, *dfinals: Tensor):
         _first_order_only()
-        lengths, *flat = ctx.saved_tensors
-        xi, h0, c0, w, gain, shift, m = (list(flat[k::_LN_SLOTS]) for k in range(_LN_SLOTS))
+        lengths, x, *flat = ctx.saved_tensors
+        wi, h0, c0, w, gain, shift, m = (list(flat[k::_LN_SLOTS]) for k in range(_LN_SLOTS))
         lstm, n = ctx.kind == _LN_LSTM, ctx.n
         if dout is None:
-            dout = xi[0].new_zeros(xi[0].shape[0], xi[0].shape[1], sum(t.shape[1] for t in w))
-        dhN, dcN = _final_grads(dfinals, n, lstm, xi[0])
+            dout = x.new_zeros(x.shape[0], x.shape[1], sum(t.shape[1] for t in w))
+        dhN, dcN = _final_grads(dfinals, n, lstm, x)
         S, C, A = _saved_lists(ctx.saved)
-        none = [_empty(xi[0])] * n
-        res = _ext.backward(ctx.kind, lengths, dout, _empty(xi[0]), [], [], h0, c0 if lstm else [], w, none, m,
+        none = [_empty(x)] * n
+        res = _ext.backward(ctx.kind, lengths, dout, x, wi, none, h0, c0 if lstm else [], w, none, m,
                             ctx.reverse, S, C, A, dhN, dcN, gain)
-        per = 7 if lstm else 6  # dxi, dh0, [dc0], dW_hh, db_hh (none here), d gain, d shift
+        # per direction: dxi (none: projected here), dh0, [dc0], dW_hh, db_hh (none), d gain,
+        # d shift, dW_ih, db_ih (none); then dx, summed over the directions
+        per = 9 if lstm else 8
         grads = []
         for k in range(n):
             r = res[k * per:(k + 1) * per]
             if lstm:
-                dxi, dh0, dc0, dw, _, dgain, dshift = r
+                _, dh0, dc0, dw, _, dgain, dshift, dwi, _ = r
             else:
-                (dxi, dh0, dw, _, dgain, dshift), dc0 = r, None
-            grads += [dxi, dh0, dc0, dw, dgain, dshift, None]
-        return (None, None, None, None, None, *grads)
+                (_, dh0, dw, _, dgain, dshift, dwi, _), dc0 = r, None
+            grads += [dwi, dh0, dc0, dw, dgain, dshift, None]
+        return (None, None, None, None, None, res[-1], *grads)
 
 
 def _run_layer_norm(cells, x, states, lengths, reverse, masks):
     lstm = cells[0].is_lstm
     flat = []
     for cell, state, mask in zip(cells, states, masks):
-        xi = cell.input_projection(x)  # LN_ih(W_ih x), all steps at once, differentiated by autograd
         h0, c0 = state if lstm else (state, _empty(x))
-        gain, shift = cell.gain_hh, cell.shift_hh
-        if lstm:  # LN_c's gain and shift travel as a fifth row; autograd splits their gradients
-            gain = torch.cat([gain, cell.gain_c[None]])
-            shift = torch.cat([shift, cell.shift_c[None]])
-        flat += [xi, h0, c0, cell.weight_hh, gain, shift, mask if mask is not None else _empty(x)]
+        # All the cell's layer norms as rows of one gain and one shift; autograd splits their
+        # gradients back: LN_hh's, LN_c's (LSTM), then LN_ih's.
+        gains = [cell.gain_hh] + ([cell.gain_c[None]] if lstm else []) + [cell.gain_ih]
+        shifts = [cell.shift_hh] + ([cell.shift_c[None]] if lstm else []) + [cell.shift_ih]
+        flat += [cell.weight_ih, h0, c0, cell.weight_hh, torch.cat(gains), torch.cat(shifts),
+                 mask if mask is not None else _empty(x)]
     lens = lengths if lengths is not None else torch.empty(0, dtype=torch.long)
-    train = torch.is_grad_enabled() and any(t.requires_grad for t in flat)
+    train = torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in flat))
     res = _LayerNormRecurrence.apply(_LN_LSTM if lstm else _LN_GRU, train, tuple(reverse), lens,
-                                     cells[0].eps, *flat)
+                                     cells[0].eps, x, *flat)
     return res[0], _states(list(res[1:]), len(cells), lstm)
 
 

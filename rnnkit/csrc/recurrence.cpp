@@ -366,8 +366,10 @@ enum Kind { GRU = 0, LSTM = 1, LN_GRU = 2, LN_LSTM = 3 };
 inline bool has_cell(int kind) { return kind == LSTM || kind == LN_LSTM; }
 inline bool is_layer_norm(int kind) { return kind == LN_GRU || kind == LN_LSTM; }
 inline int gates(int kind) { return has_cell(kind) ? 4 : 3; }
-// Rows of the per-direction gain / shift tensors: LN_hh's G, then LN_c's one (LN_LSTM).
+// Rows of the per-direction gain / shift tensors: LN_hh's G, then LN_c's one (LN_LSTM), then
+// (from row ln_rows on) LN_ih's G: ln_all_rows in all.
 inline int ln_rows(int kind) { return kind == LN_GRU ? 3 : kind == LN_LSTM ? 5 : 0; }
+inline int ln_all_rows(int kind) { return ln_rows(kind) + gates(kind); }
 
 template <typename T> struct Direction {
   int B, T_, H, G;               // batch, time, hidden, gates (3 or 4)
@@ -385,7 +387,7 @@ template <typename T> struct Direction {
   T* C;                          // LSTM: (steps, B, H) cell states (train) or 2 rows (infer)
   T* A;                          // (steps, B, GA) saved activations (train only)
   T* hN; T* cN;                  // (B, H) final states
-  const T* ln_gain; const T* ln_shift; T eps;  // LN kinds: (ln_rows, H) each; LN_LSTM's last row is LN_c
+  const T* ln_gain; const T* ln_shift; T eps;  // LN kinds: (ln_all_rows, H) each: LN_hh, [LN_c], LN_ih
 
   int length(int b) const { return len ? static_cast<int>(len[b]) : T_; }
   int time(int b, int s) const {
@@ -398,15 +400,17 @@ template <typename T> struct Direction {
 // Saved per row and step:
 //   GRU      r, z, n, hn                                              4H
 //   LSTM     i, f, g, o, tanh(c)                                      5H
-//   LN_GRU   r, z, n, b_n | yhat of LN_hh (3H) | 1/std per gate (3)   7H + 3
+//   LN_GRU   r, z, n, b_n | yhat of LN_hh (3H) | 1/std per gate (3) |
+//            yhat of LN_ih (3H) | its 1/std per gate (3)             10H + 6
 //   LN_LSTM  i, f, g, o, tanh(c_norm) | chat of LN_c (H) | yhat of LN_hh (4H) |
-//            1/std per gate (4) | 1/std of LN_c (1)                  10H + 5
+//            1/std per gate (4) | 1/std of LN_c (1) |
+//            yhat of LN_ih (4H) | its 1/std per gate (4)             14H + 9
 template <typename T> inline int saved_width(int kind, int H) {
   switch (kind) {
     case GRU: return 4 * H;
     case LSTM: return 5 * H;
-    case LN_GRU: return 7 * H + 3;
-    default: return 10 * H + 5;
+    case LN_GRU: return 10 * H + 6;
+    default: return 14 * H + 9;
   }
 }
 
@@ -414,10 +418,11 @@ template <typename T> inline int saved_width(int kind, int H) {
 template <typename T> struct LnSaved {
   T* yhat_hh; T* rstd_hh;  // (G*H), (G)
   T* chat; T* rstd_c;      // LN_LSTM: (H), (1)
+  T* yhat_ih; T* rstd_ih;  // (G*H), (G): LN_ih of this row's input projection
 };
 template <typename T> inline LnSaved<T> ln_saved(int kind, int H, T* a) {
-  if (kind == LN_GRU) return {a + 4 * H, a + 7 * H, nullptr, nullptr};
-  return {a + 6 * H, a + 10 * H, a + 5 * H, a + 10 * H + 4};
+  if (kind == LN_GRU) return {a + 4 * H, a + 7 * H, nullptr, nullptr, a + 7 * H + 3, a + 10 * H + 3};
+  return {a + 6 * H, a + 10 * H, a + 5 * H, a + 10 * H + 4, a + 10 * H + 5, a + 14 * H + 5};
 }
 
 // sum_j f(j) for j < H in one vector's worth of partial sums: without -ffast-math the compiler
@@ -546,7 +551,7 @@ template <typename T> void forward_direction(int kind, Direction<T>& d) {
   // kernels then have no branches in their loops.
   const bool cell = has_cell(kind);
   std::vector<T> zeros(GH, T(0)), scratch(d.train ? 0 : GA), lnb(is_layer_norm(kind) ? GH : 0),
-      cn(kind == LN_LSTM ? H : 0);
+      lni(is_layer_norm(kind) ? GH : 0), cn(kind == LN_LSTM ? H : 0);
   std::vector<T> wt(static_cast<size_t>(packed_size<T>(GH, H)));  // W_hh^T, packed once for all steps
   pack_b<T>(GH, H, d.wt, GH, wt.data());
   const T* bias = d.bias ? d.bias : zeros.data();
@@ -579,6 +584,10 @@ template <typename T> void forward_direction(int kind, Direction<T>& d) {
         lstm_row<T>(H, x, g, bias, cp + static_cast<int64_t>(b) * H, hb, c + static_cast<int64_t>(b) * H, o, a);
       else {
         const LnSaved<T> ln = ln_saved<T>(kind, H, a);
+        // x is this row's W_ih x (projected before the loop); the cell reads LN_ih of it.
+        const int ih = ln_rows(kind) * H;
+        layer_norm_row<T>(d.G, H, x, d.ln_gain + ih, d.ln_shift + ih, d.eps, lni.data(), ln.yhat_ih, ln.rstd_ih);
+        x = lni.data();
         layer_norm_row<T>(d.G, H, g, d.ln_gain, d.ln_shift, d.eps, lnb.data(), ln.yhat_hh, ln.rstd_hh);
         if (kind == LN_GRU) gru_row<T>(H, x, lnb.data(), zeros.data(), hpb, hb, o, a);
         else {
@@ -613,8 +622,8 @@ template <typename T> void backward_direction(int kind, const Direction<T>& d, G
   std::vector<T> w(static_cast<size_t>(packed_size<T>(H, GH)));  // W_hh, packed once for all steps
   pack_b<T>(H, GH, d.w, H, w.data());
   if (is_layer_norm(kind)) {
-    std::fill(q.dgain, q.dgain + ln_rows(kind) * H, T(0));
-    std::fill(q.dshift, q.dshift + ln_rows(kind) * H, T(0));
+    std::fill(q.dgain, q.dgain + ln_all_rows(kind) * H, T(0));
+    std::fill(q.dshift, q.dshift + ln_all_rows(kind) * H, T(0));
   }
   if (q.dhN) std::copy(q.dhN, q.dhN + BH, dh.begin());
   if (cell && q.dcN) std::copy(q.dcN, q.dcN + BH, dc.begin());
@@ -647,6 +656,10 @@ template <typename T> void backward_direction(int kind, const Direction<T>& d, G
       if (is_layer_norm(kind)) {  // dG so far is d LN_hh(gh); through LN_hh to d gh
         const LnSaved<T> ln = ln_saved<T>(kind, H, a);
         layer_norm_row_backward<T>(d.G, H, ln.yhat_hh, ln.rstd_hh, d.ln_gain, dgb, q.dgain, q.dshift);
+        // and dx is d LN_ih(W_ih x): through LN_ih to d (W_ih x), which the projection's
+        // backward takes after the loop
+        const int ih = ln_rows(kind) * H;
+        layer_norm_row_backward<T>(d.G, H, ln.yhat_ih, ln.rstd_ih, d.ln_gain + ih, dx, q.dgain + ih, q.dshift + ih);
       }
     }
     // d h_prev += m * (dG_s W_hh); rows past their end have dG = 0 and keep their carry.
@@ -819,8 +832,10 @@ bool present(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
 // stride. Per direction k: h0[k], c0[k] (LSTM) (B, H), w[k] = W_hh (G*H, H), bias[k] = b_hh
 // (G*H) or empty, mask[k] (B, H) or empty, reverse[k]. Empty tensors stand for "none".
 // out (B, T, sum H): direction k writes columns [offset_k, offset_k + H_k).
-// Layer-norm kinds: ln_gain[k], ln_shift[k] (3, H) (LN_GRU) or (5, H) (LN_LSTM: gain_hh /
-// shift_hh (4, H), then gain_c / shift_c as the last row), eps; empty lists otherwise.
+// Layer-norm kinds take x and w_ih (no b_ih) and ln_gain[k], ln_shift[k]: (6, H) for LN_GRU
+// (gain_hh / shift_hh (3, H), then gain_ih / shift_ih (3, H)) or (9, H) for LN_LSTM (gain_hh /
+// shift_hh (4, H), gain_c / shift_c, then gain_ih / shift_ih (4, H)), and eps; the loop applies
+// LN_ih to each row's W_ih x as it reads it. Empty lists otherwise.
 // Returns [out, then per direction: hN, cN (LSTM kinds), S, C (LSTM kinds), A] (S, C, A empty
 // unless train).
 std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& lengths, const at::Tensor& x,
@@ -836,6 +851,7 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
   check(nd >= 1 && w.size() == nd && bias.size() == nd && mask.size() == nd && reverse.size() == nd &&
             (!has_cell(kind) || c0.size() == nd) && (proj ? w_ih.size() == nd && b_ih.size() == nd : xi.size() == nd),
         "one entry per direction in every list");
+  check(!is_layer_norm(kind) || proj, "layer-norm kinds take x and W_ih (their LN_ih runs in the loop)");
   const at::Tensor& first = proj ? x : xi[0];
   const int B = static_cast<int>(first.size(0)), T_ = static_cast<int>(first.size(1));
   const int G = gates(kind);
@@ -892,8 +908,9 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
       d.ln_gain = d.ln_shift = nullptr; d.eps = static_cast<scalar_t>(eps);
       if (is_layer_norm(kind)) {
         auto gk = ln_gain[k].contiguous(), sk = ln_shift[k].contiguous();
-        check(gk.numel() == ln_rows(kind) * H && sk.numel() == ln_rows(kind) * H,
-              "layer-norm gain and shift must be (3, H) (LN_GRU) or (5, H) (LN_LSTM: LN_hh's 4 rows, then LN_c)");
+        check(gk.numel() == ln_all_rows(kind) * H && sk.numel() == ln_all_rows(kind) * H,
+              "layer-norm gain and shift must be (6, H) (LN_GRU: LN_hh's 3 rows, then LN_ih's) or (9, H) "
+              "(LN_LSTM: LN_hh's 4 rows, LN_c, then LN_ih's 4)");
         keep.insert(keep.end(), {gk, sk});
         d.ln_gain = gk.data_ptr<scalar_t>(); d.ln_shift = sk.data_ptr<scalar_t>();
       }
@@ -999,7 +1016,7 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
       d.ln_gain = d.ln_shift = nullptr;
       if (is_layer_norm(kind)) {
         auto gk = ln_gain[k].contiguous();
-        check(gk.numel() == ln_rows(kind) * H, "layer-norm gain must be shaped as in forward");
+        check(gk.numel() == ln_all_rows(kind) * H, "layer-norm gain must be shaped as in forward");
         keep.push_back(gk);
         d.ln_gain = gk.data_ptr<scalar_t>();
       }
@@ -1025,8 +1042,8 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
       q.dw = dw[k].data_ptr<scalar_t>();
       q.dgain = q.dshift = nullptr;
       if (is_layer_norm(kind)) {
-        dgain[k] = at::empty({ln_rows(kind), H}, opts);
-        dshift[k] = at::empty({ln_rows(kind), H}, opts);
+        dgain[k] = at::empty({ln_all_rows(kind), H}, opts);
+        dshift[k] = at::empty({ln_all_rows(kind), H}, opts);
         q.dgain = dgain[k].data_ptr<scalar_t>(); q.dshift = dshift[k].data_ptr<scalar_t>();
       }
       if (present(bias[k])) { db[k] = at::empty({G * H}, opts); q.db = db[k].data_ptr<scalar_t>(); }
