@@ -11,9 +11,9 @@ input projection ``xi = W_ih x + b_ih`` of all steps as one product, then per st
 product ``(m * h_prev) W_hh^T`` and the gate arithmetic in one fused pass; backward through
 time likewise, with the weight gradients as one product each after the loop. No torch op runs
 inside, so the two directions never wait on torch's thread pool. For ``LayerNormGRUCell`` and
-``LayerNormLSTMCell`` the input half ``LN_ih(W_ih x)`` is computed by PyTorch and the C++ loop
-normalises ``W_hh h`` per gate at each step, and for the LSTM the cell state before its tanh
-(``_LayerNormRecurrence``). The math is that of ``cells.GRUCell`` / ``LSTMCell`` /
+``LayerNormLSTMCell`` (``_LayerNormRecurrence``) the loop also normalises, per gate, each row's
+``W_ih x`` as it reads it and ``W_hh h`` at each step, and for the LSTM the cell state before
+its tanh. The math is that of ``cells.GRUCell`` / ``LSTMCell`` /
 ``LayerNormGRUCell`` / ``LayerNormLSTMCell``; tests/test_compiled.py checks outputs and
 gradients against those cells.
 
