@@ -3,14 +3,14 @@
 //
 // What it computes is exactly rnnkit.cells.GRUCell / LSTMCell / LayerNormGRUCell /
 // LayerNormLSTMCell run over time (see those docstrings for the equations and the gate order
-// r, z, n / i, f, g, o). The input half xi (B, T, G*H) of all steps has no recurrence in it:
-// for GRU / LSTM it is one product x W_ih^T + b_ih done here, in the direction's own thread,
-// before the loop; for the layer-norm kinds xi = LN_ih(W_ih x) comes in, computed (and
-// differentiated) by PyTorch. The loop then computes, per step s,
+// r, z, n / i, f, g, o). The input half of all steps has no recurrence in it: it is one
+// product x W_ih^T (+ b_ih) done here, in the direction's own thread, before the loop. The
+// loop then computes, per step s,
 //
 //     gh = (m * h_prev) W_hh^T              one small GEMM (B, H) x (H, G*H), our own kernel
 //     gates, state = fused elementwise math  one pass over (B, G*H), our own vectorised loop
-//                                            (plus LN_hh per gate and, LN_LSTM, LN_c)
+//                                            (the layer-norm kinds: LN_ih of the row's input
+//                                            half and LN_hh per gate, and LN_LSTM's LN_c)
 //
 // saving the gate activations (and the normalised values and 1/std of each layer norm) so that
 // the backward pass is, per step, elementwise math plus one small GEMM (B, G*H) x (G*H, H),
