@@ -48,7 +48,7 @@ from torch import Tensor
 
 from .cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell
 
-__all__ = ["available", "error", "supports", "run"]
+__all__ = ["available", "error", "supports", "run", "release_scratch"]
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "recurrence.cpp")
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math"]
@@ -176,6 +176,12 @@ def _ninja_on_path() -> None:
     except (ImportError, AttributeError):
         bindir = os.path.dirname(sys.executable)
     os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+
+def release_scratch() -> int:
+    """Free the scratch buffers the loop keeps between calls (at most six, none above 256 MB);
+    returns how many bytes that was. The next call allocates anew."""
+    return int(_ext.release_scratch()) if _ext is not None else 0
 
 
 def available() -> bool:

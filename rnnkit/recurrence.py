@@ -39,7 +39,7 @@ from . import _compiled
 from .cells import GRUCell, LSTMCell, RNNCell, State
 
 __all__ = ["Path", "choose_path", "run", "run_bidirectional", "run_layers", "reverse_padded", "length_mask",
-           "use_compiled"]
+           "use_compiled", "release_scratch"]
 
 
 class Path(NamedTuple):
@@ -75,6 +75,13 @@ def use_compiled(enabled: bool = True) -> None:
     Python loop."""
     global _use_compiled
     _use_compiled = bool(enabled)
+
+
+def release_scratch() -> int:
+    """Free the compiled loop's pooled scratch memory (the input projections and gate gradients
+    of the largest recent calls, kept so that the next call does not fault in fresh pages);
+    returns the bytes freed."""
+    return _compiled.release_scratch()
 
 
 def _graph_capture() -> str | None:
