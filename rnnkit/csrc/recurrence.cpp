@@ -739,9 +739,10 @@ template <typename T> void project_backward(int64_t rows, int GH, const T* dxi, 
 // per inference call of a BiGRU (64, 100, 256) x 2. A lease takes the smallest pooled buffer
 // of the dtype that is large enough (or allocates one) and gives it back when the call ends,
 // so concurrent calls never share one. The pool keeps at most kScratchKeep buffers, none
-// above kScratchMaxBytes; release_scratch() empties it.
+// above kScratchMaxBytes and kScratchTotalBytes in all (a bidirectional training call uses
+// five: two xi, two d gates, one input gradient); release_scratch() empties it.
 constexpr size_t kScratchKeep = 6;
-constexpr int64_t kScratchMaxBytes = int64_t(256) << 20;
+constexpr int64_t kScratchMaxBytes = int64_t(256) << 20, kScratchTotalBytes = int64_t(768) << 20;
 std::mutex scratch_mutex;
 std::vector<at::Tensor> scratch_pool;  // flat tensors
 
@@ -777,7 +778,12 @@ struct ScratchLeases {
     std::lock_guard<std::mutex> lock(scratch_mutex);
     for (auto& t : taken)
       if (t.numel() * static_cast<int64_t>(t.element_size()) <= kScratchMaxBytes) scratch_pool.push_back(t);
-    while (scratch_pool.size() > kScratchKeep) {
+    auto bytes = [] {
+      int64_t total = 0;
+      for (auto& t : scratch_pool) total += t.numel() * static_cast<int64_t>(t.element_size());
+      return total;
+    };
+    while (scratch_pool.size() > kScratchKeep || (!scratch_pool.empty() && bytes() > kScratchTotalBytes)) {
       auto smallest = std::min_element(scratch_pool.begin(), scratch_pool.end(),
                                        [](const at::Tensor& a, const at::Tensor& b) { return a.numel() < b.numel(); });
       scratch_pool.erase(smallest);
