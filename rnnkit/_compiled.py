@@ -11,11 +11,10 @@ input projection ``xi = W_ih x + b_ih`` of all steps as one product, then per st
 product ``(m * h_prev) W_hh^T`` and the gate arithmetic in one fused pass; backward through
 time likewise, with the weight gradients as one product each after the loop. No torch op runs
 inside, so the two directions never wait on torch's thread pool. For ``LayerNormGRUCell`` and
-``LayerNormLSTMCell`` (``_LayerNormRecurrence``) the loop also normalises, per gate, each row's
-``W_ih x`` as it reads it and ``W_hh h`` at each step, and for the LSTM the cell state before
-its tanh. The math is that of ``cells.GRUCell`` / ``LSTMCell`` /
-``LayerNormGRUCell`` / ``LayerNormLSTMCell``; tests/test_compiled.py checks outputs and
-gradients against those cells.
+``LayerNormLSTMCell`` the loop also normalises, per gate, each row's ``W_ih x`` as it reads it
+and ``W_hh h`` at each step, and for the LSTM the cell state before its tanh. The math is that
+of ``cells.GRUCell`` / ``LSTMCell`` / ``LayerNormGRUCell`` / ``LayerNormLSTMCell``;
+tests/test_compiled.py checks outputs and gradients against those cells.
 
 The extension is built with torch.utils.cpp_extension on first use (ninja, a C++ compiler) into
 torch's extension cache (``TORCH_EXTENSIONS_DIR``, default ~/.cache/torch_extensions) with
@@ -255,68 +254,26 @@ def _first_order_only() -> None:
             "differentiable.")
 
 
-_SLOTS = 7  # per direction: W_ih, b_ih, h0, c0, W_hh, b_hh, mask
+_SLOTS = 9  # per direction: W_ih, b_ih, h0, c0, W_hh, b_hh, gain, shift, mask
 
 
 class _Recurrence(torch.autograd.Function):
-    """One or more directions over x (B, T, D), input projection included; per direction
-    seven inputs: W_ih (G*H, D), b_ih, h0 (B, H), c0 (B, H), W_hh (G*H, H), b_hh, mask (B, H),
-    each optional one (b_ih, c0 for GRU, b_hh, mask) an empty tensor when absent."""
-
-    @staticmethod
-    def forward(ctx, kind: int, train: bool, reverse: tuple, lengths: Tensor, x: Tensor, *flat: Tensor):
-        wi, bi, h0, c0, w, b, m = (list(flat[k::_SLOTS]) for k in range(_SLOTS))
-        res = _ext.forward(kind, train, lengths, x, wi, bi, [], h0, c0 if kind else [], w, b, m,
-                           list(reverse), [], [], 0.0)
-        out, finals, ctx.saved = _unpack_forward(res, len(h0), kind == _LSTM)
-        ctx.kind, ctx.reverse, ctx.n = kind, list(reverse), len(h0)
-        ctx.save_for_backward(lengths, x, *flat)
-        return (out, *finals)
-
-    @staticmethod
-    def backward(ctx, dout: Tensor, *dfinals: Tensor):
-        _first_order_only()
-        lengths, x, *flat = ctx.saved_tensors
-        wi, bi, h0, c0, w, b, m = (list(flat[k::_SLOTS]) for k in range(_SLOTS))
-        kind, n = ctx.kind, ctx.n
-        S, C, A = _saved_lists(ctx.saved)
-        if dout is None:
-            dout = x.new_zeros(x.shape[0], x.shape[1], sum(t.shape[1] for t in w))
-        dhN, dcN = _final_grads(dfinals, n, kind == _LSTM, x)
-        res = _ext.backward(kind, lengths, dout, x, wi, bi, h0, c0 if kind else [], w, b, m,
-                            ctx.reverse, S, C, A, dhN, dcN, [])
-        per = 7 if kind else 6  # dxi (none here), dh0, [dc0], dW_hh, db_hh, dW_ih, db_ih
-        grads = []
-        for k in range(n):
-            r = res[k * per:(k + 1) * per]
-            if kind:
-                _, dh0, dc0, dw, db, dwi, dbi = r
-            else:
-                (_, dh0, dw, db, dwi, dbi), dc0 = r, None
-            grads += [dwi, dbi if bi[k].numel() else None, dh0, dc0, dw, db if b[k].numel() else None, None]
-        return (None, None, None, None, res[-1], *grads)
-
-
-_LN_SLOTS = 7  # per direction: W_ih, h0, c0, W_hh, gain, shift, mask
-
-
-class _LayerNormRecurrence(torch.autograd.Function):
-    """A layer-norm cell over one or more directions, both halves in C++: kind _LN_GRU
-    (LayerNormGRUCell) or _LN_LSTM (LayerNormLSTMCell). x (B, T, D) is shared; per direction
-    seven inputs: W_ih (G*H, D), h0 (B, H), c0 (B, H) or empty (GRU), W_hh (G*H, H), gain and
-    shift with all the cell's layer norms as rows -- LN_hh's G, LN_c's one (LSTM), then LN_ih's
-    G: (6, H) for the GRU, (9, H) for the LSTM -- and mask (B, H) or empty."""
+    """One or more directions of one kind of cell over x (B, T, D), input projection included.
+    Per direction nine inputs: W_ih (G*H, D), b_ih, h0 (B, H), c0 (B, H), W_hh (G*H, H), b_hh,
+    gain, shift, mask (B, H); each optional one (b_ih, b_hh, c0 for the GRU kinds, mask) an
+    empty tensor when absent. gain and shift are the layer-norm kinds' (empty otherwise): all
+    the cell's layer norms as rows -- LN_hh's G, LN_c's one (LN_LSTM), then LN_ih's G: (6, H)
+    for LayerNormGRUCell, (9, H) for LayerNormLSTMCell."""
 
     @staticmethod
     def forward(ctx, kind: int, train: bool, reverse: tuple, lengths: Tensor, eps: float, x: Tensor,
                 *flat: Tensor):
-        wi, h0, c0, w, gain, shift, m = (list(flat[k::_LN_SLOTS]) for k in range(_LN_SLOTS))
-        lstm = kind == _LN_LSTM
-        none = [_empty(x)] * len(wi)
-        res = _ext.forward(kind, train, lengths, x, wi, none, [], h0, c0 if lstm else [], w, none, m,
-                           list(reverse), gain, shift, eps)
-        out, finals, ctx.saved = _unpack_forward(res, len(wi), lstm)
-        ctx.kind, ctx.reverse, ctx.n = kind, list(reverse), len(wi)
+        wi, bi, h0, c0, w, b, gain, shift, m = (list(flat[k::_SLOTS]) for k in range(_SLOTS))
+        lstm, ln = kind in (_LSTM, _LN_LSTM), kind in (_LN_GRU, _LN_LSTM)
+        res = _ext.forward(kind, train, lengths, x, wi, bi, h0, c0 if lstm else [], w, b, m,
+                           list(reverse), gain if ln else [], shift if ln else [], eps)
+        out, finals, ctx.saved = _unpack_forward(res, len(h0), lstm)
+        ctx.kind, ctx.reverse, ctx.n, ctx.lstm, ctx.ln = kind, list(reverse), len(h0), lstm, ln
         ctx.save_for_backward(lengths, x, *flat)
         return (out, *finals)
 
@@ -324,45 +281,28 @@ class _LayerNormRecurrence(torch.autograd.Function):
     def backward(ctx, dout: Tensor, *dfinals: Tensor):
         _first_order_only()
         lengths, x, *flat = ctx.saved_tensors
-        wi, h0, c0, w, gain, shift, m = (list(flat[k::_LN_SLOTS]) for k in range(_LN_SLOTS))
-        lstm, n = ctx.kind == _LN_LSTM, ctx.n
+        wi, bi, h0, c0, w, b, gain, shift, m = (list(flat[k::_SLOTS]) for k in range(_SLOTS))
+        n, lstm, ln = ctx.n, ctx.lstm, ctx.ln
+        S, C, A = _saved_lists(ctx.saved)
         if dout is None:
             dout = x.new_zeros(x.shape[0], x.shape[1], sum(t.shape[1] for t in w))
         dhN, dcN = _final_grads(dfinals, n, lstm, x)
-        S, C, A = _saved_lists(ctx.saved)
-        none = [_empty(x)] * n
-        res = _ext.backward(ctx.kind, lengths, dout, x, wi, none, h0, c0 if lstm else [], w, none, m,
-                            ctx.reverse, S, C, A, dhN, dcN, gain)
-        # per direction: dxi (none: projected here), dh0, [dc0], dW_hh, db_hh (none), d gain,
-        # d shift, dW_ih, db_ih (none); then dx, summed over the directions
-        per = 9 if lstm else 8
+        res = _ext.backward(ctx.kind, lengths, dout, x, wi, bi, h0, c0 if lstm else [], w, b, m,
+                            ctx.reverse, S, C, A, dhN, dcN, gain if ln else [])
+        # per direction: dh0, [dc0], dW_hh, db_hh, [d gain, d shift], dW_ih, db_ih; then dx,
+        # summed over the directions
+        per = 5 + lstm + 2 * ln
         grads = []
         for k in range(n):
-            r = res[k * per:(k + 1) * per]
-            if lstm:
-                _, dh0, dc0, dw, _, dgain, dshift, dwi, _ = r
-            else:
-                (_, dh0, dw, _, dgain, dshift, dwi, _), dc0 = r, None
-            grads += [dwi, dh0, dc0, dw, dgain, dshift, None]
+            r = iter(res[k * per:(k + 1) * per])
+            dh0 = next(r)
+            dc0 = next(r) if lstm else None
+            dw, db = next(r), next(r)
+            dgain, dshift = (next(r), next(r)) if ln else (None, None)
+            dwi, dbi = next(r), next(r)
+            grads += [dwi, dbi if bi[k].numel() else None, dh0, dc0, dw, db if b[k].numel() else None,
+                      dgain, dshift, None]
         return (None, None, None, None, None, res[-1], *grads)
-
-
-def _run_layer_norm(cells, x, states, lengths, reverse, masks):
-    lstm = cells[0].is_lstm
-    flat = []
-    for cell, state, mask in zip(cells, states, masks):
-        h0, c0 = state if lstm else (state, _empty(x))
-        # All the cell's layer norms as rows of one gain and one shift; autograd splits their
-        # gradients back: LN_hh's, LN_c's (LSTM), then LN_ih's.
-        gains = [cell.gain_hh] + ([cell.gain_c[None]] if lstm else []) + [cell.gain_ih]
-        shifts = [cell.shift_hh] + ([cell.shift_c[None]] if lstm else []) + [cell.shift_ih]
-        flat += [cell.weight_ih, h0, c0, cell.weight_hh, torch.cat(gains), torch.cat(shifts),
-                 mask if mask is not None else _empty(x)]
-    lens = lengths if lengths is not None else torch.empty(0, dtype=torch.long)
-    train = torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in flat))
-    res = _LayerNormRecurrence.apply(_LN_LSTM if lstm else _LN_GRU, train, tuple(reverse), lens,
-                                     cells[0].eps, x, *flat)
-    return res[0], _states(list(res[1:]), len(cells), lstm)
 
 
 def _states(finals: list, n: int, lstm: bool) -> list:
@@ -385,17 +325,22 @@ def run(cells: list, x: Tensor, states: list, lengths: Tensor | None, *, reverse
         # not reach the weight gradients, as it never does on torch's packed kernel.
         valid = torch.arange(x.shape[1], device=x.device) < lengths[:, None]  # (B, T)
         x = x.masked_fill(~valid[..., None], 0.0)
-    if isinstance(cells[0], (LayerNormGRUCell, LayerNormLSTMCell)):
-        return _run_layer_norm(cells, x, states, lengths, reverse, masks)
-    lstm = cells[0].is_lstm
+    lstm, ln = cells[0].is_lstm, isinstance(cells[0], (LayerNormGRUCell, LayerNormLSTMCell))
+    kind = (_LN_LSTM if lstm else _LN_GRU) if ln else (_LSTM if lstm else _GRU)
     flat = []
     for cell, state, mask in zip(cells, states, masks):
         h0, c0 = state if lstm else (state, _empty(x))
-        optional = [cell.bias_ih, cell.bias_hh, mask]
+        if ln:  # all the cell's layer norms as rows of one gain and one shift; autograd splits
+            # their gradients back: LN_hh's, LN_c's (LSTM), then LN_ih's
+            gain = torch.cat([cell.gain_hh] + ([cell.gain_c[None]] if lstm else []) + [cell.gain_ih])
+            shift = torch.cat([cell.shift_hh] + ([cell.shift_c[None]] if lstm else []) + [cell.shift_ih])
+        else:
+            gain = shift = _empty(x)
+        optional = [cell.bias_ih, cell.bias_hh, mask]  # layer-norm cells have no biases
         b_ih, b_hh, mask = (t if t is not None else _empty(x) for t in optional)
-        flat += [cell.weight_ih, b_ih, h0, c0, cell.weight_hh, b_hh, mask]
+        flat += [cell.weight_ih, b_ih, h0, c0, cell.weight_hh, b_hh, gain, shift, mask]
     lens = lengths if lengths is not None else torch.empty(0, dtype=torch.long)
     # Without autograd (inference) the loop keeps two rows of state and saves no activations.
     train = torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in flat))
-    res = _Recurrence.apply(_LSTM if lstm else _GRU, train, tuple(reverse), lens, x, *flat)
+    res = _Recurrence.apply(kind, train, tuple(reverse), lens, getattr(cells[0], "eps", 0.0), x, *flat)
     return res[0], _states(list(res[1:]), len(cells), lstm)

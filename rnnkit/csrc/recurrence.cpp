@@ -701,7 +701,7 @@ template <typename T> void backward_direction(int kind, const Direction<T>& d, G
 // K = D), and its backward: dx_k = dxi W_ih, dW_ih = dxi^T x, db_ih = sum of dxi rows.
 
 template <typename T> struct Projection {
-  const T* x; int D;             // (B*T, D) contiguous, or null: xi was given
+  const T* x; int D;             // (B*T, D) contiguous
   const T* wt; const T* w;       // W_ih^T (D, G*H) for forward, W_ih (G*H, D) for backward
   const T* bias;                 // (G*H) or null
   T* xi;                         // (B*T, G*H)
@@ -833,9 +833,8 @@ void check(bool ok, const std::string& what) { TORCH_CHECK(ok, "rnnkit compiled 
 // Optional tensors cross from Python as empty tensors.
 bool present(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
 
-// Input: either x (B, T, D) with w_ih[k] (G*H, D), b_ih[k] per direction (the projection is
-// done here, in each direction's thread), or x empty and xi[k] (B, T, G*H) with unit last
-// stride. Per direction k: h0[k], c0[k] (LSTM) (B, H), w[k] = W_hh (G*H, H), bias[k] = b_hh
+// Input: x (B, T, D) and per direction w_ih[k] (G*H, D), b_ih[k] (the projection is done
+// here, in each direction's thread). Per direction k: h0[k], c0[k] (LSTM) (B, H), w[k] = W_hh (G*H, H), bias[k] = b_hh
 // (G*H) or empty, mask[k] (B, H) or empty, reverse[k]. Empty tensors stand for "none".
 // out (B, T, sum H): direction k writes columns [offset_k, offset_k + H_k).
 // Layer-norm kinds take x and w_ih (no b_ih) and ln_gain[k], ln_shift[k]: (6, H) for LN_GRU
@@ -846,20 +845,18 @@ bool present(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
 // unless train).
 std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& lengths, const at::Tensor& x,
                                 std::vector<at::Tensor> w_ih, std::vector<at::Tensor> b_ih,
-                                std::vector<at::Tensor> xi, std::vector<at::Tensor> h0,
-                                std::vector<at::Tensor> c0, std::vector<at::Tensor> w,
-                                std::vector<at::Tensor> bias, std::vector<at::Tensor> mask,
-                                std::vector<bool> reverse, std::vector<at::Tensor> ln_gain,
-                                std::vector<at::Tensor> ln_shift, double eps) {
+                                std::vector<at::Tensor> h0, std::vector<at::Tensor> c0,
+                                std::vector<at::Tensor> w, std::vector<at::Tensor> bias,
+                                std::vector<at::Tensor> mask, std::vector<bool> reverse,
+                                std::vector<at::Tensor> ln_gain, std::vector<at::Tensor> ln_shift,
+                                double eps) {
   check(kind >= GRU && kind <= LN_LSTM, "kind must be 0 (GRU), 1 (LSTM), 2 (LN_GRU) or 3 (LN_LSTM)");
-  const bool proj = present(x);
   const size_t nd = h0.size();
+  check(present(x) && x.dim() == 3, "x must be (B, T, D)");
   check(nd >= 1 && w.size() == nd && bias.size() == nd && mask.size() == nd && reverse.size() == nd &&
-            (!has_cell(kind) || c0.size() == nd) && (proj ? w_ih.size() == nd && b_ih.size() == nd : xi.size() == nd),
+            (!has_cell(kind) || c0.size() == nd) && w_ih.size() == nd && b_ih.size() == nd,
         "one entry per direction in every list");
-  check(!is_layer_norm(kind) || proj, "layer-norm kinds take x and W_ih (their LN_ih runs in the loop)");
-  const at::Tensor& first = proj ? x : xi[0];
-  const int B = static_cast<int>(first.size(0)), T_ = static_cast<int>(first.size(1));
+  const int B = static_cast<int>(x.size(0)), T_ = static_cast<int>(x.size(1));
   const int G = gates(kind);
   at::Tensor len;
   int steps = T_;
@@ -873,8 +870,8 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
     offset.push_back(total);
     total += w[k].size(1);
   }
-  auto opts = first.options();
-  at::Tensor xc = proj ? x.contiguous() : at::Tensor();
+  auto opts = x.options();
+  at::Tensor xc = x.contiguous();
   at::Tensor out = present(lengths) ? at::zeros({B, T_, total}, opts) : at::empty({B, T_, total}, opts);
   std::vector<at::Tensor> results{out};
   std::vector<Direction<float>> df;
@@ -882,29 +879,25 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
   std::vector<std::function<void()>> jobs;
   std::vector<at::Tensor> keep;  // contiguous copies that must outlive the jobs
   ScratchLeases scratch;
-  AT_DISPATCH_FLOATING_TYPES(first.scalar_type(), "rnnkit_forward", [&] {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_forward", [&] {
     std::vector<Direction<scalar_t>> dirs(nd);
     std::vector<Projection<scalar_t>> projs(nd);
     for (size_t k = 0; k < nd; ++k) {
       const int H = static_cast<int>(w[k].size(1));
-      if (proj) {  // xi is scratch here: backward needs only the saved activations
-        auto xik = scratch.take({B, T_, G * H}, opts), wit = w_ih[k].t().contiguous();
-        keep.insert(keep.end(), {xik, wit});
-        auto& p = projs[k];
-        p.x = xc.data_ptr<scalar_t>(); p.D = static_cast<int>(xc.size(2));
-        p.wt = wit.data_ptr<scalar_t>(); p.w = nullptr; p.xi = xik.data_ptr<scalar_t>();
-        if (present(b_ih[k])) { auto bk = b_ih[k].contiguous(); keep.push_back(bk); p.bias = bk.data_ptr<scalar_t>(); }
-        else p.bias = nullptr;
-        if (xi.size() <= k) xi.resize(k + 1);
-        xi[k] = xik;
-      }
-      check(xi[k].size(2) == G * H && xi[k].stride(2) == 1, "xi must be (B, T, G*H) with unit last stride");
+      // xi = x W_ih^T (+ b_ih) is scratch: backward needs only the saved activations
+      auto xi = scratch.take({B, T_, G * H}, opts), wit = w_ih[k].t().contiguous();
+      keep.push_back(wit);
+      auto& p = projs[k];
+      p.x = xc.data_ptr<scalar_t>(); p.D = static_cast<int>(xc.size(2));
+      p.wt = wit.data_ptr<scalar_t>(); p.w = nullptr; p.xi = xi.data_ptr<scalar_t>();
+      if (present(b_ih[k])) { auto bk = b_ih[k].contiguous(); keep.push_back(bk); p.bias = bk.data_ptr<scalar_t>(); }
+      else p.bias = nullptr;
       auto wt = w[k].t().contiguous(), h0k = h0[k].contiguous();
       keep.insert(keep.end(), {wt, h0k});
       auto& d = dirs[k];
       d.B = B; d.T_ = T_; d.H = H; d.G = G; d.steps = steps; d.reverse = reverse[k]; d.train = train;
       d.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
-      d.xi = xi[k].data_ptr<scalar_t>(); d.xi_sb = xi[k].stride(0); d.xi_st = xi[k].stride(1);
+      d.xi = xi.data_ptr<scalar_t>(); d.xi_sb = xi.stride(0); d.xi_st = xi.stride(1);
       d.w = nullptr; d.wt = wt.data_ptr<scalar_t>();
       if (present(bias[k])) { auto bk = bias[k].contiguous(); keep.push_back(bk); d.bias = bk.data_ptr<scalar_t>(); }
       else d.bias = nullptr;
@@ -946,10 +939,10 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
       results.push_back(A);
     }
     for (size_t k = 0; k < nd; ++k)
-      jobs.emplace_back([&dirs, &projs, k, kind, proj, rows = static_cast<int64_t>(B) * T_,
+      jobs.emplace_back([&dirs, &projs, k, kind, rows = static_cast<int64_t>(B) * T_,
                          workers = spare_workers(nd)] {
         gemm_workers = workers;
-        if (proj) project<scalar_t>(rows, dirs[k].G * dirs[k].H, projs[k]);
+        project<scalar_t>(rows, dirs[k].G * dirs[k].H, projs[k]);
         forward_direction<scalar_t>(kind, dirs[k]);
       });
     run_directions(jobs);
@@ -957,10 +950,9 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
   return results;
 }
 
-// Gradients per direction: [dxi (B, T, G*H) (empty when x was given), dh0, dc0 (LSTM kinds),
-// dW_hh, db_hh (if bias), d gain, d shift (layer-norm kinds, shaped as ln_gain), then, when x
-// was given, dW_ih, db_ih (if b_ih)]; last, when x was given, dx (B, T, D) summed over the
-// directions.
+// Gradients per direction: [dh0, dc0 (LSTM kinds), dW_hh, db_hh (if bias), d gain, d shift
+// (layer-norm kinds, shaped as ln_gain), dW_ih, db_ih (if b_ih)]; last dx (B, T, D), summed
+// over the directions.
 std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const at::Tensor& dout,
                                  const at::Tensor& x, std::vector<at::Tensor> w_ih,
                                  std::vector<at::Tensor> b_ih, std::vector<at::Tensor> h0,
@@ -972,7 +964,7 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
                                  std::vector<at::Tensor> ln_gain) {
   check(kind >= GRU && kind <= LN_LSTM, "kind must be 0 (GRU), 1 (LSTM), 2 (LN_GRU) or 3 (LN_LSTM)");
   const size_t nd = h0.size();
-  const bool proj = present(x);
+  check(present(x) && x.dim() == 3, "x must be (B, T, D)");
   const int B = static_cast<int>(dout.size(0)), T_ = static_cast<int>(dout.size(1));
   const int G = gates(kind);
   at::Tensor len;
@@ -983,8 +975,8 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
   }
   auto opts = dout.options();
   at::Tensor go = dout.stride(2) == 1 ? dout : dout.contiguous();
-  at::Tensor xc = proj ? x.contiguous() : at::Tensor();
-  const int D = proj ? static_cast<int>(xc.size(2)) : 0;
+  at::Tensor xc = x.contiguous();
+  const int D = static_cast<int>(xc.size(2));
   std::vector<at::Tensor> keep, dG(nd), dxi(nd), dh0(nd), dc0(nd), dw(nd), db(nd), dwi(nd), dbi(nd), dx(nd);
   ScratchLeases scratch;
   std::vector<at::Tensor> dgain(nd), dshift(nd);
@@ -996,18 +988,16 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
     std::vector<Projection<scalar_t>> projs(nd);
     for (size_t k = 0; k < nd; ++k) {
       const int H = static_cast<int>(w[k].size(1));
-      if (proj) {
-        auto wi = w_ih[k].contiguous();
-        keep.push_back(wi);
-        auto& p = projs[k];
-        p.x = xc.data_ptr<scalar_t>(); p.D = D; p.w = wi.data_ptr<scalar_t>(); p.wt = nullptr; p.xi = nullptr;
-        dwi[k] = at::empty({G * H, D}, opts);
-        p.dw = dwi[k].data_ptr<scalar_t>();
-        if (present(b_ih[k])) { dbi[k] = at::empty({G * H}, opts); p.db = dbi[k].data_ptr<scalar_t>(); }
-        else p.db = nullptr;
-        dx[k] = k == 0 ? at::empty({B, T_, D}, opts) : scratch.take({B, T_, D}, opts);  // summed into dx[0]
-        p.dx = dx[k].data_ptr<scalar_t>();
-      }
+      auto wi = w_ih[k].contiguous();
+      keep.push_back(wi);
+      auto& p = projs[k];
+      p.x = xc.data_ptr<scalar_t>(); p.D = D; p.w = wi.data_ptr<scalar_t>(); p.wt = nullptr; p.xi = nullptr;
+      dwi[k] = at::empty({G * H, D}, opts);
+      p.dw = dwi[k].data_ptr<scalar_t>();
+      if (present(b_ih[k])) { dbi[k] = at::empty({G * H}, opts); p.db = dbi[k].data_ptr<scalar_t>(); }
+      else p.db = nullptr;
+      dx[k] = k == 0 ? at::empty({B, T_, D}, opts) : scratch.take({B, T_, D}, opts);  // summed into dx[0]
+      p.dx = dx[k].data_ptr<scalar_t>();
       auto wk = w[k].contiguous(), h0k = h0[k].contiguous();
       keep.insert(keep.end(), {wk, h0k});
       auto& d = dirs[k];
@@ -1036,8 +1026,7 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
       auto& q = grads[k];
       q.dout = go.data_ptr<scalar_t>() + offset; q.dout_sb = go.stride(0); q.dout_st = go.stride(1);
       offset += H;
-      // Returned when xi came from Python (layer-norm cells), scratch when projected here.
-      dxi[k] = proj ? scratch.take({B, T_, G * H}, opts) : at::empty({B, T_, G * H}, opts);
+      dxi[k] = scratch.take({B, T_, G * H}, opts);  // d xi, then d (W_ih x): the projection's backward takes it
       if (present(lengths)) dxi[k].zero_();
       q.dxi = dxi[k].data_ptr<scalar_t>(); q.dxi_sb = dxi[k].stride(0); q.dxi_st = dxi[k].stride(1);
       dG[k] = scratch.take({steps, B, G * H}, opts);
@@ -1066,23 +1055,21 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
       }
     }
     for (size_t k = 0; k < nd; ++k)
-      jobs.emplace_back([&dirs, &grads, &projs, k, kind, proj, rows = static_cast<int64_t>(B) * T_,
+      jobs.emplace_back([&dirs, &grads, &projs, k, kind, rows = static_cast<int64_t>(B) * T_,
                          workers = spare_workers(nd)] {
         gemm_workers = workers;
         backward_direction<scalar_t>(kind, dirs[k], grads[k]);
-        if (proj) project_backward<scalar_t>(rows, dirs[k].G * dirs[k].H, grads[k].dxi, projs[k]);
+        project_backward<scalar_t>(rows, dirs[k].G * dirs[k].H, grads[k].dxi, projs[k]);
       });
     run_directions(jobs);
-    if (proj)  // the input feeds every direction: its gradient is the sum
-      for (size_t k = 1; k < nd; ++k) {
-        scalar_t* __restrict a = dx[0].data_ptr<scalar_t>();
-        const scalar_t* __restrict b = dx[k].data_ptr<scalar_t>();
-        for (int64_t n = 0; n < static_cast<int64_t>(B) * T_ * D; ++n) a[n] += b[n];
-      }
+    for (size_t k = 1; k < nd; ++k) {  // the input feeds every direction: its gradient is the sum
+      scalar_t* __restrict a = dx[0].data_ptr<scalar_t>();
+      const scalar_t* __restrict b = dx[k].data_ptr<scalar_t>();
+      for (int64_t n = 0; n < static_cast<int64_t>(B) * T_ * D; ++n) a[n] += b[n];
+    }
   });
   std::vector<at::Tensor> results;
   for (size_t k = 0; k < nd; ++k) {
-    results.push_back(proj ? at::Tensor() : dxi[k]);
     results.push_back(dh0[k]);
     if (has_cell(kind)) results.push_back(dc0[k]);
     results.push_back(dw[k]);
@@ -1091,12 +1078,10 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
       results.push_back(dgain[k]);
       results.push_back(dshift[k]);
     }
-    if (proj) {
-      results.push_back(dwi[k]);
-      results.push_back(dbi[k]);
-    }
+    results.push_back(dwi[k]);
+    results.push_back(dbi[k]);
   }
-  if (proj) results.push_back(dx[0]);
+  results.push_back(dx[0]);
   return results;
 }
 
