@@ -133,13 +133,19 @@ def test_transforms_autocast_and_other_dtypes_take_the_torch_paths():
 
     per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, x)
     assert per_sample["cell.weight_hh"].shape == (B, *layer.cell.weight_hh.shape)
-    # CPU autocast hands the layer bfloat16 inputs
+    # CPU autocast hands the layer bfloat16 inputs, and decides the precision of the layer itself
     linear = torch.nn.Linear(D, D)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = layer(linear(x))[0]
+        assert layer.path.name == "fused"
     assert out.dtype == torch.bfloat16
-    # float64 input, float32 weights: torch's own error, not the C++ dispatcher's
-    with pytest.raises(RuntimeError) as info:
+    assert layer.path.name == "compiled"
+    # float64 input, float32 weights: the error torch's own path gives, not the C++ loop's
+    with pytest.raises(RuntimeError) as ours:
         layer(x.double())
-    assert "rnnkit_forward" not in str(info.value)
+    recurrence.use_compiled(False)
+    with pytest.raises(RuntimeError) as pure:
+        layer(x.double())
+    recurrence.use_compiled(True)
+    assert str(ours.value) == str(pure.value)
     torch.testing.assert_close(layer(x)[0], want)
