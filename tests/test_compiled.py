@@ -182,6 +182,19 @@ def test_inference_equals_training_forward():
     torch.testing.assert_close(finals[1][1], finals2[1][1], rtol=0, atol=0)
 
 
+def on_and_off(stack, x):
+    """(path name, output, gradients of x and every parameter) of stack(x, lengths=LENGTHS),
+    first with the compiled path on, then off (conftest restores the default after the test)."""
+    results = []
+    for on in (True, False):
+        recurrence.use_compiled(on)
+        out, _ = stack(x, lengths=LENGTHS)
+        grads = torch.autograd.grad(out.square().sum(), [x, *stack.parameters()])
+        path = recurrence.choose_path(stack.layers[0].forward_layer.cell, padded=True)  # LENGTHS pads
+        results.append((path.name, out, grads))
+    return results
+
+
 @pytest.mark.parametrize("kind", ["gru", "lstm"])
 @pytest.mark.parametrize("merge", ["concat", "sum"])
 def test_layers_on_compiled_path_equal_fused_path(kind, merge):
@@ -189,17 +202,8 @@ def test_layers_on_compiled_path_equal_fused_path(kind, merge):
     torch.manual_seed(0)
     stack = rnnkit.Stack(D, [4, 4], cell=kind, bidirectional=True, merge=merge, recurrent_dropout=0.0)
     x = torch.randn(B, T, D, requires_grad=True)
-    try:
-        recurrence.use_compiled(True)
-        cell = stack.layers[0].forward_layer.cell
-        assert recurrence.choose_path(cell, padded=True).name == "compiled"  # LENGTHS pads
-        out, states = stack(x, lengths=LENGTHS)
-        g = torch.autograd.grad(out.square().sum(), [x, *stack.parameters()])
-    finally:
-        recurrence.use_compiled(False)
-    assert stack.paths[0].forward.name == "fused"
-    out2, states2 = stack(x, lengths=LENGTHS)
-    g2 = torch.autograd.grad(out2.square().sum(), [x, *stack.parameters()])
+    (on, out, g), (off, out2, g2) = on_and_off(stack, x)
+    assert (on, off) == ("compiled", "fused")
     torch.testing.assert_close(out, out2, rtol=1e-5, atol=1e-6)
     for a, b in zip(g, g2):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
@@ -289,16 +293,8 @@ def test_layer_norm_stack_on_compiled_path_equals_loop_path(cell):
     torch.manual_seed(0)
     stack = rnnkit.Stack(D, [4, 4], cell=cell, bidirectional=True, cell_layer_norm=True).double()
     x = torch.randn(B, T, D, dtype=torch.float64, requires_grad=True)
-    try:
-        recurrence.use_compiled(True)
-        assert all(p.forward.name == p.backward.name == "compiled" for p in stack.paths)
-        out, _ = stack(x, lengths=LENGTHS)
-        g = torch.autograd.grad(out.square().sum(), [x, *stack.parameters()])
-    finally:
-        recurrence.use_compiled(False)
-    assert stack.paths[0].forward.name == "loop"
-    out2, _ = stack(x, lengths=LENGTHS)
-    g2 = torch.autograd.grad(out2.square().sum(), [x, *stack.parameters()])
+    (on, out, g), (off, out2, g2) = on_and_off(stack, x)
+    assert (on, off) == ("compiled", "loop")
     torch.testing.assert_close(out, out2, rtol=0, atol=1e-10)
     for a, b in zip(g, g2):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-10)
