@@ -6,11 +6,12 @@ One call runs one or both directions of a layer, each on its own core:
     out, finals = _compiled.run([fw_cell, bw_cell], x, [fw_state, bw_state], lengths,
                                reverse=[False, True])   # out (B, T, Hf+Hb)
 
-Everything of a direction runs in that direction's own thread, in C++ (``_Recurrence``): the
-input projection ``xi = W_ih x + b_ih`` of all steps as one product, then per step one small
+Everything of a direction runs on one thread, in C++ (``_Recurrence``), the two directions of
+a layer concurrently on torch's own intra-op threads: the input projection
+``xi = W_ih x + b_ih`` of all steps as one product, then per step one small
 product ``(m * h_prev) W_hh^T`` and the gate arithmetic in one fused pass; backward through
 time likewise, with the weight gradients as one product each after the loop. No torch op runs
-inside, so the two directions never wait on torch's thread pool. For ``LayerNormGRUCell`` and
+inside a direction, so it never waits on torch's dispatch. For ``LayerNormGRUCell`` and
 ``LayerNormLSTMCell`` the loop also normalises, per gate, each row's ``W_ih x`` as it reads it
 and ``W_hh h`` at each step, and for the LSTM the cell state before its tanh. The math is that
 of ``cells.GRUCell`` / ``LSTMCell`` / ``LayerNormGRUCell`` / ``LayerNormLSTMCell``;
@@ -51,6 +52,12 @@ __all__ = ["available", "error", "supports", "run", "release_scratch"]
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "recurrence.cpp")
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math"]
+# The directions run on torch's own intra-op threads (at::parallel_for). With torch's OpenMP
+# backend that is a `#pragma omp parallel` in an inline template of ATen's headers, i.e. in this
+# extension's code: without -fopenmp the pragma is ignored and both directions run one after
+# the other on one thread. The loader resolves libgomp.so.1 to the copy torch already loaded,
+# so there is one OpenMP runtime and one thread pool. Other backends need no flag.
+_OPENMP = ["-fopenmp"] if "parallel backend: OpenMP" in torch.__config__.parallel_info() else []
 _lock = threading.Lock()
 _ext = None
 _error: str | None = None
@@ -98,7 +105,7 @@ def _build_name() -> str:
     digest = hashlib.sha256()
     with open(_SOURCE, "rb") as f:
         digest.update(f.read())
-    digest.update(" ".join(_FLAGS).encode())
+    digest.update(" ".join(_FLAGS + _OPENMP).encode())
     digest.update(torch.__version__.encode())
     digest.update(platform.machine().encode())
     try:
@@ -152,7 +159,8 @@ def _build(load):
     notice.start()
     ok = False
     try:
-        module = load(name=name, sources=[_SOURCE], extra_cflags=_FLAGS, verbose=False)
+        module = load(name=name, sources=[_SOURCE], extra_cflags=_FLAGS + _OPENMP,
+                      extra_ldflags=_OPENMP, verbose=False)
         ok = True
         return module
     finally:

@@ -1,4 +1,5 @@
-"""A single direction lends its big products (input projection, weight gradients) to a second
+"""The compiled loop on torch's threads: the two directions of a layer run concurrently, and a
+single direction lends its big products (input projection, weight gradients) to a second
 thread when torch has two: the rows of each product are split, so the results must equal the
 one-thread run to the bit, and the reference cells to 1e-10."""
 
@@ -18,6 +19,25 @@ def threads():
     torch.set_num_threads(before)
 
 
+def test_the_two_directions_run_on_two_of_torchs_threads(threads):
+    """The backward direction runs on torch's second intra-op thread, concurrently with the
+    forward one on the caller's: in the forward pass and again in backward through time. (With
+    torch's OpenMP backend this needs the extension built with -fopenmp: without it the
+    parallel region in ATen's header is compiled away and both run on the caller's thread.)"""
+    assert compiled.available(), compiled.error()
+    layer = GRUCell(5, 7)
+    x = torch.randn(3, 9, 5, requires_grad=True)
+    states = [layer.initial_state(3, x)] * 2
+    counts = []
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        before = compiled._ext.jobs_on_workers()
+        out, _ = compiled.run([layer, layer], x, states, None, reverse=[False, True])
+        out.sum().backward()
+        counts.append(compiled._ext.jobs_on_workers() - before)
+    assert counts == [0, 2], counts
+
+
 @pytest.mark.parametrize("cls", [GRUCell, LSTMCell], ids=["gru", "lstm"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fw", "bw"])
 def test_one_direction_on_two_threads_equals_one_thread(cls, reverse, threads):
@@ -35,15 +55,18 @@ def test_one_direction_on_two_threads_equals_one_thread(cls, reverse, threads):
     state = (h, torch.randn(B, H, dtype=torch.float64, generator=gen)) if cell.is_lstm else h
     w = torch.randn(B, T, H, dtype=torch.float64, generator=gen)
     leaves = [x, *cell.parameters()]
-    results, splits = [], []
+    results, splits, on_workers = [], [], []
     for n in (1, 2):
         torch.set_num_threads(n)
-        before = compiled._ext.gemm_splits()
+        before, workers_before = compiled._ext.gemm_splits(), compiled._ext.jobs_on_workers()
         out, _ = compiled.run([cell], x, [state], lengths, reverse=[reverse])
         results.append((out, torch.autograd.grad((out * w).sum(), leaves)))
         splits.append(compiled._ext.gemm_splits() - before)
-    # split on two threads only: the projection, dW_hh (its h0 part and the rest), dW_ih, dx
+        on_workers.append(compiled._ext.jobs_on_workers() - workers_before)
+    # split on two threads only: the projection, dW_hh (its h0 part and the rest), dW_ih, dx;
+    # each time the second half ran on torch's other thread, not after the first on this one
     assert splits == [0, 5], splits
+    assert on_workers == [0, 5], on_workers
     (out1, g1), (out2, g2) = results
     torch.testing.assert_close(out2, out1, rtol=0, atol=0)
     for a, b in zip(g2, g1):
