@@ -10,8 +10,8 @@
 Implementations, all with the same shapes (B, T, D = H, layers), bidirectional, no padding:
 
 * ``rnnkit`` -- ``rnnkit.Stack(..., bidirectional=True)`` as rnnkit runs it by default: the
-  compiled path on (``recurrence.use_compiled(True)``), which sends unpadded LSTM batches to
-  torch's kernel.
+  compiled path on (``recurrence.use_compiled(True)``), which sends unpadded LSTM inference
+  with a large step (hidden >= 128, batch x hidden >= 4096) to torch's kernel.
 * ``rnnkit-cpp`` (LSTM only) -- the same with every LSTM batch on the C++ loop.
 * ``rnnkit-fused`` -- the same Stack with the compiled path off: torch's kernel through rnnkit.
 * ``torch.nn`` -- ``torch.nn.GRU/LSTM(..., bidirectional=True, num_layers=L, batch_first=True)``.
@@ -21,7 +21,11 @@ Implementations, all with the same shapes (B, T, D = H, layers), bidirectional, 
   same configuration, so not interleaved with them.
 
 Training = forward + backward + Adam step; inference = forward without autograd. rnnkit and
-torch.nn are timed interleaved, in rounds, and ratios are paired per round (common.py).
+torch.nn are timed interleaved, in rounds, and ratios are paired per round (common.py). Each
+configuration is timed in ``--processes`` fresh processes (3 by default) and their rounds
+pooled: oneDNN's LSTM runs at one of two speeds, about 2x apart, fixed for the life of a
+process (it follows the memory layout), so a single process is a single draw. The last
+column gives the range of the per-process ratios.
 
 FLOPs counted: the matrix products only (elementwise gate math is not counted). Per token, per
 direction, per layer with input width D_l: forward 2 G H (D_l + H) (input and recurrent
@@ -52,6 +56,7 @@ from rnnkit import recurrence  # noqa: E402
 
 CONFIGS = ["32x50x128x1", "64x100x256x2", "16x500x64x1", "16x2000x64x2"]
 KERAS_VENV = os.path.join(HERE, ".venv-keras")
+_DEFAULT_LSTM_ROUTE = recurrence._unpadded_lstm_on_torch
 
 
 def parse_config(text: str) -> tuple[int, int, int, int]:
@@ -120,10 +125,11 @@ def train_infer(forward, params):
     return train, infer
 
 
-def rnnkit_impl(stack, x, compiled: bool, lstm_on_torch: bool = True):
+def rnnkit_impl(stack, x, compiled: bool, lstm_on_torch: bool | None = None):
+    """``lstm_on_torch``: None for rnnkit's default routing of unpadded LSTM batches."""
     def forward(training):
         recurrence.use_compiled(compiled)
-        recurrence._unpadded_lstm_on_torch = lstm_on_torch
+        recurrence._unpadded_lstm_on_torch = _DEFAULT_LSTM_ROUTE if lstm_on_torch is None else lstm_on_torch
         stack.train(training)
         return stack(x)[0]
     return train_infer(forward, stack.parameters())
@@ -134,6 +140,57 @@ def torch_impl(module, x):
         module.train(training)
         return module(x)[0]
     return train_infer(forward, module.parameters())
+
+
+def time_config(cell: str, cfg, args) -> dict:
+    """Seconds per call of every implementation, interleaved rounds, in this process:
+    {mode: {name: [seconds per round]}}."""
+    B, T, H, L = cfg
+    torch.manual_seed(0)
+    stack = rnnkit.Stack(H, [H] * L, cell=cell, bidirectional=True)
+    module = stack.to_torch()
+    x = torch.randn(B, T, H, requires_grad=True)
+    impls = {"torch": torch_impl(module, x), "rnnkit": rnnkit_impl(stack, x, True),
+             "rnnkit-fused": rnnkit_impl(stack, x, False)}
+    if cell == "lstm":  # every LSTM batch on the C++ loop, whatever the default routes
+        impls["rnnkit-cpp"] = rnnkit_impl(stack, x, True, lstm_on_torch=False)
+    times = {}
+    for mode, k in (("train", 0), ("infer", 1)):
+        times[mode] = interleaved({n: f[k] for n, f in impls.items()}, rounds=args.rounds,
+                                  target=args.target, warmup=args.warmup)
+    recurrence.use_compiled(True)
+    recurrence._unpadded_lstm_on_torch = _DEFAULT_LSTM_ROUTE
+    return times
+
+
+def time_in_processes(cell: str, cfg, args) -> tuple[dict, dict]:
+    """``time_config`` in ``args.processes`` fresh processes, one after the other; the rounds
+    of all of them pooled. oneDNN's LSTM runs at one of two speeds (about 2x apart at
+    (16, 500, 64)) fixed for the life of a process -- it follows the memory layout: with
+    address randomisation off it is always the slow one -- so one process is one draw.
+    Also returns, per mode and implementation, the range of its per-process paired ratio to
+    torch.nn ("0.95-1.52")."""
+    if args.processes <= 1:
+        times = time_config(cell, cfg, args)
+        return times, {mode: {} for mode in times}
+    job = json.dumps(dict(cell=cell, cfg=list(cfg), rounds=args.rounds, target=args.target,
+                          warmup=args.warmup, threads=args.threads))
+    runs = []
+    for _ in range(args.processes):
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--time-worker", job],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"timing {cell} {cfg} failed in its process:\n{proc.stderr[-2000:]}")
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    times = {mode: {name: [t for run in runs for t in run[mode][name]] for name in runs[0][mode]}
+             for mode in runs[0]}
+    spread = {}
+    for mode in times:
+        spread[mode] = {}
+        for name in times[mode]:
+            r = [paired_ratio(run[mode]["torch"], run[mode][name]) for run in runs]
+            spread[mode][name] = f"{min(r):.2f}-{max(r):.2f}"
+    return times, spread
 
 
 def run_keras(cell, cfg, args) -> dict | None:
@@ -216,7 +273,8 @@ COLUMNS = [("cell", "cell", "s"), ("config", "(B, T, H) x layers", "s"), ("mode"
            ("impl", "implementation", "s"), ("tps", "tokens/s", ",.0f"), ("gflops", "GFLOP/s", ".1f"),
            ("of_peak", "% of GEMM peak", ".0f"),
            ("vs_torch", "vs torch.nn", ".2f"), ("best_vs_torch", "best/best vs torch.nn", ".2f"),
-           ("vs_best_peer", "vs best peer", ".2f")]
+           ("vs_best_peer", "vs best peer", ".2f"),
+           ("per_process", "vs torch.nn per process", "s")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,12 +291,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="3 rounds of 0.1 s")
     p.add_argument("--json", help="write all rows and the machine record here")
+    p.add_argument("--processes", type=int, default=3,
+                   help="fresh processes per configuration, rounds pooled (1: time in this one)")
     p.add_argument("--memory-worker", help=argparse.SUPPRESS)
+    p.add_argument("--time-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.memory_worker:
         cell, cfg, impl = json.loads(args.memory_worker)
         memory_worker(cell, tuple(cfg), impl, None)
+        return 0
+    if args.time_worker:
+        job = json.loads(args.time_worker)
+        args.rounds, args.target, args.warmup = job["rounds"], job["target"], job["warmup"]
+        torch.set_num_threads(job["threads"])
+        recurrence.use_compiled(True)
+        print(json.dumps(time_config(job["cell"], tuple(job["cfg"]), args)))
         return 0
     if args.quick:
         args.rounds, args.target = 3, 0.1
@@ -263,22 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     for cell in ([] if args.memory_only else args.cells.split(",")):
         for cfg in map(parse_config, args.configs.split(",")):
             B, T, H, L = cfg
-            torch.manual_seed(0)
-            stack = rnnkit.Stack(H, [H] * L, cell=cell, bidirectional=True)
-            module = stack.to_torch()
-            x = torch.randn(B, T, H, requires_grad=True)
-            impls = {"torch": torch_impl(module, x), "rnnkit": rnnkit_impl(stack, x, True),
-                     "rnnkit-fused": rnnkit_impl(stack, x, False)}
-            if cell == "lstm":  # rnnkit's default sends unpadded LSTM batches to torch's kernel
-                impls["rnnkit-cpp"] = rnnkit_impl(stack, x, True, lstm_on_torch=False)
-            times = {}
-            for mode, k in (("train", 0), ("infer", 1)):
-                times[mode] = interleaved({n: f[k] for n, f in impls.items()}, rounds=args.rounds,
-                                          target=args.target, warmup=args.warmup)
+            times, spread = time_in_processes(cell, cfg, args)
             keras = run_keras(cell, list(cfg), args) if args.keras else None
             if keras:
                 keras_versions = keras.pop("versions")
-            recurrence.use_compiled(True)
             for mode in ("train", "infer"):
                 fpt = flops_per_token(cell, H, L, train=mode == "train")
                 samples = dict(times[mode])
@@ -294,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                                      vs_torch=paired_ratio(times[mode]["torch"], s) if name != "keras"
                                      else median(times[mode]["torch"]) / sec,
                                      vs_best_peer=best_peer / sec,
-                                     best_vs_torch=min(times[mode]["torch"]) / min(s)))
+                                     best_vs_torch=min(times[mode]["torch"]) / min(s),
+                                     per_process=spread[mode].get(name, "")))
                 line = ", ".join(f"{r['impl']} {r['tps']:,.0f} tok/s {r['gflops']:.1f} GF/s ({r['vs_torch']:.2f}x)"
                                  for r in rows if r["cell"] == cell and r["mode"] == mode
                                  and r["config"] == f"({B}, {T}, {H}) x{L}")

@@ -11,9 +11,9 @@ Three paths compute the same function:
 * ``compiled`` -- rnnkit's C++ time loop (``rnnkit._compiled``): GRU, LSTM, layer-norm GRU
   and layer-norm LSTM cells, forward and backward through time, both directions of a
   bidirectional layer at once, recurrent dropout included. **On by default** for
-  float32/float64 CPU tensors: it takes every GRU and layer-norm cell, and LSTM cells with
-  recurrent dropout or a padded batch; unpadded LSTM batches stay on torch's kernel (oneDNN),
-  which measured faster there (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
+  float32/float64 CPU tensors: it takes every GRU, LSTM and layer-norm cell, except unpadded
+  LSTM batches at inference with a large step (hidden >= 128 and batch x hidden >= 4096),
+  which stay on torch's kernel (oneDNN), faster there (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
   torch version, about 20 s; ``rnnkit build`` does it ahead of time). If it cannot be built,
   rnnkit warns once and the other paths run. ``use_compiled(False)`` or ``RNNKIT_COMPILED=0``
   turns it off; while tracing, scripting, exporting or under ``torch.compile`` it is never
@@ -64,9 +64,24 @@ def _compiled_from_environment() -> bool:
 
 
 _use_compiled = _compiled_from_environment()
-# Unpadded LSTM batches go to torch's oneDNN kernel while it measures faster than the compiled
-# loop there (bench/speed.py times both: its "rnnkit-cpp" rows turn this off).
+# Unpadded LSTM batches go to torch's oneDNN kernel where it measured faster than the compiled
+# loop (_onednn_lstm_faster); False sends every LSTM batch to the loop (bench/speed.py's
+# "rnnkit-cpp" rows).
 _unpadded_lstm_on_torch = True
+
+
+def _onednn_lstm_faster(cell, x: Tensor | None) -> bool:
+    """Inference (nothing for autograd to record) with a large per-step product: hidden size
+    >= 128 and batch x hidden >= 4096. There oneDNN, which splits each step's product over
+    both cores, beat the compiled loop, which gives each direction a core of its own, by up to
+    1.5x; in training and with smaller steps the loop won (bench/speed.py and the sweep in
+    docs/benchmarks.md section 2). Without x (a layer asked for its path) nothing is known:
+    the loop."""
+    if x is None or (torch.is_grad_enabled()
+                     and (x.requires_grad or any(p.requires_grad for p in cell.parameters()))):
+        return False
+    H = cell.hidden_size
+    return H >= 128 and x.shape[0] * H >= 4096
 
 
 def use_compiled(enabled: bool = True) -> None:
@@ -117,11 +132,13 @@ def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None) -
         return None
     if dropout:
         return Path("compiled", "recurrent dropout needs the mask inside the step; C++ time loop")
-    if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch:
-        # Measured (docs/benchmarks.md, section 2): torch runs unpadded LSTMs on oneDNN's RNN primitive,
-        # faster than the compiled loop at most sizes; packed (padded) batches leave oneDNN.
-        return Path("fused", "unpadded LSTM batch: torch's oneDNN kernel is faster here; padded "
-                             "batches take the compiled loop")
+    if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch and _onednn_lstm_faster(cell, x):
+        # torch runs unpadded LSTMs on oneDNN's RNN primitive; packed (padded) batches leave it.
+        return Path("fused", "unpadded LSTM inference with a large step (hidden >= 128, batch x "
+                             "hidden >= 4096): torch's oneDNN kernel is faster here")
+    if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch and x is None:
+        return Path("compiled", "C++ time loop; unpadded LSTM inference with hidden >= 128 and "
+                                "batch x hidden >= 4096 runs torch's oneDNN kernel, faster there")
     return Path("compiled", "C++ time loop, faster than torch's kernel on CPU")
 
 
@@ -368,7 +385,7 @@ def run_layers(cells: list[list], x: Tensor, states: list[State | None], lengths
     or sizes); the caller then runs them layer by layer."""
     flat = [c for layer in cells for c in layer]
     padded = _needs_lengths(lengths, x.shape[1])
-    if any(choose_path(c, recurrent_dropout=p, training=training, padded=padded).name != "fused"
+    if any(choose_path(c, recurrent_dropout=p, training=training, padded=padded, x=x).name != "fused"
            for c, p in zip(flat, recurrent_dropout)):
         return None
     if len({len(layer) for layer in cells}) != 1 or not all(_same_kernel(flat[0], c) for c in flat[1:]):

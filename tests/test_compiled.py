@@ -230,7 +230,7 @@ def test_unsupported_cells_keep_their_path():
     try:
         recurrence.use_compiled(True)
         lstm = rnnkit.LSTM(D, 4).cell
-        assert recurrence.choose_path(lstm).name == "fused"  # unpadded LSTM: oneDNN is faster
+        assert recurrence.choose_path(lstm).name == "compiled"
         assert recurrence.choose_path(lstm, padded=True).name == "compiled"
         assert recurrence.choose_path(lstm, recurrent_dropout=0.2, training=True).name == "compiled"
         assert rnnkit.LSTM(D, 4, layer_norm=True).path.name == "compiled"  # same rule as the GRU's
@@ -312,3 +312,31 @@ def test_pure_paths_when_the_extension_cannot_be_built(monkeypatch):
     finally:
         recurrence.use_compiled(False)
     assert out.shape == (B, T, 8)
+
+
+@pytest.mark.parametrize("B, H, grad, padded, want", [
+    (32, 128, False, False, "fused"),     # inference, large step: oneDNN
+    (16, 256, False, False, "fused"),
+    (16, 128, False, False, "compiled"),  # batch x hidden < 4096
+    (64, 64, False, False, "compiled"),   # hidden < 128
+    (32, 128, True, False, "compiled"),   # training: the loop
+    (32, 128, False, True, "compiled"),   # padded: torch leaves oneDNN anyway
+])
+def test_lstm_routing_between_the_loop_and_onednn(B, H, grad, padded, want):
+    """Unpadded LSTM inference with a large step goes to torch's oneDNN kernel, everything else
+    to the C++ loop (the rule the benchmark sweep found), and the layer computes the same
+    either way."""
+    try:
+        recurrence.use_compiled(True)
+        layer = rnnkit.Bidirectional(rnnkit.LSTM(8, H))
+        x = torch.randn(B, 5, 8)
+        with torch.set_grad_enabled(grad):
+            assert recurrence.choose_path(layer.forward_layer.cell, x=x, padded=padded).name == want
+            out, _ = layer(x)
+            recurrence._unpadded_lstm_on_torch = False  # every batch on the loop
+            assert recurrence.choose_path(layer.forward_layer.cell, x=x, padded=padded).name == "compiled"
+            loop, _ = layer(x)
+        torch.testing.assert_close(out, loop, rtol=1e-5, atol=1e-6)
+    finally:
+        recurrence._unpadded_lstm_on_torch = True
+        recurrence.use_compiled(False)
