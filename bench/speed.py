@@ -194,15 +194,21 @@ def time_in_processes(cell: str, cfg, args) -> tuple[dict, dict]:
 
 
 def run_keras(cell, cfg, args) -> dict | None:
+    """Keras' seconds per round, like the torch implementations' in as many fresh processes,
+    rounds pooled; plus the versions."""
     python = os.path.join(KERAS_VENV, "bin", "python")
     job = dict(cell=cell, config=cfg, threads=args.threads, rounds=args.rounds, target=args.target,
                warmup=args.warmup)
-    proc = subprocess.run([python, os.path.join(HERE, "_keras_worker.py"), json.dumps(job)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        print(f"keras failed on {cell} {cfg}: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
-        return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    runs = []
+    for _ in range(max(1, args.processes)):
+        proc = subprocess.run([python, os.path.join(HERE, "_keras_worker.py"), json.dumps(job)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"keras failed on {cell} {cfg}: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
+            return None
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    pooled = {mode: [t for run in runs for t in run[mode]] for mode in ("train", "infer")}
+    return dict(pooled, versions=runs[0]["versions"])
 
 
 def ensure_keras() -> None:
