@@ -21,6 +21,8 @@ count real (non-padded) tokens. Next to each ratio, "best/best" is the best roun
 the best round of rnnkit: less sensitive to other processes' bursts on a shared machine. Implementations are timed interleaved, several rounds each,
 and the median is reported (see ``common.interleaved``); ratios are rnnkit / torch.nn tokens/s, taken
 within each round and then the median over rounds (robust to load that changes between rounds).
+Each measurement runs in ``--processes`` fresh processes (3 by default), rounds pooled: torch's
+oneDNN LSTM runs at one of two speeds, about 2x apart, fixed per process.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 
 import torch
@@ -114,25 +117,50 @@ def torch_module(cell: str, H: int, L: int) -> nn.RNNBase:
 
 # ------------------------------------------------------------------------------- the run
 
-def measure(impls: dict[str, tuple], tokens: int, args) -> dict[str, dict[str, float]]:
-    """impls: name -> (train, infer); names starting with "torch" are baselines. Returns
+def time_rounds(impls: dict[str, tuple], args) -> dict[str, dict[str, list[float]]]:
+    """{mode: {name: seconds per call in each round}}, interleaved rounds in this process."""
+    return {mode: interleaved({name: fns[k] for name, fns in impls.items()},
+                              rounds=args.rounds, target=args.target, warmup=args.warmup)
+            for mode, k in (("train", 0), ("infer", 1))}
+
+
+def timed(job: dict, impls: dict[str, tuple], args) -> dict[str, dict[str, list[float]]]:
+    """``time_rounds`` of the implementations ``job`` describes, in ``args.processes`` fresh
+    processes (each builds them again from ``job``), the rounds pooled; in this process when
+    1. oneDNN's LSTM, the baseline of every LSTM row, runs at one of two speeds about 2x
+    apart, fixed for the life of a process: one process is one draw."""
+    if args.processes <= 1:
+        return time_rounds(impls, args)
+    job = dict(job, rounds=args.rounds, target=args.target, warmup=args.warmup, threads=args.threads,
+               compiled=args.compiled)
+    runs = []
+    for _ in range(args.processes):
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--time-worker", json.dumps(job)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"timing {job} failed in its process:\n{proc.stderr[-2000:]}")
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {mode: {name: [t for run in runs for t in run[mode][name]] for name in runs[0][mode]}
+            for mode in runs[0]}
+
+
+def measure(times: dict[str, dict[str, list[float]]], tokens: int) -> dict[str, dict[str, float]]:
+    """times: {mode: {name: rounds}}; names starting with "torch" are baselines. Returns
     name -> {train_tps, infer_tps, and per baseline "train_ratio<suffix>", "infer_ratio<suffix>"},
     the ratios paired per round (see common); for a baseline named "torch" the suffix is ""."""
-    result = {name: {} for name in impls}
-    for mode, k in (("train", 0), ("infer", 1)):
-        times = interleaved({name: fns[k] for name, fns in impls.items()},
-                            rounds=args.rounds, target=args.target, warmup=args.warmup)
-        for name, samples in times.items():
+    result = {name: {} for name in times["train"]}
+    for mode, by_name in times.items():
+        for name, samples in by_name.items():
             result[name][f"{mode}_tps"] = tokens / median(samples)
-            for base in (b for b in times if b.startswith("torch")):
+            for base in (b for b in by_name if b.startswith("torch")):
                 suffix = base[len('torch'):]
-                result[name][f"{mode}_ratio{suffix}"] = paired_ratio(times[base], samples)
+                result[name][f"{mode}_ratio{suffix}"] = paired_ratio(by_name[base], samples)
                 # best round against best round: what each does when the machine leaves it alone
-                result[name][f"{mode}_best{suffix}"] = min(times[base]) / min(samples)
+                result[name][f"{mode}_best{suffix}"] = min(by_name[base]) / min(samples)
     return result
 
 
-def bench_base(cell: str, cfg, padded: bool, args) -> dict:
+def base_impls(cell: str, cfg, padded: bool):
     B, T, H, L = cfg
     torch.manual_seed(0)
     stack = rnnkit.Stack(H, [H] * L, cell=cell, bidirectional=True)
@@ -143,8 +171,13 @@ def bench_base(cell: str, cfg, padded: bool, args) -> dict:
         lengths = torch.randint(max(1, T // 4), T + 1, (B,))
         lengths[0] = T
     tokens = int(lengths.sum()) if padded else B * T
-    r = measure({"rnnkit": rnnkit_steps(stack, x, lengths),
-                 "torch": torch_steps(module, x, lengths)}, tokens, args)
+    return {"rnnkit": rnnkit_steps(stack, x, lengths), "torch": torch_steps(module, x, lengths)}, tokens, stack
+
+
+def bench_base(cell: str, cfg, padded: bool, args) -> dict:
+    B, T, H, L = cfg
+    impls, tokens, stack = base_impls(cell, cfg, padded)
+    r = measure(timed(dict(kind="base", cell=cell, cfg=list(cfg), padded=padded), impls, args), tokens)
     path = stack.paths[0].forward
     return dict(cell=cell, config=f"({B}, {T}, {H}) x{L}", padding="yes" if padded else "no",
                 path=str(path),
@@ -153,9 +186,7 @@ def bench_base(cell: str, cfg, padded: bool, args) -> dict:
                 train_best=r["rnnkit"]["train_best"], infer_best=r["rnnkit"]["infer_best"])
 
 
-def bench_variants(cell: str, cfg, names: list[str], args) -> list[dict]:
-    """Variants against torch's plain bidirectional layer with as many layers: a residual only
-    starts at the second layer, so that variant gets two layers (and a two-layer baseline)."""
+def variant_impls(cell: str, cfg, names: list[str]):
     B, T, H, L = cfg
     torch.manual_seed(0)
     x = torch.randn(B, T, H, requires_grad=True)
@@ -165,7 +196,15 @@ def bench_variants(cell: str, cfg, names: list[str], args) -> list[dict]:
     for name in names:
         stacks[name] = rnnkit.Stack(H, [H] * depth[name], cell=cell, bidirectional=True, **VARIANTS[name])
         impls[name] = rnnkit_steps(stacks[name], x, None)
-    r = measure(impls, B * T, args)
+    return impls, stacks, depth
+
+
+def bench_variants(cell: str, cfg, names: list[str], args) -> list[dict]:
+    """Variants against torch's plain bidirectional layer with as many layers: a residual only
+    starts at the second layer, so that variant gets two layers (and a two-layer baseline)."""
+    B, T, H, L = cfg
+    impls, stacks, depth = variant_impls(cell, cfg, names)
+    r = measure(timed(dict(kind="variants", cell=cell, cfg=list(cfg), names=names), impls, args), B * T)
     rows = []
     for name in names:
         stacks[name].train()
@@ -218,7 +257,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2, help="untimed calls first")
     p.add_argument("--quick", action="store_true", help="5 rounds of 0.1 s, first config only")
     p.add_argument("--json", help="also write all rows and the machine record to this file")
+    p.add_argument("--processes", type=int, default=3,
+                   help="fresh processes per measurement, rounds pooled (1: time in this one)")
+    p.add_argument("--time-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.time_worker:
+        job = json.loads(args.time_worker)
+        args.rounds, args.target, args.warmup = job["rounds"], job["target"], job["warmup"]
+        torch.set_num_threads(job["threads"])
+        from rnnkit import recurrence
+        recurrence.use_compiled(job["compiled"])
+        if job["kind"] == "base":
+            impls = base_impls(job["cell"], tuple(job["cfg"]), job["padded"])[0]
+        else:
+            impls = variant_impls(job["cell"], tuple(job["cfg"]), job["names"])[0]
+        print(json.dumps(time_rounds(impls, args)))
+        return 0
     if args.quick:
         args.rounds, args.target = 5, 0.1
         args.configs = args.configs.split(",")[0]
