@@ -11,7 +11,7 @@ Implementations, all with the same shapes (B, T, D = H, layers), bidirectional, 
 
 * ``rnnkit`` -- ``rnnkit.Stack(..., bidirectional=True)`` as rnnkit runs it by default: the
   compiled path on (``recurrence.use_compiled(True)``), which sends unpadded LSTM inference
-  with a large step (hidden >= 128, batch x hidden >= 4096) to torch's kernel.
+  with a large step (batch x hidden >= 4096) to torch's kernel.
 * ``rnnkit-cpp`` (LSTM only) -- the same with every LSTM batch on the C++ loop.
 * ``rnnkit-fused`` -- the same Stack with the compiled path off: torch's kernel through rnnkit.
 * ``torch.nn`` -- ``torch.nn.GRU/LSTM(..., bidirectional=True, num_layers=L, batch_first=True)``.
@@ -167,7 +167,8 @@ def time_in_processes(cell: str, cfg, args) -> tuple[dict, dict]:
     """``time_config`` in ``args.processes`` fresh processes, one after the other; the rounds
     of all of them pooled. oneDNN's LSTM runs at one of two speeds (about 2x apart at
     (16, 500, 64)) fixed for the life of a process -- it follows the memory layout: with
-    address randomisation off it is always the slow one -- so one process is one draw.
+    address randomisation off a given script always gets the same one -- so one process is
+    one draw.
     Also returns, per mode and implementation, the range of its per-process paired ratio to
     torch.nn ("0.95-1.52")."""
     if args.processes <= 1:

@@ -12,8 +12,8 @@ Three paths compute the same function:
   and layer-norm LSTM cells, forward and backward through time, both directions of a
   bidirectional layer at once, recurrent dropout included. **On by default** for
   float32/float64 CPU tensors: it takes every GRU, LSTM and layer-norm cell, except unpadded
-  LSTM batches at inference with a large step (hidden >= 128 and batch x hidden >= 4096),
-  which stay on torch's kernel (oneDNN), faster there (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
+  LSTM batches at inference with a large step (batch x hidden >= 4096), which stay on
+  torch's kernel (oneDNN), faster there (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
   torch version, about 20 s; ``rnnkit build`` does it ahead of time). If it cannot be built,
   rnnkit warns once and the other paths run. ``use_compiled(False)`` or ``RNNKIT_COMPILED=0``
   turns it off; while tracing, scripting, exporting or under ``torch.compile`` it is never
@@ -71,17 +71,16 @@ _unpadded_lstm_on_torch = True
 
 
 def _onednn_lstm_faster(cell, x: Tensor | None) -> bool:
-    """Inference (nothing for autograd to record) with a large per-step product: hidden size
-    >= 128 and batch x hidden >= 4096. There oneDNN, which splits each step's product over
-    both cores, beat the compiled loop, which gives each direction a core of its own, by up to
-    1.5x; in training and with smaller steps the loop won (bench/speed.py and the sweep in
-    docs/benchmarks.md section 2). Without x (a layer asked for its path) nothing is known:
-    the loop."""
+    """Inference (nothing for autograd to record) with a large per-step product, batch x
+    hidden >= 4096. There oneDNN, which splits each step's product over both cores, was up to
+    1.25x faster than the compiled loop, which gives each direction a core of its own. In
+    training (1.1-2.8x) and with smaller steps (1.0-2.0x) the loop won: 36 measurements over
+    batch 16-64, hidden 64-256 and 50 or 200 steps, in docs/benchmarks.md section 2. Without
+    x (a layer asked for its path) nothing is known: the loop."""
     if x is None or (torch.is_grad_enabled()
                      and (x.requires_grad or any(p.requires_grad for p in cell.parameters()))):
         return False
-    H = cell.hidden_size
-    return H >= 128 and x.shape[0] * H >= 4096
+    return x.shape[0] * cell.hidden_size >= 4096
 
 
 def use_compiled(enabled: bool = True) -> None:
@@ -134,11 +133,11 @@ def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None) -
         return Path("compiled", "recurrent dropout needs the mask inside the step; C++ time loop")
     if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch and _onednn_lstm_faster(cell, x):
         # torch runs unpadded LSTMs on oneDNN's RNN primitive; packed (padded) batches leave it.
-        return Path("fused", "unpadded LSTM inference with a large step (hidden >= 128, batch x "
-                             "hidden >= 4096): torch's oneDNN kernel is faster here")
+        return Path("fused", "unpadded LSTM inference with a large step (batch x hidden >= 4096): "
+                             "torch's oneDNN kernel is faster here")
     if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch and x is None:
-        return Path("compiled", "C++ time loop; unpadded LSTM inference with hidden >= 128 and "
-                                "batch x hidden >= 4096 runs torch's oneDNN kernel, faster there")
+        return Path("compiled", "C++ time loop; unpadded LSTM inference with batch x hidden >= 4096 "
+                                "runs torch's oneDNN kernel, faster there")
     return Path("compiled", "C++ time loop, faster than torch's kernel on CPU")
 
 
