@@ -1,18 +1,23 @@
-"""Unidirectional layers on rnnkit's default paths against torch.nn, training step, one run.
+"""Unidirectional layers on rnnkit's default paths against torch.nn: training and inference.
 
     python bench/unidirectional.py
     python bench/unidirectional.py --configs 32x50x128,64x100x256x2 --cells gru --rounds 7
 
 ``rnnkit.Stack(H, [H]*L, cell=...)`` (one direction: a language model's or decoder's
 encoder) against its ``to_torch()`` twin with the same weights; training step = forward,
-backward (loss = mean of the output, the input requires grad) and an Adam step. Timed
-interleaved in rounds (common.interleaved); the ratio is paired per round, then the median.
+backward (loss = mean of the output, the input requires grad) and an Adam step; inference =
+forward under ``torch.no_grad()``. For the LSTM, ``rnnkit-cpp`` runs every batch on the C++
+loop whatever the routing says. Timed interleaved in rounds (common.interleaved), in
+``--processes`` fresh processes (3 by default; oneDNN's LSTM speed is fixed per process), the
+rounds pooled; ratios are paired per round, then the median.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 
 import torch
@@ -34,14 +39,57 @@ def parse_config(text: str) -> tuple[int, int, int, int]:
     return (*parts, 1)[:4] if len(parts) == 3 else tuple(parts)
 
 
-def training_step(model, x):
+def steps(model, x):
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
-    def step():
+    def train():
         opt.zero_grad(set_to_none=True)
         model(x)[0].mean().backward()
         opt.step()
-    return step
+
+    def infer():
+        with torch.no_grad():
+            model(x)
+    return train, infer
+
+
+def time_config(cell: str, cfg, args) -> dict:
+    """{mode: {name: seconds per call in each round}} in this process."""
+    from rnnkit import recurrence
+    B, T, H, L = cfg
+    torch.manual_seed(0)
+    stack = rnnkit.Stack(H, [H] * L, cell=cell)
+    twin = stack.to_torch()
+    x = torch.randn(B, T, H, requires_grad=True)
+    impls = {"rnnkit": steps(stack, x), "torch.nn": steps(twin, x)}
+    if cell == "lstm":
+        train, infer = steps(stack, x)
+
+        def on_loop(fn):
+            def run():
+                recurrence._unpadded_lstm_on_torch = False
+                try:
+                    fn()
+                finally:
+                    recurrence._unpadded_lstm_on_torch = True
+            return run
+        impls["rnnkit-cpp"] = (on_loop(train), on_loop(infer))
+    return {mode: interleaved({n: f[k] for n, f in impls.items()}, rounds=args.rounds, target=args.target)
+            for mode, k in (("train", 0), ("infer", 1))}
+
+
+def in_processes(cell: str, cfg, args) -> dict:
+    if args.processes <= 1:
+        return time_config(cell, cfg, args)
+    job = json.dumps(dict(cell=cell, cfg=list(cfg), rounds=args.rounds, target=args.target, threads=args.threads))
+    runs = []
+    for _ in range(args.processes):
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--time-worker", job],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"timing {cell} {cfg} failed in its process:\n{proc.stderr[-2000:]}")
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {mode: {n: [t for run in runs for t in run[mode][n]] for n in runs[0][mode]} for mode in runs[0]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,27 +99,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--target", type=float, default=0.2, help="seconds per timed round")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--processes", type=int, default=3, help="fresh processes per configuration, rounds pooled")
+    p.add_argument("--time-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.time_worker:
+        job = json.loads(args.time_worker)
+        args.rounds, args.target = job["rounds"], job["target"]
+        torch.set_num_threads(job["threads"])
+        print(json.dumps(time_config(job["cell"], tuple(job["cfg"]), args)))
+        return 0
     torch.set_num_threads(args.threads)
     info = machine()
     rows = []
     for cell in args.cells.split(","):
         for B, T, H, L in map(parse_config, args.configs.split(",")):
-            torch.manual_seed(0)
+            times = in_processes(cell, (B, T, H, L), args)
             stack = rnnkit.Stack(H, [H] * L, cell=cell)
-            twin = stack.to_torch()
             x = torch.randn(B, T, H, requires_grad=True)
-            times = interleaved({"rnnkit": training_step(stack, x), "torch.nn": training_step(twin, x)},
-                                rounds=args.rounds, target=args.target)
-            rows.append(dict(cell=cell, config=f"({B}, {T}, {H}) x{L}",
-                             rnnkit=B * T / median(times["rnnkit"]), torch=B * T / median(times["torch.nn"]),
-                             ratio=paired_ratio(times["torch.nn"], times["rnnkit"]), path=stack.paths[0].name))
-            print(f"{cell} {(B, T, H, L)}: {rows[-1]['ratio']:.2f}x", flush=True)
+            for mode in ("train", "infer"):
+                with torch.set_grad_enabled(mode == "train"):
+                    path = rnnkit.recurrence.choose_path(stack.layers[0].cell, x=x).name
+                t = times[mode]
+                row = dict(cell=cell, config=f"({B}, {T}, {H}) x{L}", mode=mode,
+                           rnnkit=B * T / median(t["rnnkit"]), torch=B * T / median(t["torch.nn"]),
+                           ratio=paired_ratio(t["torch.nn"], t["rnnkit"]), path=path)
+                if "rnnkit-cpp" in t:
+                    row["cpp"] = paired_ratio(t["torch.nn"], t["rnnkit-cpp"])
+                rows.append(row)
+                print(f"{cell} {(B, T, H, L)} {mode}: {row['ratio']:.2f}x", flush=True)
     print(f"\nMachine: {info['cpu']} ({info['cpu_flags']}), {info['logical_cpus']} logical CPUs, torch "
           f"{info['torch']}, {args.threads} threads; load {info['load_avg_1m']} -> {round(os.getloadavg()[0], 2)}\n")
-    print(table(rows, [("cell", "cell", "s"), ("config", "(B, T, H) x layers", "s"),
-                       ("rnnkit", "rnnkit train tok/s", ",.0f"), ("torch", "torch.nn train tok/s", ",.0f"),
-                       ("ratio", "ratio", ".2f"), ("path", "rnnkit path", "s")]))
+    print(table(rows, [("cell", "cell", "s"), ("config", "(B, T, H) x layers", "s"), ("mode", "mode", "s"),
+                       ("rnnkit", "rnnkit tok/s", ",.0f"), ("torch", "torch.nn tok/s", ",.0f"),
+                       ("ratio", "rnnkit vs torch.nn", ".2f"), ("cpp", "C++ loop vs torch.nn", ".2f"),
+                       ("path", "rnnkit path", "s")]))
     return 0
 
 

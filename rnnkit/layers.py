@@ -82,8 +82,11 @@ class Recurrent(nn.Module):
     @property
     def path(self) -> Path:
         """The execution path this layer takes in its current mode (train/eval), and why."""
+        return self._path(bidirectional=False)
+
+    def _path(self, *, bidirectional: bool) -> Path:
         return recurrence.choose_path(self.cell, recurrent_dropout=self.recurrent_dropout,
-                                      training=self.training)
+                                      training=self.training, bidirectional=bidirectional)
 
     def reset_parameters(self) -> None:
         self.cell.reset_parameters()
@@ -229,7 +232,10 @@ class Bidirectional(nn.Module):
 
     @property
     def path(self) -> BiState:
-        return BiState(self.forward_layer.path, self.backward_layer.path)
+        def one(layer):  # a direction of this layer; scan layers have a single path
+            own = getattr(layer, "_path", None)
+            return own(bidirectional=True) if own is not None else layer.path
+        return BiState(one(self.forward_layer), one(self.backward_layer))
 
     def reset_parameters(self) -> None:
         self.forward_layer.reset_parameters()

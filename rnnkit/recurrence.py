@@ -12,8 +12,8 @@ Three paths compute the same function:
   and layer-norm LSTM cells, forward and backward through time, both directions of a
   bidirectional layer at once, recurrent dropout included. **On by default** for
   float32/float64 CPU tensors: it takes every GRU, LSTM and layer-norm cell, except unpadded
-  LSTM batches at inference with a large step (batch x hidden >= 4096), which stay on
-  torch's kernel (oneDNN), faster there (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
+  LSTM batches of one direction, and of two at inference with a large step (batch x hidden
+  >= 4096), which stay on torch's kernel (oneDNN), faster there (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
   torch version, about 20 s; ``rnnkit build`` does it ahead of time). If it cannot be built,
   rnnkit warns once and the other paths run. ``use_compiled(False)`` or ``RNNKIT_COMPILED=0``
   turns it off; while tracing, scripting, exporting or under ``torch.compile`` it is never
@@ -70,13 +70,23 @@ _use_compiled = _compiled_from_environment()
 _unpadded_lstm_on_torch = True
 
 
-def _onednn_lstm_faster(cell, x: Tensor | None) -> bool:
-    """Inference (nothing for autograd to record) with a large per-step product, batch x
-    hidden >= 4096. There oneDNN, which splits each step's product over both cores, was up to
-    1.25x faster than the compiled loop, which gives each direction a core of its own. In
-    training (1.1-2.8x) and with smaller steps (1.0-2.0x) the loop won: 36 measurements over
-    batch 16-64, hidden 64-256 and 50 or 200 steps, in docs/benchmarks.md section 2. Without
-    x (a layer asked for its path) nothing is known: the loop."""
+def _onednn_lstm_faster(cell, x: Tensor | None, bidirectional: bool) -> bool:
+    """Where torch's oneDNN LSTM measured faster than the compiled loop (docs/benchmarks.md
+    section 2). oneDNN splits each step's product over both cores, and the loop gives each
+    direction a core of its own:
+
+    * One direction: oneDNN always. The loop then has one core for its steps; it measured
+      0.80-1.01x in training and 0.54-0.85x in inference.
+    * Both directions, at inference (nothing for autograd to record) with a large step,
+      batch x hidden >= 4096: oneDNN, up to 1.25x faster there.
+    * Both directions otherwise: the loop. In training it won at all 18 sizes (1.1-2.8x),
+      and with smaller steps it won or tied (1.0-2.0x), over batch 16-64, hidden 64-256
+      and 50 or 200 steps.
+
+    Without x (a layer asked for its path), a bidirectional layer is taken to be training: the
+    loop."""
+    if not bidirectional:
+        return True
     if x is None or (torch.is_grad_enabled()
                      and (x.requires_grad or any(p.requires_grad for p in cell.parameters()))):
         return False
@@ -122,7 +132,8 @@ def _functorch_active() -> bool:
         return False
 
 
-def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None) -> Path | None:
+def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None,
+                   bidirectional: bool = False) -> Path | None:
     if not _use_compiled or _compiled.supports(cell) is not None or _graph_capture() is not None:
         return None
     if x is not None and (x.dtype != cell.weight_hh.dtype or x.device != cell.weight_hh.device):
@@ -131,22 +142,25 @@ def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None) -
         return None
     if dropout:
         return Path("compiled", "recurrent dropout needs the mask inside the step; C++ time loop")
-    if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch and _onednn_lstm_faster(cell, x):
+    if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch and _onednn_lstm_faster(
+            cell, x, bidirectional):
         # torch runs unpadded LSTMs on oneDNN's RNN primitive; packed (padded) batches leave it.
-        return Path("fused", "unpadded LSTM inference with a large step (batch x hidden >= 4096): "
-                             "torch's oneDNN kernel is faster here")
+        why = ("inference with a large step (batch x hidden >= 4096)" if bidirectional
+               else "one direction")
+        return Path("fused", f"unpadded LSTM, {why}: torch's oneDNN kernel is faster here")
     if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch and x is None:
-        return Path("compiled", "C++ time loop; unpadded LSTM inference with batch x hidden >= 4096 "
-                                "runs torch's oneDNN kernel, faster there")
+        return Path("compiled", "C++ time loop; unpadded bidirectional LSTM inference with batch x "
+                                "hidden >= 4096 runs torch's oneDNN kernel, faster there")
     return Path("compiled", "C++ time loop, faster than torch's kernel on CPU")
 
 
 def choose_path(cell, *, recurrent_dropout: float = 0.0, training: bool = False,
-                padded: bool = False, x: Tensor | None = None) -> Path:
+                padded: bool = False, x: Tensor | None = None, bidirectional: bool = False) -> Path:
     """The path ``run`` takes for this cell and configuration (``padded``: a batch with
     sequences shorter than T; ``x``: the input, whose dtype and device must be the weights'
-    for the compiled loop)."""
-    compiled = _compiled_path(cell, recurrent_dropout > 0 and training, padded, x)
+    for the compiled loop; ``bidirectional``: the cell is one direction of a bidirectional
+    layer, run together with the other)."""
+    compiled = _compiled_path(cell, recurrent_dropout > 0 and training, padded, x, bidirectional)
     if compiled is not None:
         return compiled
     if type(cell) not in (RNNCell, GRUCell, LSTMCell):
@@ -384,8 +398,9 @@ def run_layers(cells: list[list], x: Tensor, states: list[State | None], lengths
     or sizes); the caller then runs them layer by layer."""
     flat = [c for layer in cells for c in layer]
     padded = _needs_lengths(lengths, x.shape[1])
-    if any(choose_path(c, recurrent_dropout=p, training=training, padded=padded, x=x).name != "fused"
-           for c, p in zip(flat, recurrent_dropout)):
+    bidirectional = [len(layer) == 2 for layer in cells for _ in layer]
+    if any(choose_path(c, recurrent_dropout=p, training=training, padded=padded, x=x, bidirectional=bi).name
+           != "fused" for c, p, bi in zip(flat, recurrent_dropout, bidirectional)):
         return None
     if len({len(layer) for layer in cells}) != 1 or not all(_same_kernel(flat[0], c) for c in flat[1:]):
         return None
@@ -415,7 +430,8 @@ def run_bidirectional(fw_cell, bw_cell, x: Tensor, states: tuple[State | None, S
     if any(_chunked(k, x) for k in recompute_chunk):
         names = {"chunked"}  # each direction keeps its own chunk boundaries: run them one by one
     else:
-        names = {choose_path(c, recurrent_dropout=p, training=training, padded=needs_lengths, x=x).name
+        names = {choose_path(c, recurrent_dropout=p, training=training, padded=needs_lengths, x=x,
+                             bidirectional=True).name
                  for c, p in zip((fw_cell, bw_cell), recurrent_dropout)}
     if names == {"compiled"} and type(fw_cell) is type(bw_cell) and (
             fw_cell.weight_hh.dtype == bw_cell.weight_hh.dtype):

@@ -230,7 +230,8 @@ def test_unsupported_cells_keep_their_path():
     try:
         recurrence.use_compiled(True)
         lstm = rnnkit.LSTM(D, 4).cell
-        assert recurrence.choose_path(lstm).name == "compiled"
+        assert recurrence.choose_path(lstm).name == "fused"  # one direction: oneDNN is faster
+        assert recurrence.choose_path(lstm, bidirectional=True).name == "compiled"
         assert recurrence.choose_path(lstm, padded=True).name == "compiled"
         assert recurrence.choose_path(lstm, recurrent_dropout=0.2, training=True).name == "compiled"
         assert rnnkit.LSTM(D, 4, layer_norm=True).path.name == "compiled"  # same rule as the GRU's
@@ -314,28 +315,34 @@ def test_pure_paths_when_the_extension_cannot_be_built(monkeypatch):
     assert out.shape == (B, T, 8)
 
 
-@pytest.mark.parametrize("B, H, grad, padded, want", [
-    (32, 128, False, False, "fused"),     # inference, large step: oneDNN
-    (64, 64, False, False, "fused"),
-    (16, 128, False, False, "compiled"),  # batch x hidden < 4096
-    (63, 64, False, False, "compiled"),
-    (32, 128, True, False, "compiled"),   # training: the loop
-    (32, 128, False, True, "compiled"),   # padded: torch leaves oneDNN anyway
+@pytest.mark.parametrize("B, H, grad, padded, bidirectional, want", [
+    (32, 128, False, False, True, "fused"),     # inference, large step: oneDNN
+    (64, 64, False, False, True, "fused"),
+    (16, 128, False, False, True, "compiled"),  # batch x hidden < 4096
+    (63, 64, False, False, True, "compiled"),
+    (32, 128, True, False, True, "compiled"),   # training: the loop
+    (32, 128, False, True, True, "compiled"),   # padded: torch leaves oneDNN anyway
+    (4, 8, True, False, False, "fused"),        # one direction: oneDNN, training or not
+    (4, 8, False, False, False, "fused"),
+    (4, 8, True, True, False, "compiled"),      # ... unless padded
 ])
-def test_lstm_routing_between_the_loop_and_onednn(B, H, grad, padded, want):
-    """Unpadded LSTM inference with a large step goes to torch's oneDNN kernel, everything else
-    to the C++ loop (the rule the benchmark sweep found), and the layer computes the same
-    either way."""
+def test_lstm_routing_between_the_loop_and_onednn(B, H, grad, padded, bidirectional, want):
+    """Unpadded LSTM batches of one direction, and of two at inference with a large step, go
+    to torch's oneDNN kernel, everything else to the C++ loop (the rule the benchmark sweeps
+    found); the layer reports it and computes the same either way."""
     try:
         recurrence.use_compiled(True)
-        layer = rnnkit.Bidirectional(rnnkit.LSTM(8, H))
+        layer = rnnkit.Bidirectional(rnnkit.LSTM(8, H)) if bidirectional else rnnkit.LSTM(8, H)
+        cell = layer.forward_layer.cell if bidirectional else layer.cell
         x = torch.randn(B, 5, 8)
+        lengths = torch.tensor([5] * (B - 1) + [3]) if padded else None
         with torch.set_grad_enabled(grad):
-            assert recurrence.choose_path(layer.forward_layer.cell, x=x, padded=padded).name == want
-            out, _ = layer(x)
+            path = recurrence.choose_path(cell, x=x, padded=padded, bidirectional=bidirectional)
+            assert path.name == want
+            out, _ = layer(x, lengths=lengths)
             recurrence._unpadded_lstm_on_torch = False  # every batch on the loop
-            assert recurrence.choose_path(layer.forward_layer.cell, x=x, padded=padded).name == "compiled"
-            loop, _ = layer(x)
+            assert recurrence.choose_path(cell, x=x, padded=padded, bidirectional=bidirectional).name == "compiled"
+            loop, _ = layer(x, lengths=lengths)
         torch.testing.assert_close(out, loop, rtol=1e-5, atol=1e-6)
     finally:
         recurrence._unpadded_lstm_on_torch = True
