@@ -174,11 +174,29 @@ def base_impls(cell: str, cfg, padded: bool):
     return {"rnnkit": rnnkit_steps(stack, x, lengths), "torch": torch_steps(module, x, lengths)}, tokens, stack
 
 
+def first_layer_path(stack, x: torch.Tensor, lengths, *, train: bool) -> str:
+    """The path the stack's first layer takes for this input in this mode (the forward
+    direction), with the batch size the LSTM routing rule reads; ``Stack.paths`` has no input."""
+    from rnnkit import recurrence
+    layer = stack.layers[0]
+    stack.train(train)
+    fw, bw = layer.forward_layer, layer.backward_layer
+    padded = lengths is not None and bool((lengths < x.shape[1]).any())
+    with torch.set_grad_enabled(train):
+        paths = recurrence.bidirectional_paths(
+            fw.cell, bw.cell, recurrent_dropout=(fw.recurrent_dropout, bw.recurrent_dropout), training=train,
+            padded=padded, x=x, recompute_chunk=(fw.recompute_chunk, bw.recompute_chunk))
+    return str(paths.forward)
+
+
 def bench_base(cell: str, cfg, padded: bool, args) -> dict:
     B, T, H, L = cfg
     impls, tokens, stack = base_impls(cell, cfg, padded)
     r = measure(timed(dict(kind="base", cell=cell, cfg=list(cfg), padded=padded), impls, args), tokens)
-    path = stack.paths[0].forward
+    x = torch.randn(B, T, H)
+    lengths = torch.randint(max(1, T // 4), T + 1, (B,)) if padded else None
+    path = (f"train: {first_layer_path(stack, x, lengths, train=True)}; "
+            f"infer: {first_layer_path(stack, x, lengths, train=False)}")
     return dict(cell=cell, config=f"({B}, {T}, {H}) x{L}", padding="yes" if padded else "no",
                 path=str(path),
                 **{f"{impl}_{k}": v for impl, d in r.items() for k, v in d.items()},
@@ -206,11 +224,10 @@ def bench_variants(cell: str, cfg, names: list[str], args) -> list[dict]:
     impls, stacks, depth = variant_impls(cell, cfg, names)
     r = measure(timed(dict(kind="variants", cell=cell, cfg=list(cfg), names=names), impls, args), B * T)
     rows = []
+    x = torch.randn(B, T, H)
     for name in names:
-        stacks[name].train()
-        train_path = stacks[name].paths[0].forward
-        stacks[name].eval()
-        infer_path = stacks[name].paths[0].forward
+        train_path = first_layer_path(stacks[name], x, None, train=True)
+        infer_path = first_layer_path(stacks[name], x, None, train=False)
         base = r[f"torch x{depth[name]}"]
         rows.append(dict(cell=cell, config=f"({B}, {T}, {H}) x{depth[name]}", variant=name,
                          path=f"train: {train_path}; infer: {infer_path}",

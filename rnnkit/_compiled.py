@@ -74,13 +74,32 @@ def _load():
             from torch.utils.cpp_extension import load
 
             _ninja_on_path()
-            _ext = _build(load)
+            _ext = _build_with_or_without_openmp(load)
         except Exception as exc:  # no compiler, no ninja, missing BLAS symbols, ...
             _error = _reason(exc)
             warnings.warn(f"rnnkit: the compiled recurrence could not be built ({_error}); "
                           "GRU/LSTM layers run on the pure PyTorch paths instead", RuntimeWarning,
                           stacklevel=4)
     return _ext
+
+
+def _build_with_or_without_openmp(load):
+    """A compiler that rejects -fopenmp (one without OpenMP support) still gets the loop, built
+    without it: the two directions of a bidirectional layer then run one after the other,
+    which a warning says."""
+    global _OPENMP
+    try:
+        return _build(load)
+    except Exception as exc:
+        if not _OPENMP:
+            raise
+        first = _reason(exc)
+        _OPENMP = []
+        module = _build(load)
+        warnings.warn(f"rnnkit: the compiled recurrence was built without -fopenmp ({first}); the two "
+                      "directions of a bidirectional layer run one after the other", RuntimeWarning,
+                      stacklevel=5)
+        return module
 
 
 def _reason(exc: Exception) -> str:

@@ -82,11 +82,8 @@ class Recurrent(nn.Module):
     @property
     def path(self) -> Path:
         """The execution path this layer takes in its current mode (train/eval), and why."""
-        return self._path(bidirectional=False)
-
-    def _path(self, *, bidirectional: bool) -> Path:
         return recurrence.choose_path(self.cell, recurrent_dropout=self.recurrent_dropout,
-                                      training=self.training, bidirectional=bidirectional)
+                                      training=self.training)
 
     def reset_parameters(self) -> None:
         self.cell.reset_parameters()
@@ -232,10 +229,15 @@ class Bidirectional(nn.Module):
 
     @property
     def path(self) -> BiState:
-        def one(layer):  # a direction of this layer; scan layers have a single path
-            own = getattr(layer, "_path", None)
-            return own(bidirectional=True) if own is not None else layer.path
-        return BiState(one(self.forward_layer), one(self.backward_layer))
+        """The path each direction takes in the current mode: together in one call where both
+        can share it, else each as a single direction (recurrence.bidirectional_paths)."""
+        fw, bw = self.forward_layer, self.backward_layer
+        if not (isinstance(fw, Recurrent) and isinstance(bw, Recurrent)):
+            return BiState(fw.path, bw.path)  # parallel-scan layers have a single path
+        paths = recurrence.bidirectional_paths(
+            fw.cell, bw.cell, recurrent_dropout=(fw.recurrent_dropout, bw.recurrent_dropout),
+            training=self.training, recompute_chunk=(fw.recompute_chunk, bw.recompute_chunk))
+        return BiState(paths.forward, paths.backward)
 
     def reset_parameters(self) -> None:
         self.forward_layer.reset_parameters()

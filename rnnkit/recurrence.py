@@ -38,7 +38,7 @@ from torch.utils.checkpoint import checkpoint
 from . import _compiled
 from .cells import GRUCell, LSTMCell, RNNCell, State
 
-__all__ = ["Path", "choose_path", "run", "run_bidirectional", "run_layers", "reverse_padded", "length_mask",
+__all__ = ["Path", "BiPaths", "choose_path", "bidirectional_paths", "run", "run_bidirectional", "run_layers", "reverse_padded", "length_mask",
            "use_compiled", "release_scratch"]
 
 
@@ -76,9 +76,10 @@ def _onednn_lstm_faster(cell, x: Tensor | None, bidirectional: bool) -> bool:
     direction a core of its own:
 
     * One direction: oneDNN always. The loop then has one core for its steps; it measured
-      0.80-1.01x in training and 0.54-0.85x in inference.
-    * Both directions, at inference (nothing for autograd to record) with a large step,
-      batch x hidden >= 4096: oneDNN, up to 1.25x faster there.
+      0.78-0.98x in training and 0.54-0.84x in inference.
+    * Both directions, at inference (neither x nor the cell's weights need gradients; an
+      initial state that does is not looked at) with a large step, batch x hidden >= 4096:
+      oneDNN, up to 1.25x faster there.
     * Both directions otherwise: the loop. In training it won at all 18 sizes (1.1-2.8x),
       and with smaller steps it won or tied (1.0-2.0x), over batch 16-64, hidden 64-256
       and 50 or 200 steps.
@@ -409,6 +410,41 @@ def run_layers(cells: list[list], x: Tensor, states: list[State | None], lengths
     return _fused(flat, x, states, lengths, training, num_layers=len(cells), dropout=dropout)
 
 
+class BiPaths(NamedTuple):
+    """The paths of a bidirectional layer's two directions, and whether one call runs both."""
+
+    forward: Path
+    backward: Path
+    together: bool
+
+
+def bidirectional_paths(fw_cell, bw_cell, *, recurrent_dropout: tuple[float, float] = (0.0, 0.0),
+                        training: bool = False, padded: bool = False, x: Tensor | None = None,
+                        recompute_chunk: tuple[int | None, int | None] = (None, None)) -> BiPaths:
+    """The paths ``run_bidirectional`` takes for the two directions. One call runs both when
+    they choose the same path and can share it: one compiled call (the same cell type and
+    dtype) or one torch call (the same kernel and sizes). Otherwise -- and when
+    ``recompute_chunk`` applies, which runs the directions one at a time -- each direction runs
+    on its own and chooses its path as a single direction. Without ``x``, chunking is taken to
+    apply whenever a chunk size is set and gradients are being recorded."""
+    if x is not None:
+        chunked = any(_chunked(k, x) for k in recompute_chunk)
+    else:
+        chunked = any(recompute_chunk) and torch.is_grad_enabled()
+    cells = (fw_cell, bw_cell)
+    if not chunked:
+        fw, bw = (choose_path(c, recurrent_dropout=p, training=training, padded=padded, x=x, bidirectional=True)
+                  for c, p in zip(cells, recurrent_dropout))
+        if fw.name == bw.name == "compiled" and type(fw_cell) is type(bw_cell) and (
+                fw_cell.weight_hh.dtype == bw_cell.weight_hh.dtype):
+            return BiPaths(fw, bw, True)
+        if fw.name == bw.name == "fused" and _same_kernel(fw_cell, bw_cell):
+            return BiPaths(fw, bw, True)
+    fw, bw = (choose_path(c, recurrent_dropout=p, training=training, padded=padded, x=x)
+              for c, p in zip(cells, recurrent_dropout))
+    return BiPaths(fw, bw, False)
+
+
 def run_bidirectional(fw_cell, bw_cell, x: Tensor, states: tuple[State | None, State | None],
                       lengths: Tensor | None, *, recurrent_dropout: tuple[float, float] = (0.0, 0.0),
                       training: bool = False,
@@ -427,14 +463,10 @@ def run_bidirectional(fw_cell, bw_cell, x: Tensor, states: tuple[State | None, S
     fw_state = states[0] if states[0] is not None else fw_cell.initial_state(B, x)
     bw_state = states[1] if states[1] is not None else bw_cell.initial_state(B, x)
     needs_lengths = _needs_lengths(lengths, x.shape[1])
-    if any(_chunked(k, x) for k in recompute_chunk):
-        names = {"chunked"}  # each direction keeps its own chunk boundaries: run them one by one
-    else:
-        names = {choose_path(c, recurrent_dropout=p, training=training, padded=needs_lengths, x=x,
-                             bidirectional=True).name
-                 for c, p in zip((fw_cell, bw_cell), recurrent_dropout)}
-    if names == {"compiled"} and type(fw_cell) is type(bw_cell) and (
-            fw_cell.weight_hh.dtype == bw_cell.weight_hh.dtype):
+    paths = bidirectional_paths(fw_cell, bw_cell, recurrent_dropout=recurrent_dropout, training=training,
+                                padded=needs_lengths, x=x, recompute_chunk=recompute_chunk)
+    names = {paths.forward.name, paths.backward.name} if paths.together else set()
+    if names == {"compiled"}:
         # One C++ call runs both directions, each on its own core.
         masks = [_dropout_mask(s, p) if p > 0 and training else None
                  for s, p in zip((fw_state, bw_state), recurrent_dropout)]
@@ -442,9 +474,10 @@ def run_bidirectional(fw_cell, bw_cell, x: Tensor, states: tuple[State | None, S
         out, (fw_final, bw_final) = _compiled.run([fw_cell, bw_cell], x, [fw_state, bw_state], padded,
                                                   reverse=[False, True], masks=masks)
         return out, fw_final, bw_final
-    if names == {"fused"} and _same_kernel(fw_cell, bw_cell):
+    if names == {"fused"}:
         out, (fw_final, bw_final) = _fused([fw_cell, bw_cell], x, [fw_state, bw_state], lengths, training)
         return out, fw_final, bw_final
+    # Each direction on its own, as a single direction (and chunked if asked).
     fw_out, fw_final = run(fw_cell, x, fw_state, lengths, recurrent_dropout=recurrent_dropout[0],
                            training=training, recompute_chunk=recompute_chunk[0])
     bw_out, bw_final = run(bw_cell, x, bw_state, lengths, reverse=True, recurrent_dropout=recurrent_dropout[1],

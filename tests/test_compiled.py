@@ -347,3 +347,61 @@ def test_lstm_routing_between_the_loop_and_onednn(B, H, grad, padded, bidirectio
     finally:
         recurrence._unpadded_lstm_on_torch = True
         recurrence.use_compiled(False)
+
+
+@pytest.mark.parametrize("case, grad, B, want", [
+    ("bi", True, 4, ("compiled", 2)),            # training: one C++ call for both directions
+    ("bi-large", False, 32, ("fused", 2)),       # inference, batch x hidden >= 4096: one torch call
+    ("uni", True, 4, ("fused", 1)),              # one direction: torch's kernel
+    ("bi-chunked", True, 4, ("fused", 1)),       # recompute_chunk: the directions one at a time
+    ("bi-mixed", False, 32, ("fused", 1)),       # the directions disagree: each on its own
+    ("bi-gru", False, 32, ("compiled", 2)),
+])
+def test_reported_paths_are_the_ones_that_run(case, grad, B, want, monkeypatch):
+    """The paths recurrence reports for an input are what the forward pass calls: the C++ loop
+    or torch's kernel, for both directions at once or one at a time; a layer's ``.path`` (no
+    input) agrees wherever the batch size does not decide, and names the size rule where it
+    does."""
+    recurrence.use_compiled(True)
+    assert compiled.available(), compiled.error()
+    calls = []
+    real_compiled, real_fused = compiled.run, recurrence._fused
+
+    def spy_compiled(cells, *args, **kwargs):
+        calls.append(("compiled", len(cells)))
+        return real_compiled(cells, *args, **kwargs)
+
+    def spy_fused(cells, *args, **kwargs):
+        calls.append(("fused", len(cells)))
+        return real_fused(cells, *args, **kwargs)
+
+    monkeypatch.setattr(compiled, "run", spy_compiled)
+    monkeypatch.setattr(recurrence, "_fused", spy_fused)
+    D, T = 8, 12
+    layer = {
+        "bi": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 16)),
+        "bi-large": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 128)),
+        "uni": lambda: rnnkit.LSTM(D, 16),
+        "bi-chunked": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 16, recompute_chunk=4)),
+        "bi-mixed": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 16), backward_layer=rnnkit.LSTM(D, 128)),
+        "bi-gru": lambda: rnnkit.Bidirectional(rnnkit.GRU(D, 128)),
+    }[case]()
+    x = torch.randn(B, T, D)
+    with torch.set_grad_enabled(grad):
+        if case == "uni":
+            given = recurrence.choose_path(layer.cell, x=x)
+            names, together = {given.name}, False
+        else:
+            fw, bw = layer.forward_layer, layer.backward_layer
+            given = recurrence.bidirectional_paths(fw.cell, bw.cell, x=x,
+                                                   recompute_chunk=(fw.recompute_chunk, bw.recompute_chunk))
+            names, together = {given.forward.name, given.backward.name}, given.together
+        path = layer.path  # without an input: no batch size to apply the size rule to
+        layer(x)
+    assert set(calls) == {want}, calls
+    assert names == {want[0]} and together == (want[1] == 2), given
+    reported = {path.name} if case == "uni" else {path.forward.name, path.backward.name}
+    if case in ("bi-large", "bi-mixed"):  # the report names the rule that decides at run time
+        assert reported == {"compiled"} and "batch x hidden >= 4096" in path.forward.reason, path
+    else:
+        assert reported == {want[0]}, path

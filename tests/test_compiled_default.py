@@ -149,3 +149,24 @@ def test_transforms_autocast_and_other_dtypes_take_the_torch_paths():
     recurrence.use_compiled(True)
     assert str(ours.value) == str(pure.value)
     torch.testing.assert_close(layer(x)[0], want)
+
+
+def test_a_compiler_without_openmp_still_builds_the_loop(monkeypatch):
+    """If the build with -fopenmp fails, rnnkit builds again without it and says so."""
+    built = []
+
+    def fake_build(load):
+        built.append(list(compiled._OPENMP))
+        if compiled._OPENMP:
+            raise RuntimeError("cc1plus: error: unrecognized command-line option '-fopenmp'")
+        return "module"
+
+    monkeypatch.setattr(compiled, "_OPENMP", ["-fopenmp"])
+    monkeypatch.setattr(compiled, "_build", fake_build)
+    with pytest.warns(RuntimeWarning, match="built without -fopenmp .*unrecognized command-line option"):
+        assert compiled._build_with_or_without_openmp(None) == "module"
+    assert built == [["-fopenmp"], []]
+    monkeypatch.setattr(compiled, "_OPENMP", [])  # without OpenMP to begin with: no second try
+    monkeypatch.setattr(compiled, "_build", lambda load: (_ for _ in ()).throw(RuntimeError("no compiler")))
+    with pytest.raises(RuntimeError, match="no compiler"):
+        compiled._build_with_or_without_openmp(None)

@@ -12,6 +12,13 @@ from rnnkit.cells import GRUCell, LSTMCell
 from test_compiled import reference
 
 
+# torch.set_num_threads can be called again and again under the OpenMP backend only (the
+# native thread pool fixes its size at first use): the tests that switch it need that.
+switches_threads = pytest.mark.skipif(
+    "parallel backend: OpenMP" not in torch.__config__.parallel_info(),
+    reason="needs torch's OpenMP backend to change the thread count between calls")
+
+
 @pytest.fixture
 def threads():
     before = torch.get_num_threads()
@@ -19,6 +26,7 @@ def threads():
     torch.set_num_threads(before)
 
 
+@switches_threads
 def test_the_two_directions_run_on_two_of_torchs_threads(threads):
     """The backward direction runs on torch's second intra-op thread, concurrently with the
     forward one on the caller's: in the forward pass and again in backward through time. (With
@@ -38,6 +46,7 @@ def test_the_two_directions_run_on_two_of_torchs_threads(threads):
     assert counts == [0, 2], counts
 
 
+@switches_threads
 @pytest.mark.parametrize("cls", [GRUCell, LSTMCell], ids=["gru", "lstm"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fw", "bw"])
 def test_one_direction_on_two_threads_equals_one_thread(cls, reverse, threads):
