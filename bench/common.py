@@ -8,10 +8,12 @@ alike instead of skewing one.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -78,6 +80,28 @@ def interleaved(fns: dict[str, Callable[[], object]], *, rounds: int = 5, target
                 fn()
             samples[name].append((time.perf_counter() - t0) / n)
     return samples
+
+
+def in_fresh_processes(script: str, job: dict, processes: int) -> list[dict]:
+    """Runs ``python script --time-worker JOB`` in ``processes`` fresh processes, one after the
+    other, and returns what each printed on its last line (JSON). Why fresh processes: torch's
+    oneDNN LSTM runs at one of two speeds, about 2x apart, fixed for the life of a process (it
+    follows the memory layout), so one process is one draw."""
+    runs = []
+    for _ in range(processes):
+        proc = subprocess.run([sys.executable, os.path.abspath(script), "--time-worker", json.dumps(job)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"timing {job} failed in its process:\n{proc.stderr[-2000:]}")
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return runs
+
+
+def pool_rounds(runs: list[dict]) -> dict[str, dict[str, list[float]]]:
+    """{mode: {name: rounds}} of several processes -> the same with all their rounds, in order
+    (each round's samples stay together, so ratios paired per round stay paired)."""
+    return {mode: {name: [t for run in runs for t in run[mode][name]] for name in runs[0][mode]}
+            for mode in runs[0]}
 
 
 def median(samples: list[float]) -> float:

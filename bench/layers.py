@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 import torch
@@ -41,7 +40,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import rnnkit  # noqa: E402
-from common import interleaved, machine, median, paired_ratio, table  # noqa: E402
+from common import (in_fresh_processes, interleaved, machine, median, paired_ratio,  # noqa: E402
+                    pool_rounds, table)
 
 CONFIGS = ["32x50x128x1", "64x100x256x2", "16x500x64x1"]
 VARIANTS = {
@@ -127,21 +127,12 @@ def time_rounds(impls: dict[str, tuple], args) -> dict[str, dict[str, list[float
 def timed(job: dict, impls: dict[str, tuple], args) -> dict[str, dict[str, list[float]]]:
     """``time_rounds`` of the implementations ``job`` describes, in ``args.processes`` fresh
     processes (each builds them again from ``job``), the rounds pooled; in this process when
-    1. oneDNN's LSTM, the baseline of every LSTM row, runs at one of two speeds about 2x
-    apart, fixed for the life of a process: one process is one draw."""
+    1 (common.in_fresh_processes says why)."""
     if args.processes <= 1:
         return time_rounds(impls, args)
     job = dict(job, rounds=args.rounds, target=args.target, warmup=args.warmup, threads=args.threads,
                compiled=args.compiled)
-    runs = []
-    for _ in range(args.processes):
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--time-worker", json.dumps(job)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"timing {job} failed in its process:\n{proc.stderr[-2000:]}")
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return {mode: {name: [t for run in runs for t in run[mode][name]] for name in runs[0][mode]}
-            for mode in runs[0]}
+    return pool_rounds(in_fresh_processes(__file__, job, args.processes))
 
 
 def measure(times: dict[str, dict[str, list[float]]], tokens: int) -> dict[str, dict[str, float]]:

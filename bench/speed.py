@@ -51,7 +51,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import rnnkit  # noqa: E402
-from common import interleaved, machine, median, paired_ratio, table  # noqa: E402
+from common import (in_fresh_processes, interleaved, machine, median, paired_ratio,  # noqa: E402
+                    pool_rounds, table)
 from rnnkit import recurrence  # noqa: E402
 
 CONFIGS = ["32x50x128x1", "64x100x256x2", "16x500x64x1", "16x2000x64x2"]
@@ -165,26 +166,15 @@ def time_config(cell: str, cfg, args) -> dict:
 
 def time_in_processes(cell: str, cfg, args) -> tuple[dict, dict]:
     """``time_config`` in ``args.processes`` fresh processes, one after the other; the rounds
-    of all of them pooled. oneDNN's LSTM runs at one of two speeds (about 2x apart at
-    (16, 500, 64)) fixed for the life of a process -- it follows the memory layout: with
-    address randomisation off a given script always gets the same one -- so one process is
-    one draw.
-    Also returns, per mode and implementation, the range of its per-process paired ratio to
+    of all of them pooled (common.in_fresh_processes says why). Also returns, per mode and implementation, the range of its per-process paired ratio to
     torch.nn ("0.95-1.52")."""
     if args.processes <= 1:
         times = time_config(cell, cfg, args)
         return times, {mode: {} for mode in times}
-    job = json.dumps(dict(cell=cell, cfg=list(cfg), rounds=args.rounds, target=args.target,
-                          warmup=args.warmup, threads=args.threads))
-    runs = []
-    for _ in range(args.processes):
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--time-worker", job],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"timing {cell} {cfg} failed in its process:\n{proc.stderr[-2000:]}")
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    times = {mode: {name: [t for run in runs for t in run[mode][name]] for name in runs[0][mode]}
-             for mode in runs[0]}
+    job = dict(cell=cell, cfg=list(cfg), rounds=args.rounds, target=args.target, warmup=args.warmup,
+               threads=args.threads)
+    runs = in_fresh_processes(__file__, job, args.processes)
+    times = pool_rounds(runs)
     spread = {}
     for mode in times:
         spread[mode] = {}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 import torch
@@ -25,7 +24,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
-from common import interleaved, machine, median, paired_ratio, table  # noqa: E402
+from common import in_fresh_processes, interleaved, machine, median, paired_ratio, pool_rounds, table  # noqa: E402
 
 import rnnkit  # noqa: E402
 
@@ -81,15 +80,8 @@ def time_config(cell: str, cfg, args) -> dict:
 def in_processes(cell: str, cfg, args) -> dict:
     if args.processes <= 1:
         return time_config(cell, cfg, args)
-    job = json.dumps(dict(cell=cell, cfg=list(cfg), rounds=args.rounds, target=args.target, threads=args.threads))
-    runs = []
-    for _ in range(args.processes):
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--time-worker", job],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"timing {cell} {cfg} failed in its process:\n{proc.stderr[-2000:]}")
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return {mode: {n: [t for run in runs for t in run[mode][n]] for n in runs[0][mode]} for mode in runs[0]}
+    job = dict(cell=cell, cfg=list(cfg), rounds=args.rounds, target=args.target, threads=args.threads)
+    return pool_rounds(in_fresh_processes(__file__, job, args.processes))
 
 
 def main(argv: list[str] | None = None) -> int:
