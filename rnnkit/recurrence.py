@@ -12,8 +12,9 @@ Three paths compute the same function:
   and layer-norm LSTM cells, forward and backward through time, both directions of a
   bidirectional layer at once, recurrent dropout included. **On by default** for
   float32/float64 CPU tensors: it takes every GRU, LSTM and layer-norm cell, except unpadded
-  LSTM batches of one direction, and of two at inference with a large step (batch x hidden
-  >= 4096), which stay on torch's kernel (oneDNN), faster there (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
+  LSTM batches with a large step -- batch x hidden >= 2048 for one direction, >= 4096 for
+  two at inference -- which stay on torch's kernel (oneDNN), faster there
+  (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
   torch version, about 20 s; ``rnnkit build`` does it ahead of time). If it cannot be built,
   rnnkit warns once and the other paths run. ``use_compiled(False)`` or ``RNNKIT_COMPILED=0``
   turns it off; while tracing, scripting, exporting or under ``torch.compile`` it is never
@@ -38,8 +39,8 @@ from torch.utils.checkpoint import checkpoint
 from . import _compiled
 from .cells import GRUCell, LSTMCell, RNNCell, State
 
-__all__ = ["Path", "BiPaths", "choose_path", "bidirectional_paths", "run", "run_bidirectional", "run_layers", "reverse_padded", "length_mask",
-           "use_compiled", "release_scratch"]
+__all__ = ["Path", "BiPaths", "choose_path", "bidirectional_paths", "run", "run_bidirectional", "run_layers",
+           "reverse_padded", "length_mask", "use_compiled", "release_scratch"]
 
 
 class Path(NamedTuple):
@@ -73,25 +74,27 @@ _unpadded_lstm_on_torch = True
 def _onednn_lstm_faster(cell, x: Tensor | None, bidirectional: bool) -> bool:
     """Where torch's oneDNN LSTM measured faster than the compiled loop (docs/benchmarks.md
     section 2). oneDNN splits each step's product over both cores, and the loop gives each
-    direction a core of its own:
+    direction a core of its own, so oneDNN wins where a step is large enough to split:
 
-    * One direction: oneDNN always. The loop then has one core for its steps; it measured
-      0.78-0.98x in training and 0.54-0.84x in inference.
+    * One direction, batch x hidden >= 2048: oneDNN. The loop then has one core for its steps;
+      it measured 0.69-1.01x there. Below, it won at most sizes measured (1.1-2.4x at batch x
+      hidden 512-1024; oneDNN's own two speeds make single runs there scatter).
     * Both directions, at inference (neither x nor the cell's weights need gradients; an
-      initial state that does is not looked at) with a large step, batch x hidden >= 4096:
-      oneDNN, up to 1.25x faster there.
-    * Both directions otherwise: the loop. In training it won at all 18 sizes (1.1-2.8x),
-      and with smaller steps it won or tied (1.0-2.0x), over batch 16-64, hidden 64-256
-      and 50 or 200 steps.
+      initial state that does is not looked at), batch x hidden >= 4096: oneDNN, up to 1.25x
+      faster there.
+    * Otherwise the loop. With both directions it won every training size measured (1.1-2.8x)
+      and inference below 4096 (1.0-2.0x), over batch 16-64, hidden 64-256 and 50 or 200
+      steps.
 
-    Without x (a layer asked for its path), a bidirectional layer is taken to be training: the
-    loop."""
-    if not bidirectional:
-        return True
-    if x is None or (torch.is_grad_enabled()
-                     and (x.requires_grad or any(p.requires_grad for p in cell.parameters()))):
+    Without x (a layer asked for its path) the batch size is unknown: the loop."""
+    if x is None:
         return False
-    return x.shape[0] * cell.hidden_size >= 4096
+    size = x.shape[0] * cell.hidden_size
+    if not bidirectional:
+        return size >= 2048
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in cell.parameters())):
+        return False
+    return size >= 4096
 
 
 def use_compiled(enabled: bool = True) -> None:
@@ -134,7 +137,7 @@ def _functorch_active() -> bool:
 
 
 def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None,
-                   bidirectional: bool = False) -> Path | None:
+                   bidirectional: bool = False, recompute: bool = False) -> Path | None:
     if not _use_compiled or _compiled.supports(cell) is not None or _graph_capture() is not None:
         return None
     if x is not None and (x.dtype != cell.weight_hh.dtype or x.device != cell.weight_hh.device):
@@ -143,25 +146,33 @@ def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None,
         return None
     if dropout:
         return Path("compiled", "recurrent dropout needs the mask inside the step; C++ time loop")
+    if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch and recompute:
+        # Measured (docs/benchmarks.md, peak memory): BiLSTM (16, 2000, 64) x 2, K = 100,
+        # peak RSS 252 MB on torch's kernel, 491 MB on the loop, at about the same speed.
+        return Path("fused", "unpadded LSTM under recompute_chunk: torch's kernel keeps peak "
+                             "memory lower")
     if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch and _onednn_lstm_faster(
             cell, x, bidirectional):
         # torch runs unpadded LSTMs on oneDNN's RNN primitive; packed (padded) batches leave it.
-        why = ("inference with a large step (batch x hidden >= 4096)" if bidirectional
-               else "one direction")
+        why = ("bidirectional inference, batch x hidden >= 4096" if bidirectional
+               else "one direction, batch x hidden >= 2048")
         return Path("fused", f"unpadded LSTM, {why}: torch's oneDNN kernel is faster here")
     if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch and x is None:
-        return Path("compiled", "C++ time loop; unpadded bidirectional LSTM inference with batch x "
-                                "hidden >= 4096 runs torch's oneDNN kernel, faster there")
+        rule = ("bidirectional inference with batch x hidden >= 4096" if bidirectional
+                else "one direction with batch x hidden >= 2048")
+        return Path("compiled", f"C++ time loop; an unpadded LSTM batch of {rule} runs torch's "
+                                "oneDNN kernel, faster there")
     return Path("compiled", "C++ time loop, faster than torch's kernel on CPU")
 
 
 def choose_path(cell, *, recurrent_dropout: float = 0.0, training: bool = False,
-                padded: bool = False, x: Tensor | None = None, bidirectional: bool = False) -> Path:
+                padded: bool = False, x: Tensor | None = None, bidirectional: bool = False,
+                recompute: bool = False) -> Path:
     """The path ``run`` takes for this cell and configuration (``padded``: a batch with
     sequences shorter than T; ``x``: the input, whose dtype and device must be the weights'
     for the compiled loop; ``bidirectional``: the cell is one direction of a bidirectional
-    layer, run together with the other)."""
-    compiled = _compiled_path(cell, recurrent_dropout > 0 and training, padded, x, bidirectional)
+    layer, run together with the other; ``recompute``: it runs in ``recompute_chunk`` chunks)."""
+    compiled = _compiled_path(cell, recurrent_dropout > 0 and training, padded, x, bidirectional, recompute)
     if compiled is not None:
         return compiled
     if type(cell) not in (RNNCell, GRUCell, LSTMCell):
@@ -325,11 +336,11 @@ def _chunked(recompute_chunk: int | None, x: Tensor) -> bool:
 
 
 def _run(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: bool,
-         mask: Tensor | None, training: bool) -> tuple[Tensor, State]:
+         mask: Tensor | None, training: bool, recompute: bool = False) -> tuple[Tensor, State]:
     needs_lengths = _needs_lengths(lengths, x.shape[1])
     # A mask exists only for recurrent dropout in training: that is all choose_path asks.
     path = choose_path(cell, recurrent_dropout=float(mask is not None), training=training,
-                       padded=needs_lengths, x=x)
+                       padded=needs_lengths, x=x, recompute=recompute)
     if path.name == "compiled":
         padded = lengths if needs_lengths else None
         out, (final,) = _compiled.run([cell], x, [state], padded, reverse=[reverse], masks=[mask])
@@ -356,7 +367,7 @@ def _run_chunked(cell, x: Tensor, state: State, lengths: Tensor | None, *, rever
     lstm = isinstance(state, tuple)
 
     def piece(xc, s, lc, m):
-        return _run(cell, xc, s, lc, reverse=False, mask=m, training=training)
+        return _run(cell, xc, s, lc, reverse=False, mask=m, training=training, recompute=True)
 
     outs = []
     for start in range(0, T, chunk):
@@ -440,8 +451,9 @@ def bidirectional_paths(fw_cell, bw_cell, *, recurrent_dropout: tuple[float, flo
             return BiPaths(fw, bw, True)
         if fw.name == bw.name == "fused" and _same_kernel(fw_cell, bw_cell):
             return BiPaths(fw, bw, True)
-    fw, bw = (choose_path(c, recurrent_dropout=p, training=training, padded=padded, x=x)
-              for c, p in zip(cells, recurrent_dropout))
+    fw, bw = (choose_path(c, recurrent_dropout=p, training=training, padded=padded, x=x,
+                          recompute=chunked and bool(k))
+              for c, p, k in zip(cells, recurrent_dropout, recompute_chunk))
     return BiPaths(fw, bw, False)
 
 

@@ -230,8 +230,8 @@ def test_unsupported_cells_keep_their_path():
     try:
         recurrence.use_compiled(True)
         lstm = rnnkit.LSTM(D, 4).cell
-        assert recurrence.choose_path(lstm).name == "fused"  # one direction: oneDNN is faster
-        assert recurrence.choose_path(lstm, bidirectional=True).name == "compiled"
+        assert recurrence.choose_path(lstm).name == "compiled"  # no input: the size rule cannot apply
+        assert recurrence.choose_path(lstm, x=torch.randn(512, 3, D)).name == "fused"  # 512 x 4 >= 2048
         assert recurrence.choose_path(lstm, padded=True).name == "compiled"
         assert recurrence.choose_path(lstm, recurrent_dropout=0.2, training=True).name == "compiled"
         assert rnnkit.LSTM(D, 4, layer_norm=True).path.name == "compiled"  # same rule as the GRU's
@@ -322,14 +322,15 @@ def test_pure_paths_when_the_extension_cannot_be_built(monkeypatch):
     (63, 64, False, False, True, "compiled"),
     (32, 128, True, False, True, "compiled"),   # training: the loop
     (32, 128, False, True, True, "compiled"),   # padded: torch leaves oneDNN anyway
-    (4, 8, True, False, False, "fused"),        # one direction: oneDNN, training or not
-    (4, 8, False, False, False, "fused"),
-    (4, 8, True, True, False, "compiled"),      # ... unless padded
+    (64, 32, True, False, False, "fused"),      # one direction, batch x hidden >= 2048: oneDNN,
+    (64, 32, False, False, False, "fused"),     # training or not
+    (63, 32, True, False, False, "compiled"),   # smaller: the loop
+    (64, 32, True, True, False, "compiled"),    # padded: the loop
 ])
 def test_lstm_routing_between_the_loop_and_onednn(B, H, grad, padded, bidirectional, want):
-    """Unpadded LSTM batches of one direction, and of two at inference with a large step, go
+    """Unpadded LSTM batches with a large step -- of one direction, or of two at inference -- go
     to torch's oneDNN kernel, everything else to the C++ loop (the rule the benchmark sweeps
-    found); the layer reports it and computes the same either way."""
+    found); both compute the same."""
     try:
         recurrence.use_compiled(True)
         layer = rnnkit.Bidirectional(rnnkit.LSTM(8, H)) if bidirectional else rnnkit.LSTM(8, H)
@@ -350,12 +351,14 @@ def test_lstm_routing_between_the_loop_and_onednn(B, H, grad, padded, bidirectio
 
 
 @pytest.mark.parametrize("case, grad, B, want", [
-    ("bi", True, 4, ("compiled", 2)),            # training: one C++ call for both directions
-    ("bi-large", False, 32, ("fused", 2)),       # inference, batch x hidden >= 4096: one torch call
-    ("uni", True, 4, ("fused", 1)),              # one direction: torch's kernel
-    ("bi-chunked", True, 4, ("fused", 1)),       # recompute_chunk: the directions one at a time
-    ("bi-mixed", False, 32, ("fused", 1)),       # the directions disagree: each on its own
-    ("bi-gru", False, 32, ("compiled", 2)),
+    ("bi", True, 4, {("compiled", 2)}),          # training: one C++ call for both directions
+    ("bi-large", False, 32, {("fused", 2)}),     # inference, batch x hidden >= 4096: one torch call
+    ("uni", True, 4, {("compiled", 1)}),         # one direction, small step: the loop
+    ("uni-large", True, 128, {("fused", 1)}),    # one direction, batch x hidden >= 2048: torch's kernel
+    ("bi-chunked", True, 4, {("fused", 1)}),     # recompute_chunk: one direction at a time, on
+                                                 # torch's kernel (lower peak memory)
+    ("bi-mixed", False, 32, {("compiled", 1), ("fused", 1)}),  # they disagree: each on its own
+    ("bi-gru", False, 32, {("compiled", 2)}),
 ])
 def test_reported_paths_are_the_ones_that_run(case, grad, B, want, monkeypatch):
     """The paths recurrence reports for an input are what the forward pass calls: the C++ loop
@@ -382,26 +385,28 @@ def test_reported_paths_are_the_ones_that_run(case, grad, B, want, monkeypatch):
         "bi": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 16)),
         "bi-large": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 128)),
         "uni": lambda: rnnkit.LSTM(D, 16),
+        "uni-large": lambda: rnnkit.LSTM(D, 16),
         "bi-chunked": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 16, recompute_chunk=4)),
         "bi-mixed": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 16), backward_layer=rnnkit.LSTM(D, 128)),
         "bi-gru": lambda: rnnkit.Bidirectional(rnnkit.GRU(D, 128)),
     }[case]()
     x = torch.randn(B, T, D)
     with torch.set_grad_enabled(grad):
-        if case == "uni":
+        if case.startswith("uni"):
             given = recurrence.choose_path(layer.cell, x=x)
-            names, together = {given.name}, False
+            paths, together = [given], False
         else:
             fw, bw = layer.forward_layer, layer.backward_layer
             given = recurrence.bidirectional_paths(fw.cell, bw.cell, x=x,
                                                    recompute_chunk=(fw.recompute_chunk, bw.recompute_chunk))
-            names, together = {given.forward.name, given.backward.name}, given.together
-        path = layer.path  # without an input: no batch size to apply the size rule to
+            paths, together = [given.forward, given.backward], given.together
+        path = layer.path  # without an input: no batch size to apply the size rules to
         layer(x)
-    assert set(calls) == {want}, calls
-    assert names == {want[0]} and together == (want[1] == 2), given
-    reported = {path.name} if case == "uni" else {path.forward.name, path.backward.name}
-    if case in ("bi-large", "bi-mixed"):  # the report names the rule that decides at run time
-        assert reported == {"compiled"} and "batch x hidden >= 4096" in path.forward.reason, path
+    assert set(calls) == want, calls
+    assert {p.name for p in paths} == {kind for kind, _ in want}, given
+    assert together == (want == {("compiled", 2)} or want == {("fused", 2)}), given
+    reported = [path] if case.startswith("uni") else [path.forward, path.backward]
+    if case in ("bi-large", "bi-mixed", "uni-large"):  # the report names the rule deciding at run time
+        assert all(p.name == "compiled" and "runs torch's oneDNN kernel" in p.reason for p in reported), path
     else:
-        assert reported == {want[0]}, path
+        assert {p.name for p in reported} == {kind for kind, _ in want}, path

@@ -169,9 +169,9 @@ void gemm_packed(int M, int N, int K, const T* A, int64_t lda, const T* P, T* C,
 // job per thread; serially when torch has one thread or the caller already is inside a
 // parallel region). Not threads of our own: torch's OpenMP workers spin for a while after
 // each of torch's parallel ops, and a thread of ours then shared its core with a spinning
-// worker -- in a BiLSTM (32, 50, 128) training step on the C++ loop 42 % of the CPU time was
-// libgomp's spin, and this change made the step 1.9x faster. Here the spinning worker is the
-// one that picks up the second job.
+// worker -- with our own threads, 42 % of the CPU time of a BiLSTM (32, 50, 128) training
+// step on the C++ loop was libgomp's spin, and the step ran at half the speed it has here,
+// where the spinning worker is the one that picks up the second job.
 std::atomic<int64_t> jobs_on_workers{0};  // jobs run by a thread other than the caller's (tests)
 
 template <typename F> void on_torch_threads(int64_t n, const F& job) {
@@ -756,12 +756,13 @@ template <typename T> void project_backward(int64_t rows, int GH, const T* dxi, 
 // call: fresh memory is faulted in page by page by the kernel, which measured ~10 000 faults
 // per inference call of a BiGRU (64, 100, 256) x 2. A lease takes the smallest pooled buffer
 // of the dtype that is large enough (or allocates one) and gives it back when the call ends,
-// so concurrent calls never share one. Of equal sizes it takes the last given back: after
-// training, inference calls had rotated through four same-size buffers (xi and d gates) and
-// found none of them in cache -- a BiLSTM (16, 500, 64) inference call ran at 1.5M tokens/s
-// after training steps and at 2.0-2.3M with this order. The pool keeps at most kScratchKeep buffers, none
-// above kScratchMaxBytes and kScratchTotalBytes in all (a bidirectional training call uses
-// five: two xi, two d gates, one input gradient); release_scratch() empties it.
+// so concurrent calls never share one. Of equal sizes it takes the last given back: taking
+// the first, inference after training rotated through four same-size buffers (xi and
+// d gates) and found none of them in cache -- a BiLSTM (16, 500, 64) inference call ran at
+// 1.5M tokens/s after training steps, and runs at 2.0-2.3M with this order. The pool keeps
+// at most kScratchKeep buffers, none above kScratchMaxBytes and kScratchTotalBytes in all (a
+// bidirectional training call uses five: two xi, two d gates, one input gradient);
+// release_scratch() empties it.
 constexpr size_t kScratchKeep = 6;
 constexpr int64_t kScratchMaxBytes = int64_t(256) << 20, kScratchTotalBytes = int64_t(768) << 20;
 std::mutex scratch_mutex;
