@@ -210,6 +210,17 @@ def release_scratch() -> int:
     return int(_ext.release_scratch()) if _ext is not None else 0
 
 
+def set_projection_chunk_rows(rows: int) -> int:
+    """Set how many rows (steps x batch) of the input projection forward computes at a time,
+    just before those steps run (256 by default, measured in docs/benchmarks.md); returns the
+    previous value. For tests and benchmarks: the result does not depend on it."""
+    if not available():
+        raise RuntimeError(f"the compiled recurrence is not available: {_error}")
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ValueError(f"rows must be an int >= 1, got {rows!r}")
+    return int(_ext.set_projection_chunk_rows(rows))
+
+
 def available() -> bool:
     """True when the extension is built (building it now if it never was)."""
     return _load() is not None

@@ -77,11 +77,26 @@ CASES = [pytest.param(GRUCell, True, id="gru"), pytest.param(GRUCell, False, id=
          pytest.param(LayerNormGRUCell, True, id="ln_gru"), pytest.param(LayerNormLSTMCell, True, id="ln_lstm")]
 
 
+@pytest.fixture(params=[None, 1, 9], ids=["one-chunk", "chunks-of-1", "chunks-of-3"])
+def chunk_rows(request):
+    """Forward projects the inputs a chunk of steps at a time: all steps of these small batches
+    in one chunk (the default of 256 rows), one step per chunk, or 3 of T = 6 steps (9 rows of
+    B = 4 round up to 3 steps), so that both directions and padded rows cross a boundary."""
+    if request.param is None:
+        yield
+        return
+    old = compiled.set_projection_chunk_rows(request.param)
+    try:
+        yield
+    finally:
+        compiled.set_projection_chunk_rows(old)
+
+
 @pytest.mark.parametrize("cls, bias", CASES)
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "padded"])
 @pytest.mark.parametrize("directions", [[False], [True], [False, True]], ids=["fw", "bw", "bi"])
 @pytest.mark.parametrize("dropout", [False, True], ids=["", "mask"])
-def test_equals_reference_cells_float64(cls, bias, lengths, directions, dropout):
+def test_equals_reference_cells_float64(cls, bias, lengths, directions, dropout, chunk_rows):
     dtype, gen = torch.float64, torch.Generator().manual_seed(6)
     sizes = [3, 4][:len(directions)]  # the two directions may differ in size
     cells = [make(cls, H, dtype, bias, gen=gen) for H in sizes]
@@ -299,6 +314,13 @@ def test_layer_norm_stack_on_compiled_path_equals_loop_path(cell):
     torch.testing.assert_close(out, out2, rtol=0, atol=1e-10)
     for a, b in zip(g, g2):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-10)
+
+
+def test_projection_chunk_rows_is_checked():
+    with pytest.raises(ValueError, match="rows must be an int >= 1, got 0"):
+        compiled.set_projection_chunk_rows(0)
+    old = compiled.set_projection_chunk_rows(7)
+    assert compiled.set_projection_chunk_rows(old) == 7
 
 
 def test_pure_paths_when_the_extension_cannot_be_built(monkeypatch):

@@ -72,10 +72,11 @@ def test_one_direction_on_two_threads_equals_one_thread(cls, reverse, threads):
         results.append((out, torch.autograd.grad((out * w).sum(), leaves)))
         splits.append(compiled._ext.gemm_splits() - before)
         on_workers.append(compiled._ext.jobs_on_workers() - workers_before)
-    # split on two threads only: the projection, dW_hh (its h0 part and the rest), dW_ih, dx;
-    # each time the second half ran on torch's other thread, not after the first on this one
-    assert splits == [0, 5], splits
-    assert on_workers == [0, 5], on_workers
+    # split on two threads only (the projection, dW_hh, dW_ih and dx, per chunk of steps where
+    # the product is large enough); each time the second half ran on torch's other thread, not
+    # after the first on this one
+    assert splits[0] == 0 and splits[1] >= 4, splits
+    assert on_workers == splits, (on_workers, splits)
     (out1, g1), (out2, g2) = results
     torch.testing.assert_close(out2, out1, rtol=0, atol=0)
     for a, b in zip(g2, g1):
