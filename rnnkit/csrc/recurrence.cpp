@@ -3,9 +3,9 @@
 //
 // What it computes is exactly rnnkit.cells.GRUCell / LSTMCell / LayerNormGRUCell /
 // LayerNormLSTMCell run over time (see those docstrings for the equations and the gate order
-// r, z, n / i, f, g, o). The input half of all steps has no recurrence in it: it is one
-// product x W_ih^T (+ b_ih) done here, in the direction's own thread, before the loop. The
-// loop then computes, per step s,
+// r, z, n / i, f, g, o). The input half has no recurrence in it: x W_ih^T (+ b_ih) is one
+// product per chunk of steps (project_chunk, 256 rows of steps x batch), done in the loop
+// just before those steps, so that it is still in cache when they read it. Per step s:
 //
 //     gh = (m * h_prev) W_hh^T              one small GEMM (B, H) x (H, G*H), our own kernel
 //     gates, state = fused elementwise math  one pass over (B, G*H), our own vectorised loop
@@ -14,12 +14,14 @@
 //
 // saving the gate activations (and the normalised values and 1/std of each layer norm) so that
 // the backward pass is, per step, elementwise math plus one small GEMM (B, G*H) x (G*H, H),
-// and after the loop one big product of our own kernel for dW_hh.
+// and per chunk of steps, while its d gates are in cache, the chunk's share of the weight
+// gradients and its rows of dx (backward_chunk).
 //
 // Variable lengths: row b does real work only while s < len_b; after that its state is kept
 // (so the final state is the one at its own end) and its output stays zero. reverse=true reads
 // each row from its own last real step back to its first, i.e. step s reads time len_b-1-s:
-// the per-sequence reversal of recurrence.reverse_padded, without gathering anything.
+// the per-sequence reversal of recurrence.reverse_padded, done by the gather of each chunk's
+// input rows before their projection.
 //
 // Several directions (a bidirectional layer) run concurrently, one of torch's intra-op threads
 // each (on_torch_threads).
@@ -805,20 +807,20 @@ template <typename T> void backward_direction(int kind, const Direction<T>& d, G
 
 // -------------------------------------------------------------------- the entry points
 
-// Scratch memory: the large buffers that do not outlive a call -- the input projections xi of
-// every step in forward, d(gates) of every step and the input projections' gradient in
-// backward -- come from a small pool and go back to it, instead of being allocated anew each
-// call: fresh memory is faulted in page by page by the kernel, which measured ~10 000 faults
-// per inference call of a BiGRU (64, 100, 256) x 2. A lease takes the smallest pooled buffer
-// of the dtype that is large enough (or allocates one) and gives it back when the call ends,
-// so concurrent calls never share one. Of equal sizes it takes the last given back: taking
-// the first, inference after training rotated through four same-size buffers (xi and
-// d gates) and found none of them in cache -- a BiLSTM (16, 500, 64) inference call ran at
-// 1.5M tokens/s after training steps, and runs at 2.0-2.3M with this order. The pool keeps
-// at most kScratchKeep buffers, none above kScratchMaxBytes and kScratchTotalBytes in all (a
-// bidirectional training call uses five: two xi, two d gates, one input gradient);
-// release_scratch() empties it.
-constexpr size_t kScratchKeep = 6;
+// Scratch memory: the buffers that do not outlive a call -- per direction, a chunk's gathered
+// inputs and their projections in forward; a chunk's d gates, d (W_ih x), gathered inputs and
+// dx rows, and a second direction's whole input gradient in backward -- come from a small
+// pool and go back to it, instead of being allocated anew each call: fresh memory is faulted
+// in page by page by the kernel, which measured ~10 000 faults per inference call of a BiGRU
+// (64, 100, 256) x 2 when the projections were whole-sequence buffers. A lease takes the
+// smallest pooled buffer of the dtype that is large enough (or allocates one) and gives it
+// back when the call ends, so concurrent calls never share one. Of equal sizes it takes the
+// last given back: taking the first, inference after training rotated through same-size
+// buffers and found none of them in cache (a BiLSTM (16, 500, 64) inference call ran at 1.5M
+// tokens/s after training steps, and 2.0-2.3M with this order). The pool keeps at most
+// kScratchKeep buffers, none above kScratchMaxBytes and kScratchTotalBytes in all (a
+// bidirectional training call uses nine); release_scratch() empties it.
+constexpr size_t kScratchKeep = 12;
 constexpr int64_t kScratchMaxBytes = int64_t(256) << 20, kScratchTotalBytes = int64_t(768) << 20;
 std::mutex scratch_mutex;
 std::vector<at::Tensor> scratch_pool;  // flat tensors
