@@ -205,8 +205,9 @@ def _ninja_on_path() -> None:
 
 
 def release_scratch() -> int:
-    """Free the scratch buffers the loop keeps between calls (at most twelve, none above 256 MB,
-    768 MB in all); returns how many bytes that was. The next call allocates anew."""
+    """Free the memory the loop keeps between calls (its scratch, and its freed results: at
+    most 32 buffers, none above 256 MB, 768 MB in all); returns how many bytes that was. The
+    next call allocates anew."""
     return int(_ext.release_scratch()) if _ext is not None else 0
 
 

@@ -106,9 +106,10 @@ def use_compiled(enabled: bool = True) -> None:
 
 
 def release_scratch() -> int:
-    """Free the compiled loop's pooled scratch memory (the input projections and gate gradients
-    of the largest recent calls, kept so that the next call does not fault in fresh pages);
-    returns the bytes freed."""
+    """Free the compiled loop's pooled memory: its scratch buffers, and the memory of its
+    results (outputs, the states and activations saved for backward, input gradients) once
+    torch has freed them, kept so that the next call does not fault in fresh pages (at most
+    32 buffers, 768 MB in all). Returns the bytes freed."""
     return _compiled.release_scratch()
 
 

@@ -316,6 +316,36 @@ def test_layer_norm_stack_on_compiled_path_equals_loop_path(cell):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-10)
 
 
+def test_pooled_results_are_never_shared_while_alive():
+    """Outputs, saved activations and input gradients come from the loop's memory pool and go
+    back to it when torch frees them: a later call must not write into a result still alive,
+    no two buffers of one call may be the same, and what died is kept for the next call until
+    release_scratch."""
+    gen = torch.Generator().manual_seed(12)
+    cells = [GRUCell(D, 128), GRUCell(D, 128)]
+    xs = [torch.randn(8, 64, D, generator=gen, requires_grad=True) for _ in range(3)]
+    states = [torch.zeros(8, 128) for _ in cells]
+
+    def run(x):
+        out = compiled.run(cells, x, states, None, reverse=[False, True])[0]  # 512 KB
+        return out, torch.autograd.grad((out * out).sum(), x)[0]
+
+    want = []
+    for x in xs:  # each call on fresh memory
+        compiled.release_scratch()
+        want.append([t.detach().clone() for t in run(x)])
+    compiled.release_scratch()
+    got = [run(x) for x in xs for _ in range(2)][1::2]  # the second of each pair reuses the first's
+    assert len({out.data_ptr() for out, _ in got}) == 3
+    for (out, dx), (w_out, w_dx) in zip(got, want):
+        torch.testing.assert_close(out, w_out, rtol=0, atol=0)
+        torch.testing.assert_close(dx, w_dx, rtol=0, atol=0)
+    compiled.release_scratch()  # the scratch and the first of each pair; the results live on
+    del got, out, dx
+    assert compiled.release_scratch() >= 3 * 8 * 64 * 256 * 4  # the three outputs at least
+    assert compiled.release_scratch() == 0
+
+
 def test_projection_chunk_rows_is_checked():
     with pytest.raises(ValueError, match="rows must be an int >= 1, got 0"):
         compiled.set_projection_chunk_rows(0)

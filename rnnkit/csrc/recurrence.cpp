@@ -96,6 +96,25 @@ template <typename T> void pack_b(int N, int K, const T* B, int64_t ldb, T* P) {
   }
 }
 
+// The same for B = W^T with W (N, K) as it lies (leading dimension ldw): forward's weights,
+// packed without a transposed copy first.
+template <typename T> void pack_b_transposed(int N, int K, const T* W, int64_t ldw, T* P) {
+  constexpr int NR = panel_width<T>();
+  const int np = (N + NR - 1) / NR;
+  for (int k0 = 0; k0 < K; k0 += kDepth) {
+    const int kk = std::min(kDepth, K - k0);
+    for (int p = 0; p < np; ++p) {
+      T* dst = P + static_cast<int64_t>(k0) * np * NR + static_cast<int64_t>(p) * kk * NR;
+      const int c0 = p * NR, nv = std::min(NR, N - c0);
+      for (int j = 0; j < NR; ++j) {
+        const T* src = W + static_cast<int64_t>(c0 + j) * ldw + k0;
+        if (j < nv) for (int k = 0; k < kk; ++k) dst[k * NR + j] = src[k];
+        else for (int k = 0; k < kk; ++k) dst[k * NR + j] = T(0);
+      }
+    }
+  }
+}
+
 // C (R, nv) (+)= op(A) (R, K) times one packed panel (K, NR). A is (R, K) with leading
 // dimension lda, or, when TRANS_A, stored (K, R) (weight gradients: K runs over steps x rows).
 template <typename T, int R, bool TRANS_A>
@@ -189,8 +208,9 @@ template <typename F> void on_torch_threads(int64_t n, const F& job) {
 thread_local int gemm_workers = 1;
 std::atomic<int64_t> gemm_splits{0};  // products split so far (tests check that it happens)
 
-// Rows (steps x batch) of the input projection per chunk in forward (project_chunk): 1024
-// rows of a BiLSTM with H = 256 are 4 MB of projections per direction, which stay in L3.
+// Rows (steps x batch) of the input projection per chunk (project_chunk, backward_chunk). A
+// BiLSTM (64, 100, 256) x 2 inference call, fresh processes: 61-63k tokens/s with all steps
+// projected at once, 70-73k with chunks of 1024 rows, 76-81k with 64-256.
 std::atomic<int64_t> projection_chunk_rows{256};
 inline int chunk_steps(int B, int steps) {
   const int64_t rows = projection_chunk_rows.load();
@@ -411,12 +431,11 @@ template <typename T> struct Direction {
   const int64_t* len;            // (B,) or null = all T
   // The input half, x W_ih^T (+ b_ih), projected in the loop a chunk of steps at a time:
   const T* x; int D;             // (B, T, D) contiguous
-  const T* wit;                  // W_ih^T (D, G*H) contiguous
+  const T* wi;                   // W_ih (G*H, D) contiguous
   const T* bias_ih;              // b_ih (G*H,) or null
   int chunk;                     // steps per chunk
   T* xa; T* xi;                  // scratch (chunk * B, D): the chunk's inputs, (chunk * B, G*H): theirs projected
-  const T* w;                    // W_hh (G*H, H), contiguous (backward)
-  const T* wt;                   // W_hh^T (H, G*H), contiguous (forward)
+  const T* w;                    // W_hh (G*H, H), contiguous
   const T* bias;                 // b_hh (G*H,) or null
   const T* mask;                 // (B, H) recurrent-dropout mask or null
   const T* h0; const T* c0;      // (B, H)
@@ -482,21 +501,28 @@ template <typename T, typename F> inline T lane_sum(int H, F f) {
 
 // G layer norms side by side, each over its own H values (F.layer_norm: biased variance):
 // out_q = yhat_q * gain_q + shift_q with yhat_q = (y_q - mean) / sqrt(var + eps); saves yhat
-// (G*H) and 1/std (G). G = 3 or 4 for LN_hh over the gates, G = 1 for LN_c over the cell.
+// (G*H) and 1/std (G). G = 3 or 4 for LN_hh and LN_ih over the gates, G = 1 for LN_c.
+// Each step of it is taken for every gate before the next step, so that the gates' reduction
+// chains are independent work side by side, not one long chain.
 template <typename T>
 void layer_norm_row(int G, int H, const T* __restrict y, const T* __restrict gain, const T* __restrict shift,
                     T eps, T* __restrict out, T* __restrict yhat, T* __restrict rstd) {
+  T mean[4], r[4];
+  for (int q = 0; q < G; ++q) mean[q] = lane_sum<T>(H, [&](int j) { return y[q * H + j]; }) / H;
   for (int q = 0; q < G; ++q) {
     const T* __restrict yq = y + q * H;
-    const T mean = lane_sum<T>(H, [&](int j) { return yq[j]; }) / H;
-    const T var = lane_sum<T>(H, [&](int j) { return (yq[j] - mean) * (yq[j] - mean); }) / H;
-    const T r = T(1) / std::sqrt(var + eps);
+    const T m = mean[q];
+    r[q] = lane_sum<T>(H, [&](int j) { return (yq[j] - m) * (yq[j] - m); }) / H;
+  }
+  for (int q = 0; q < G; ++q) r[q] = T(1) / std::sqrt(r[q] + eps);
+  for (int q = 0; q < G; ++q) {
+    const T* __restrict yq = y + q * H;
     for (int j = 0; j < H; ++j) {
-      T v = (yq[j] - mean) * r;
+      T v = (yq[j] - mean[q]) * r[q];
       yhat[q * H + j] = v;
       out[q * H + j] = v * gain[q * H + j] + shift[q * H + j];
     }
-    rstd[q] = r;
+    rstd[q] = r[q];
   }
 }
 
@@ -505,17 +531,23 @@ template <typename T>
 void layer_norm_row_backward(int G, int H, const T* __restrict yhat, const T* __restrict rstd,
                              const T* __restrict gain, T* __restrict d, T* __restrict dgain,
                              T* __restrict dshift) {
+  T m1[4], m2[4];
+  for (int k = 0; k < G * H; ++k) {
+    dgain[k] += d[k] * yhat[k];
+    dshift[k] += d[k];
+  }
+  for (int q = 0; q < G; ++q) {
+    const T* __restrict dq = d + q * H;
+    const T* __restrict gq = gain + q * H;
+    const T* __restrict v = yhat + q * H;
+    m1[q] = lane_sum<T>(H, [&](int j) { return dq[j] * gq[j]; }) / H;
+    m2[q] = lane_sum<T>(H, [&](int j) { return dq[j] * gq[j] * v[j]; }) / H;
+  }
   for (int q = 0; q < G; ++q) {
     T* __restrict dq = d + q * H;
-    const T* __restrict v = yhat + q * H;
     const T* __restrict gq = gain + q * H;
-    for (int j = 0; j < H; ++j) {
-      dgain[q * H + j] += dq[j] * v[j];
-      dshift[q * H + j] += dq[j];
-    }
-    const T m1 = lane_sum<T>(H, [&](int j) { return dq[j] * gq[j]; }) / H;
-    const T m2 = lane_sum<T>(H, [&](int j) { return dq[j] * gq[j] * v[j]; }) / H;
-    for (int j = 0; j < H; ++j) dq[j] = rstd[q] * (dq[j] * gq[j] - m1 - v[j] * m2);
+    const T* __restrict v = yhat + q * H;
+    for (int j = 0; j < H; ++j) dq[j] = rstd[q] * (dq[j] * gq[j] - m1[q] - v[j] * m2[q]);
   }
 }
 
@@ -600,12 +632,9 @@ template <typename T> void gather_inputs(const Direction<T>& d, int s0, int s1) 
 template <typename T> void project_chunk(const Direction<T>& d, int s0, int s1, const T* wit_packed) {
   const int64_t rows = static_cast<int64_t>(s1 - s0) * d.B, GH = d.G * d.H;
   gather_inputs<T>(d, s0, s1);
-  for (int64_t r = 0; r < rows; ++r) {
-    T* xi = d.xi + r * GH;
-    if (d.bias_ih) std::memcpy(xi, d.bias_ih, sizeof(T) * GH);
-    else std::fill(xi, xi + GH, T(0));
-  }
-  gemm_shared<T>(static_cast<int>(rows), GH, d.D, d.xa, d.D, wit_packed, d.xi, GH, true);
+  if (d.bias_ih)
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(d.xi + r * GH, d.bias_ih, sizeof(T) * GH);
+  gemm_shared<T>(static_cast<int>(rows), GH, d.D, d.xa, d.D, wit_packed, d.xi, GH, d.bias_ih != nullptr);
 }
 
 template <typename T> void forward_direction(int kind, Direction<T>& d) {
@@ -617,10 +646,10 @@ template <typename T> void forward_direction(int kind, Direction<T>& d) {
   std::vector<T> zeros(GH, T(0)), scratch(d.train ? 0 : GA), lnb(is_layer_norm(kind) ? GH : 0),
       lni(is_layer_norm(kind) ? GH : 0), cn(kind == LN_LSTM ? H : 0);
   std::vector<T> wt(static_cast<size_t>(packed_size<T>(GH, H)));  // W_hh^T, packed once for all steps
-  pack_b<T>(GH, H, d.wt, GH, wt.data());
+  pack_b_transposed<T>(GH, H, d.w, H, wt.data());
   const T* bias = d.bias ? d.bias : zeros.data();
   std::vector<T> wit(static_cast<size_t>(packed_size<T>(GH, d.D)));  // W_ih^T, packed once for all chunks
-  pack_b<T>(GH, d.D, d.wit, GH, wit.data());
+  pack_b_transposed<T>(GH, d.D, d.wi, d.D, wit.data());
   for (int s = 0; s < d.steps; ++s) {
     if (s % d.chunk == 0) project_chunk<T>(d, s, std::min(d.steps, s + d.chunk), wit.data());
     const T* hp = s == 0 ? d.h0 : d.state(d.S, s - 1);
@@ -807,23 +836,96 @@ template <typename T> void backward_direction(int kind, const Direction<T>& d, G
 
 // -------------------------------------------------------------------- the entry points
 
-// Scratch memory: the buffers that do not outlive a call -- per direction, a chunk's gathered
-// inputs and their projections in forward; a chunk's d gates, d (W_ih x), gathered inputs and
-// dx rows, and a second direction's whole input gradient in backward -- come from a small
-// pool and go back to it, instead of being allocated anew each call: fresh memory is faulted
-// in page by page by the kernel, which measured ~10 000 faults per inference call of a BiGRU
-// (64, 100, 256) x 2 when the projections were whole-sequence buffers. A lease takes the
-// smallest pooled buffer of the dtype that is large enough (or allocates one) and gives it
-// back when the call ends, so concurrent calls never share one. Of equal sizes it takes the
-// last given back: taking the first, inference after training rotated through same-size
-// buffers and found none of them in cache (a BiLSTM (16, 500, 64) inference call ran at 1.5M
-// tokens/s after training steps, and 2.0-2.3M with this order). The pool keeps at most
-// kScratchKeep buffers, none above kScratchMaxBytes and kScratchTotalBytes in all (a
-// bidirectional training call uses nine); release_scratch() empties it.
-constexpr size_t kScratchKeep = 12;
-constexpr int64_t kScratchMaxBytes = int64_t(256) << 20, kScratchTotalBytes = int64_t(768) << 20;
-std::mutex scratch_mutex;
-std::vector<at::Tensor> scratch_pool;  // flat tensors
+// Memory: the large buffers of a call are pooled, instead of being allocated anew each call.
+// Fresh memory is faulted in page by page by the kernel, and glibc gives large freed blocks
+// back to it: a layer-norm BiLSTM (32, 50, 128) training step ran 25-35 % faster, and a BiGRU
+// (64, 100, 256) x 2 one 7-15 % faster, with malloc told to keep them
+// (GLIBC_TUNABLES=glibc.malloc.mmap_threshold=...:trim_threshold=...) -- which is a setting of
+// the whole process, so the loop keeps its own:
+// * scratch, which does not outlive a call (per direction, a chunk's gathered inputs and their
+//   projections in forward; a chunk's d gates, d (W_ih x), gathered inputs and dx rows, and a
+//   second direction's input gradient in backward): leased, given back when the call ends;
+// * the results (out, the saved states and activations, dx): tensors whose storage goes back
+//   to the pool when torch frees it, typically when backward is done with it.
+// A request takes the smallest free buffer of the dtype that is large enough and at most
+// twice as large (or allocates one), so concurrent calls never share one. Of equal sizes it
+// takes the last given back: taking the first, inference after training rotated through
+// same-size buffers and found none of them in cache (a BiLSTM (16, 500, 64) inference call ran
+// at 1.5M tokens/s after training steps, and 2.0-2.3M with this order). Buffers below
+// kPoolMinBytes come from torch's allocator as usual. The pool keeps at most kPoolKeep free
+// buffers, none above kPoolMaxBytes and kPoolTotalBytes in all; release_scratch() empties it.
+constexpr size_t kPoolKeep = 32;
+constexpr int64_t kPoolMinBytes = int64_t(256) << 10, kPoolMaxBytes = int64_t(256) << 20,
+                  kPoolTotalBytes = int64_t(768) << 20;
+struct Pool {
+  std::mutex mutex;
+  std::vector<at::Tensor> free;  // flat tensors
+};
+// Never destroyed: a pooled result may be freed by Python after static destructors have run.
+Pool& pool() {
+  static Pool* p = new Pool;
+  return *p;
+}
+
+int64_t bytes_of(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
+
+at::Tensor pool_take(int64_t n, const at::TensorOptions& opts) {
+  Pool& P = pool();
+  {
+    std::lock_guard<std::mutex> lock(P.mutex);
+    int best = -1;
+    for (int i = 0; i < static_cast<int>(P.free.size()); ++i) {
+      const at::Tensor& t = P.free[i];
+      if (t.dtype() == opts.dtype() && t.numel() >= n && t.numel() <= 2 * n &&
+          (best < 0 || t.numel() <= P.free[best].numel()))
+        best = i;
+    }
+    if (best >= 0) {
+      at::Tensor t = P.free[best];
+      P.free.erase(P.free.begin() + best);
+      return t;
+    }
+  }
+  return at::empty({std::max<int64_t>(n, 1)}, opts);
+}
+
+void pool_give(const at::Tensor& t) {
+  Pool& P = pool();
+  std::lock_guard<std::mutex> lock(P.mutex);
+  if (bytes_of(t) > kPoolMaxBytes) return;
+  P.free.push_back(t);
+  int64_t total = 0;
+  for (auto& f : P.free) total += bytes_of(f);
+  while (P.free.size() > kPoolKeep || (!P.free.empty() && total > kPoolTotalBytes)) {
+    auto smallest = std::min_element(P.free.begin(), P.free.end(),
+                                     [](const at::Tensor& a, const at::Tensor& b) { return a.numel() < b.numel(); });
+    total -= bytes_of(*smallest);
+    P.free.erase(smallest);
+  }
+}
+
+int64_t numel_of(at::IntArrayRef shape) {
+  int64_t n = 1;
+  for (auto v : shape) n *= v;
+  return n;
+}
+
+// A result of the call: an empty tensor whose memory comes from the pool and goes back to it
+// when its storage is freed.
+at::Tensor pooled_empty(at::IntArrayRef shape, const at::TensorOptions& opts) {
+  const int64_t n = numel_of(shape);
+  if (n * static_cast<int64_t>(c10::elementSize(c10::typeMetaToScalarType(opts.dtype()))) < kPoolMinBytes)
+    return at::empty(shape, opts);
+  auto* base = new at::Tensor(pool_take(n, opts));
+  return at::from_blob(base->data_ptr(), shape, [base](void*) {
+    pool_give(*base);
+    delete base;
+  }, opts);
+}
+
+at::Tensor pooled_zeros(at::IntArrayRef shape, const at::TensorOptions& opts) {
+  return pooled_empty(shape, opts).zero_();
+}
 
 struct ScratchLeases {
   std::vector<at::Tensor> taken;
@@ -832,49 +934,22 @@ struct ScratchLeases {
   ScratchLeases& operator=(const ScratchLeases&) = delete;
 
   at::Tensor take(at::IntArrayRef shape, const at::TensorOptions& opts) {
-    int64_t n = 1;
-    for (auto v : shape) n *= v;
-    at::Tensor base;
-    {
-      std::lock_guard<std::mutex> lock(scratch_mutex);
-      int best = -1;
-      for (int i = 0; i < static_cast<int>(scratch_pool.size()); ++i) {
-        const at::Tensor& t = scratch_pool[i];
-        if (t.dtype() == opts.dtype() && t.numel() >= n && (best < 0 || t.numel() <= scratch_pool[best].numel()))
-          best = i;
-      }
-      if (best >= 0) {
-        base = scratch_pool[best];
-        scratch_pool.erase(scratch_pool.begin() + best);
-      }
-    }
-    if (!base.defined()) base = at::empty({std::max<int64_t>(n, 1)}, opts);
-    taken.push_back(base);
-    return base.narrow(0, 0, n).view(shape);
+    const int64_t n = numel_of(shape);
+    taken.push_back(pool_take(n, opts));
+    return taken.back().narrow(0, 0, n).view(shape);
   }
 
   ~ScratchLeases() {
-    std::lock_guard<std::mutex> lock(scratch_mutex);
-    for (auto& t : taken)
-      if (t.numel() * static_cast<int64_t>(t.element_size()) <= kScratchMaxBytes) scratch_pool.push_back(t);
-    auto bytes = [] {
-      int64_t total = 0;
-      for (auto& t : scratch_pool) total += t.numel() * static_cast<int64_t>(t.element_size());
-      return total;
-    };
-    while (scratch_pool.size() > kScratchKeep || (!scratch_pool.empty() && bytes() > kScratchTotalBytes)) {
-      auto smallest = std::min_element(scratch_pool.begin(), scratch_pool.end(),
-                                       [](const at::Tensor& a, const at::Tensor& b) { return a.numel() < b.numel(); });
-      scratch_pool.erase(smallest);
-    }
+    for (auto& t : taken) pool_give(t);
   }
 };
 
 int64_t release_scratch() {
-  std::lock_guard<std::mutex> lock(scratch_mutex);
+  Pool& P = pool();
+  std::lock_guard<std::mutex> lock(P.mutex);
   int64_t bytes = 0;
-  for (auto& t : scratch_pool) bytes += t.numel() * static_cast<int64_t>(t.element_size());
-  scratch_pool.clear();
+  for (auto& t : P.free) bytes += bytes_of(t);
+  P.free.clear();
   return bytes;
 }
 
@@ -947,7 +1022,7 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
   }
   auto opts = x.options();
   at::Tensor xc = x.contiguous();
-  at::Tensor out = present(lengths) ? at::zeros({B, T_, total}, opts) : at::empty({B, T_, total}, opts);
+  at::Tensor out = present(lengths) ? pooled_zeros({B, T_, total}, opts) : pooled_empty({B, T_, total}, opts);
   std::vector<at::Tensor> results{out};
   std::vector<Direction<float>> df;
   std::vector<Direction<double>> dd;
@@ -962,18 +1037,18 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
       // saved activations
       const int chunk = chunk_steps(B, steps);
       auto xa = scratch.take({chunk * B, xc.size(2)}, opts), xi = scratch.take({chunk * B, G * H}, opts);
-      auto wit = w_ih[k].t().contiguous();
-      keep.push_back(wit);
-      auto wt = w[k].t().contiguous(), h0k = h0[k].contiguous();
-      keep.insert(keep.end(), {wt, h0k});
+      auto wi = w_ih[k].contiguous();
+      keep.push_back(wi);
+      auto wk = w[k].contiguous(), h0k = h0[k].contiguous();
+      keep.insert(keep.end(), {wk, h0k});
       auto& d = dirs[k];
       d.B = B; d.T_ = T_; d.H = H; d.G = G; d.steps = steps; d.reverse = reverse[k]; d.train = train;
       d.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
-      d.x = xc.data_ptr<scalar_t>(); d.D = static_cast<int>(xc.size(2)); d.wit = wit.data_ptr<scalar_t>();
+      d.x = xc.data_ptr<scalar_t>(); d.D = static_cast<int>(xc.size(2)); d.wi = wi.data_ptr<scalar_t>();
       d.chunk = chunk; d.xa = xa.data_ptr<scalar_t>(); d.xi = xi.data_ptr<scalar_t>();
       if (present(b_ih[k])) { auto bk = b_ih[k].contiguous(); keep.push_back(bk); d.bias_ih = bk.data_ptr<scalar_t>(); }
       else d.bias_ih = nullptr;
-      d.w = nullptr; d.wt = wt.data_ptr<scalar_t>();
+      d.w = wk.data_ptr<scalar_t>();
       if (present(bias[k])) { auto bk = bias[k].contiguous(); keep.push_back(bk); d.bias = bk.data_ptr<scalar_t>(); }
       else d.bias = nullptr;
       if (present(mask[k])) { auto mk = mask[k].contiguous(); keep.push_back(mk); d.mask = mk.data_ptr<scalar_t>(); }
@@ -990,7 +1065,7 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
       }
       d.out = out.data_ptr<scalar_t>() + offset[k]; d.out_sb = out.stride(0); d.out_st = out.stride(1);
       auto hN = at::empty({B, H}, opts);
-      auto S = at::empty({train ? steps : 2, B, H}, opts);
+      auto S = train ? pooled_empty({steps, B, H}, opts) : at::empty({2, B, H}, opts);
       d.S = S.data_ptr<scalar_t>(); d.hN = hN.data_ptr<scalar_t>();
       keep.push_back(S);  // at inference S (and C) are scratch, not returned
       results.push_back(hN);
@@ -1000,14 +1075,14 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
         keep.push_back(c0k);
         d.c0 = c0k.data_ptr<scalar_t>();
         cN = at::empty({B, H}, opts);
-        C = at::empty({train ? steps : 2, B, H}, opts);
+        C = train ? pooled_empty({steps, B, H}, opts) : at::empty({2, B, H}, opts);
         d.C = C.data_ptr<scalar_t>(); d.cN = cN.data_ptr<scalar_t>();
         keep.push_back(C);
         results.push_back(cN);
       } else {
         d.c0 = nullptr; d.C = nullptr; d.cN = nullptr;
       }
-      at::Tensor A = train ? at::empty({steps, B, saved_width<scalar_t>(kind, H)}, opts) : at::empty({0}, opts);
+      at::Tensor A = train ? pooled_empty({steps, B, saved_width<scalar_t>(kind, H)}, opts) : at::empty({0}, opts);
       d.A = train ? A.data_ptr<scalar_t>() : nullptr;
       results.push_back(train ? S : at::empty({0}, opts));
       if (has_cell(kind)) results.push_back(train ? C : at::empty({0}, opts));
@@ -1069,7 +1144,7 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
       p.dw = dwi[k].data_ptr<scalar_t>();
       if (present(b_ih[k])) { dbi[k] = at::empty({G * H}, opts); p.db = dbi[k].data_ptr<scalar_t>(); }
       else p.db = nullptr;
-      dx[k] = k == 0 ? at::empty({B, T_, D}, opts) : scratch.take({B, T_, D}, opts);  // summed into dx[0]
+      dx[k] = k == 0 ? pooled_empty({B, T_, D}, opts) : scratch.take({B, T_, D}, opts);  // summed into dx[0]
       if (present(lengths)) dx[k].zero_();  // padded positions get no gradient from any step
       p.dx = dx[k].data_ptr<scalar_t>();
       auto wk = w[k].contiguous(), h0k = h0[k].contiguous();
@@ -1077,7 +1152,7 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
       auto& d = dirs[k];
       d.B = B; d.T_ = T_; d.H = H; d.G = G; d.steps = steps; d.reverse = reverse[k]; d.train = true;
       d.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
-      d.w = wk.data_ptr<scalar_t>(); d.wt = nullptr;
+      d.w = wk.data_ptr<scalar_t>();
       d.bias = nullptr;
       if (present(mask[k])) { auto mk = mask[k].contiguous(); keep.push_back(mk); d.mask = mk.data_ptr<scalar_t>(); }
       else d.mask = nullptr;
