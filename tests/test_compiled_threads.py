@@ -1,7 +1,8 @@
 """The compiled loop on torch's threads: the two directions of a layer run concurrently, and a
-single direction lends its big products (input projection, weight gradients) to a second
-thread when torch has two: the rows of each product are split, so the results must equal the
-one-thread run to the bit, and the reference cells to 1e-10."""
+single direction uses a second thread when torch has two -- in forward it projects the inputs
+of the next chunk of steps while the first runs the steps of this one, and in backward it takes
+half of the rows of each big product (weight gradients, input gradient). Either way the
+results must equal the one-thread run to the bit, and the reference cells to 1e-10."""
 
 import pytest
 import torch
@@ -47,9 +48,10 @@ def test_the_two_directions_run_on_two_of_torchs_threads(threads):
 
 
 @switches_threads
+@pytest.mark.parametrize("chunk_rows", [256, 13, 40], ids=["2-chunks", "23-chunks", "8-chunks"])
 @pytest.mark.parametrize("cls", [GRUCell, LSTMCell], ids=["gru", "lstm"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fw", "bw"])
-def test_one_direction_on_two_threads_equals_one_thread(cls, reverse, threads):
+def test_one_direction_on_two_threads_equals_one_thread(cls, reverse, chunk_rows, threads):
     assert compiled.available(), compiled.error()
     gen = torch.Generator().manual_seed(11)
     B, T, D, H = 13, 23, 70, 24  # 299 rows, G*H = 72 or 96: both split, with leftover rows
@@ -64,19 +66,23 @@ def test_one_direction_on_two_threads_equals_one_thread(cls, reverse, threads):
     state = (h, torch.randn(B, H, dtype=torch.float64, generator=gen)) if cell.is_lstm else h
     w = torch.randn(B, T, H, dtype=torch.float64, generator=gen)
     leaves = [x, *cell.parameters()]
+    old_rows = compiled.set_projection_chunk_rows(chunk_rows)
     results, splits, on_workers = [], [], []
-    for n in (1, 2):
-        torch.set_num_threads(n)
-        before, workers_before = compiled._ext.gemm_splits(), compiled._ext.jobs_on_workers()
-        out, _ = compiled.run([cell], x, [state], lengths, reverse=[reverse])
-        results.append((out, torch.autograd.grad((out * w).sum(), leaves)))
-        splits.append(compiled._ext.gemm_splits() - before)
-        on_workers.append(compiled._ext.jobs_on_workers() - workers_before)
-    # split on two threads only (the projection, dW_hh, dW_ih and dx, per chunk of steps where
-    # the product is large enough); each time the second half ran on torch's other thread, not
-    # after the first on this one
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            before, workers_before = compiled._ext.gemm_splits(), compiled._ext.jobs_on_workers()
+            out, _ = compiled.run([cell], x, [state], lengths, reverse=[reverse])
+            results.append((out, torch.autograd.grad((out * w).sum(), leaves)))
+            splits.append(compiled._ext.gemm_splits() - before)
+            on_workers.append(compiled._ext.jobs_on_workers() - workers_before)
+    finally:
+        compiled.set_projection_chunk_rows(old_rows)
+    # On two threads only: forward's projections ran on torch's other thread, ahead of the
+    # steps (one job), and backward split dW_hh, dW_ih and dx per chunk of steps where the
+    # product is large enough, each time its second half on torch's other thread
     assert splits[0] == 0 and splits[1] >= 4, splits
-    assert on_workers == splits, (on_workers, splits)
+    assert on_workers == [0, splits[1] + 1], (on_workers, splits)
     (out1, g1), (out2, g2) = results
     torch.testing.assert_close(out2, out1, rtol=0, atol=0)
     for a, b in zip(g2, g1):

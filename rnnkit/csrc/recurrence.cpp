@@ -202,6 +202,14 @@ template <typename F> void on_torch_threads(int64_t n, const F& job) {
   });
 }
 
+inline void spin_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
 // Workers for the one-off products of this thread's direction: 2 when a layer runs one
 // direction and torch may use two threads (the second core would otherwise idle while the
 // projections and weight gradients run), else 1. Set per job by the entry points.
@@ -434,7 +442,9 @@ template <typename T> struct Direction {
   const T* wi;                   // W_ih (G*H, D) contiguous
   const T* bias_ih;              // b_ih (G*H,) or null
   int chunk;                     // steps per chunk
-  T* xa; T* xi;                  // scratch (chunk * B, D): the chunk's inputs, (chunk * B, G*H): theirs projected
+  bool pipeline;                 // project on a second thread, ahead of the steps (one direction)
+  T* xa; T* xi;                  // scratch (chunk * B, D): the chunk's inputs, (chunk * B, G*H): theirs
+                                 // projected (two such buffers, one after the other, with pipeline)
   const T* w;                    // W_hh (G*H, H), contiguous
   const T* bias;                 // b_hh (G*H,) or null
   const T* mask;                 // (B, H) recurrent-dropout mask or null
@@ -629,12 +639,12 @@ template <typename T> void gather_inputs(const Direction<T>& d, int s0, int s1) 
     }
 }
 
-template <typename T> void project_chunk(const Direction<T>& d, int s0, int s1, const T* wit_packed) {
+template <typename T> void project_chunk(const Direction<T>& d, int s0, int s1, const T* wit_packed, T* xi) {
   const int64_t rows = static_cast<int64_t>(s1 - s0) * d.B, GH = d.G * d.H;
   gather_inputs<T>(d, s0, s1);
   if (d.bias_ih)
-    for (int64_t r = 0; r < rows; ++r) std::memcpy(d.xi + r * GH, d.bias_ih, sizeof(T) * GH);
-  gemm_shared<T>(static_cast<int>(rows), GH, d.D, d.xa, d.D, wit_packed, d.xi, GH, d.bias_ih != nullptr);
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(xi + r * GH, d.bias_ih, sizeof(T) * GH);
+  gemm_shared<T>(static_cast<int>(rows), GH, d.D, d.xa, d.D, wit_packed, xi, GH, d.bias_ih != nullptr);
 }
 
 template <typename T> void forward_direction(int kind, Direction<T>& d) {
@@ -650,8 +660,8 @@ template <typename T> void forward_direction(int kind, Direction<T>& d) {
   const T* bias = d.bias ? d.bias : zeros.data();
   std::vector<T> wit(static_cast<size_t>(packed_size<T>(GH, d.D)));  // W_ih^T, packed once for all chunks
   pack_b_transposed<T>(GH, d.D, d.wi, d.D, wit.data());
-  for (int s = 0; s < d.steps; ++s) {
-    if (s % d.chunk == 0) project_chunk<T>(d, s, std::min(d.steps, s + d.chunk), wit.data());
+  // Step s, reading its input projections from xic, the buffer of its chunk.
+  auto step = [&](int s, const T* xic) {
     const T* hp = s == 0 ? d.h0 : d.state(d.S, s - 1);
     const T* cp = cell ? (s == 0 ? d.c0 : d.state(d.C, s - 1)) : nullptr;
     T* h = d.state(d.S, s);
@@ -671,7 +681,7 @@ template <typename T> void forward_direction(int kind, Direction<T>& d) {
         continue;
       }
       const int t = d.time(b, s);
-      const T* x = d.xi + (static_cast<int64_t>(s % d.chunk) * B + b) * GH;
+      const T* x = xic + (static_cast<int64_t>(s % d.chunk) * B + b) * GH;
       const T* g = gh.data() + static_cast<int64_t>(b) * GH;
       T* o = d.out + b * d.out_sb + t * d.out_st;
       T* a = d.train ? d.A + (static_cast<int64_t>(s) * B + b) * GA : scratch.data();
@@ -694,6 +704,45 @@ template <typename T> void forward_direction(int kind, Direction<T>& d) {
         }
       }
     }
+  };
+  const int chunks = (d.steps + d.chunk - 1) / d.chunk;
+  auto first = [&](int k) { return k * d.chunk; };
+  auto end = [&](int k) { return std::min(d.steps, (k + 1) * d.chunk); };
+  auto one_thread = [&] {
+    for (int k = 0; k < chunks; ++k) {
+      project_chunk<T>(d, first(k), end(k), wit.data(), d.xi);
+      for (int s = first(k); s < end(k); ++s) step(s, d.xi);
+    }
+  };
+  if (!d.pipeline) {
+    one_thread();
+  } else {
+    // A layer of one direction on two threads: the second projects chunk k + 1 while this one
+    // runs the steps of chunk k, in two buffers taken in turn. Spinning hand-offs, one per
+    // chunk: the two threads are torch's, one per core. Nothing in here allocates or throws.
+    std::atomic<int> projected{0}, done{0};
+    const int64_t slot = static_cast<int64_t>(d.chunk) * B * GH;
+    at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t stop) {
+      if (stop - begin == 2) {  // one thread got both halves (no second thread free): no pipeline
+        one_thread();
+        return;
+      }
+      if (begin == 1) {
+        if (at::get_thread_num() != 0) ++jobs_on_workers;
+        gemm_workers = 1;
+        for (int k = 0; k < chunks; ++k) {
+          while (done.load(std::memory_order_acquire) < k - 1) spin_pause();  // its buffer is free
+          project_chunk<T>(d, first(k), end(k), wit.data(), d.xi + (k & 1) * slot);
+          projected.store(k + 1, std::memory_order_release);
+        }
+      } else {
+        for (int k = 0; k < chunks; ++k) {
+          while (projected.load(std::memory_order_acquire) <= k) spin_pause();
+          for (int s = first(k); s < end(k); ++s) step(s, d.xi + (k & 1) * slot);
+          done.store(k + 1, std::memory_order_release);
+        }
+      }
+    });
   }
   const T* hl = d.steps > 0 ? d.state(d.S, d.steps - 1) : d.h0;
   std::memcpy(d.hN, hl, sizeof(T) * B * H);
@@ -1036,7 +1085,9 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
       // the inputs and projections of a chunk of steps are scratch: backward needs only the
       // saved activations
       const int chunk = chunk_steps(B, steps);
-      auto xa = scratch.take({chunk * B, xc.size(2)}, opts), xi = scratch.take({chunk * B, G * H}, opts);
+      const bool pipeline = nd == 1 && at::get_num_threads() >= 2 && !at::in_parallel_region();
+      auto xa = scratch.take({chunk * B, xc.size(2)}, opts),
+           xi = scratch.take({(pipeline ? 2 : 1) * chunk * B, G * H}, opts);
       auto wi = w_ih[k].contiguous();
       keep.push_back(wi);
       auto wk = w[k].contiguous(), h0k = h0[k].contiguous();
@@ -1045,7 +1096,7 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
       d.B = B; d.T_ = T_; d.H = H; d.G = G; d.steps = steps; d.reverse = reverse[k]; d.train = train;
       d.len = len.defined() ? len.data_ptr<int64_t>() : nullptr;
       d.x = xc.data_ptr<scalar_t>(); d.D = static_cast<int>(xc.size(2)); d.wi = wi.data_ptr<scalar_t>();
-      d.chunk = chunk; d.xa = xa.data_ptr<scalar_t>(); d.xi = xi.data_ptr<scalar_t>();
+      d.chunk = chunk; d.pipeline = pipeline; d.xa = xa.data_ptr<scalar_t>(); d.xi = xi.data_ptr<scalar_t>();
       if (present(b_ih[k])) { auto bk = b_ih[k].contiguous(); keep.push_back(bk); d.bias_ih = bk.data_ptr<scalar_t>(); }
       else d.bias_ih = nullptr;
       d.w = wk.data_ptr<scalar_t>();
@@ -1183,7 +1234,7 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
       q.dG = dG[k].data_ptr<scalar_t>();
       auto xa = scratch.take({chunk * B, D}, opts), dxc = scratch.take({chunk * B, D}, opts);
       q.dxc = dxc.data_ptr<scalar_t>();
-      d.x = xc.data_ptr<scalar_t>(); d.D = D; d.chunk = chunk; d.xa = xa.data_ptr<scalar_t>();
+      d.x = xc.data_ptr<scalar_t>(); d.D = D; d.chunk = chunk; d.pipeline = false; d.xa = xa.data_ptr<scalar_t>();
       dh0[k] = at::empty({B, H}, opts);
       q.dh0 = dh0[k].data_ptr<scalar_t>();
       dw[k] = at::empty({G * H, H}, opts);
