@@ -223,11 +223,13 @@ def memory_worker(cell: str, cfg, impl: str, window: int | None) -> None:
     if impl == "torch.nn":
         model = nn.GRU(H, H, num_layers=L, bidirectional=True, batch_first=True) if cell == "gru" else \
             nn.LSTM(H, H, num_layers=L, bidirectional=True, batch_first=True)
-    else:  # "rnnkit" or "rnnkit-fused", optionally "... +recompute K" (recompute_chunk=K)
+    else:  # "rnnkit", "rnnkit-fused" or "rnnkit-cpp" (every LSTM batch on the C++ loop),
+        # optionally "... +recompute K" (recompute_chunk=K)
         name, _, chunk = impl.partition(" +recompute ")
         model = rnnkit.Stack(H, [H] * L, cell=cell, bidirectional=True,
                              recompute_chunk=int(chunk) if chunk else None)
-        recurrence.use_compiled(name == "rnnkit")
+        recurrence.use_compiled(name != "rnnkit-fused")
+        recurrence._unpadded_lstm_on_torch = name != "rnnkit-cpp"
     # A short step first, so that library start-up (thread pools, kernel JITs, the extension)
     # is not counted as the step's memory.
     model(x[:, :8].detach().requires_grad_())[0].mean().backward()
@@ -356,8 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     memory = []
     if args.memory:
         for cell in args.cells.split(","):
-            for impl in ("torch.nn", "rnnkit-fused", "rnnkit", "rnnkit-fused +recompute 100",
-                         "rnnkit +recompute 100"):
+            impls = ["torch.nn", "rnnkit-fused", "rnnkit", "rnnkit-fused +recompute 100", "rnnkit +recompute 100"]
+            if cell == "lstm":  # what the routing rule weighs: the C++ loop under recompute
+                impls.append("rnnkit-cpp +recompute 100")
+            for impl in impls:
                 mb = measure_memory(cell, (16, 2000, 64, 2), impl) or {}
                 memory.append(dict(cell=cell, config="(16, 2000, 64) x2", impl=impl, **mb))
                 print(f"memory {cell} {impl}: {mb}", flush=True)
