@@ -73,28 +73,20 @@ _unpadded_lstm_on_torch = True
 
 def _onednn_lstm_faster(cell, x: Tensor | None, bidirectional: bool) -> bool:
     """Where torch's oneDNN LSTM measured faster than the compiled loop (docs/benchmarks.md
-    section 2). oneDNN splits each step's product over both cores, and the loop gives each
-    direction a core of its own, so oneDNN wins where a step is large enough to split:
+    section 2, the routing sweep of 2026-11-26 17:20 and the unidirectional table):
 
-    * One direction, batch x hidden >= 2048: oneDNN. The loop then has one core for its steps;
-      it measured 0.69-1.01x there. Below, it won at most sizes measured (1.1-2.4x at batch x
-      hidden 512-1024; oneDNN's own two speeds make single runs there scatter).
-    * Both directions, at inference (neither x nor the cell's weights need gradients; an
-      initial state that does is not looked at), batch x hidden >= 4096: oneDNN, up to 1.25x
-      faster there.
-    * Otherwise the loop. With both directions it won every training size measured (1.1-2.8x)
-      and inference below 4096 (1.0-2.0x), over batch 16-64, hidden 64-256 and 50 or 200
-      steps.
+    * Both directions: never. The loop gives each direction a core of its own; it won every
+      size measured, training 1.03-2.78x and inference 1.00-1.45x, over batch 16-64, hidden
+      64-256 and 50 or 200 steps.
+    * One direction, batch x hidden >= 4096: oneDNN, which splits each step over both cores.
+      The loop runs the steps on one core while the other projects the next inputs; it
+      measured 0.80-0.89x there at inference and 0.93-1.16x in training. At 2048 it won
+      (inference 1.24x and 1.31x, training 1.03x and 1.10x), and below that 1.3-2.5x.
 
     Without x (a layer asked for its path) the batch size is unknown: the loop."""
-    if x is None:
+    if x is None or bidirectional:
         return False
-    size = x.shape[0] * cell.hidden_size
-    if not bidirectional:
-        return size >= 2048
-    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in cell.parameters())):
-        return False
-    return size >= 4096
+    return x.shape[0] * cell.hidden_size >= 4096
 
 
 def use_compiled(enabled: bool = True) -> None:
@@ -155,14 +147,11 @@ def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None,
     if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch and _onednn_lstm_faster(
             cell, x, bidirectional):
         # torch runs unpadded LSTMs on oneDNN's RNN primitive; packed (padded) batches leave it.
-        why = ("bidirectional inference, batch x hidden >= 4096" if bidirectional
-               else "one direction, batch x hidden >= 2048")
-        return Path("fused", f"unpadded LSTM, {why}: torch's oneDNN kernel is faster here")
-    if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch and x is None:
-        rule = ("bidirectional inference with batch x hidden >= 4096" if bidirectional
-                else "one direction with batch x hidden >= 2048")
-        return Path("compiled", f"C++ time loop; an unpadded LSTM batch of {rule} runs torch's "
-                                "oneDNN kernel, faster there")
+        return Path("fused", "unpadded LSTM, one direction, batch x hidden >= 4096: torch's oneDNN "
+                             "kernel is faster here")
+    if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch and x is None and not bidirectional:
+        return Path("compiled", "C++ time loop; an unpadded LSTM batch of batch x hidden >= 4096 "
+                                "runs torch's oneDNN kernel, faster there for one direction")
     return Path("compiled", "C++ time loop, faster than torch's kernel on CPU")
 
 

@@ -246,7 +246,8 @@ def test_unsupported_cells_keep_their_path():
         recurrence.use_compiled(True)
         lstm = rnnkit.LSTM(D, 4).cell
         assert recurrence.choose_path(lstm).name == "compiled"  # no input: the size rule cannot apply
-        assert recurrence.choose_path(lstm, x=torch.randn(512, 3, D)).name == "fused"  # 512 x 4 >= 2048
+        assert recurrence.choose_path(lstm, x=torch.randn(1024, 3, D)).name == "fused"  # 1024 x 4 >= 4096
+        assert recurrence.choose_path(lstm, x=torch.randn(1023, 3, D)).name == "compiled"
         assert recurrence.choose_path(lstm, padded=True).name == "compiled"
         assert recurrence.choose_path(lstm, recurrent_dropout=0.2, training=True).name == "compiled"
         assert rnnkit.LSTM(D, 4, layer_norm=True).path.name == "compiled"  # same rule as the GRU's
@@ -368,21 +369,19 @@ def test_pure_paths_when_the_extension_cannot_be_built(monkeypatch):
 
 
 @pytest.mark.parametrize("B, H, grad, padded, bidirectional, want", [
-    (32, 128, False, False, True, "fused"),     # inference, large step: oneDNN
-    (64, 64, False, False, True, "fused"),
-    (16, 128, False, False, True, "compiled"),  # batch x hidden < 4096
-    (63, 64, False, False, True, "compiled"),
-    (32, 128, True, False, True, "compiled"),   # training: the loop
-    (32, 128, False, True, True, "compiled"),   # padded: torch leaves oneDNN anyway
-    (64, 32, True, False, False, "fused"),      # one direction, batch x hidden >= 2048: oneDNN,
-    (64, 32, False, False, False, "fused"),     # training or not
-    (63, 32, True, False, False, "compiled"),   # smaller: the loop
-    (64, 32, True, True, False, "compiled"),    # padded: the loop
+    (64, 128, False, False, True, "compiled"),  # both directions: the loop, inference or training,
+    (64, 128, True, False, True, "compiled"),   # however large the step
+    (16, 128, False, True, True, "compiled"),   # padded: torch leaves oneDNN anyway
+    (64, 64, True, False, False, "fused"),      # one direction, batch x hidden >= 4096: oneDNN,
+    (64, 64, False, False, False, "fused"),     # training or not
+    (63, 64, True, False, False, "compiled"),   # smaller: the loop
+    (63, 64, False, False, False, "compiled"),
+    (64, 64, True, True, False, "compiled"),    # padded: the loop
 ])
 def test_lstm_routing_between_the_loop_and_onednn(B, H, grad, padded, bidirectional, want):
-    """Unpadded LSTM batches with a large step -- of one direction, or of two at inference -- go
-    to torch's oneDNN kernel, everything else to the C++ loop (the rule the benchmark sweeps
-    found); both compute the same."""
+    """Unpadded LSTM batches of one direction with a large step go to torch's oneDNN kernel,
+    everything else to the C++ loop (the rule the benchmark sweeps found); both compute the
+    same."""
     try:
         recurrence.use_compiled(True)
         layer = rnnkit.Bidirectional(rnnkit.LSTM(8, H)) if bidirectional else rnnkit.LSTM(8, H)
@@ -404,12 +403,13 @@ def test_lstm_routing_between_the_loop_and_onednn(B, H, grad, padded, bidirectio
 
 @pytest.mark.parametrize("case, grad, B, want", [
     ("bi", True, 4, {("compiled", 2)}),          # training: one C++ call for both directions
-    ("bi-large", False, 32, {("fused", 2)}),     # inference, batch x hidden >= 4096: one torch call
+    ("bi-large", False, 32, {("compiled", 2)}),  # inference, batch x hidden >= 4096: still one C++ call
     ("uni", True, 4, {("compiled", 1)}),         # one direction, small step: the loop
-    ("uni-large", True, 128, {("fused", 1)}),    # one direction, batch x hidden >= 2048: torch's kernel
+    ("uni-large", True, 256, {("fused", 1)}),    # one direction, batch x hidden >= 4096: torch's kernel
     ("bi-chunked", True, 4, {("fused", 1)}),     # recompute_chunk: one direction at a time, on
                                                  # torch's kernel (lower peak memory)
-    ("bi-mixed", False, 32, {("compiled", 1), ("fused", 1)}),  # they disagree: each on its own
+    ("bi-mixed", False, 32, {("compiled", 1), ("fused", 1)}),  # they disagree (an RNN cell has no
+                                                               # C++ loop): each on its own
     ("bi-gru", False, 32, {("compiled", 2)}),
 ])
 def test_reported_paths_are_the_ones_that_run(case, grad, B, want, monkeypatch):
@@ -439,7 +439,7 @@ def test_reported_paths_are_the_ones_that_run(case, grad, B, want, monkeypatch):
         "uni": lambda: rnnkit.LSTM(D, 16),
         "uni-large": lambda: rnnkit.LSTM(D, 16),
         "bi-chunked": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 16, recompute_chunk=4)),
-        "bi-mixed": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 16), backward_layer=rnnkit.LSTM(D, 128)),
+        "bi-mixed": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 16), backward_layer=rnnkit.RNN(D, 16)),
         "bi-gru": lambda: rnnkit.Bidirectional(rnnkit.GRU(D, 128)),
     }[case]()
     x = torch.randn(B, T, D)
@@ -458,7 +458,7 @@ def test_reported_paths_are_the_ones_that_run(case, grad, B, want, monkeypatch):
     assert {p.name for p in paths} == {kind for kind, _ in want}, given
     assert together == (want == {("compiled", 2)} or want == {("fused", 2)}), given
     reported = [path] if case.startswith("uni") else [path.forward, path.backward]
-    if case in ("bi-large", "bi-mixed", "uni-large"):  # the report names the rule deciding at run time
+    if case == "uni-large":  # the report names the rule deciding at run time
         assert all(p.name == "compiled" and "runs torch's oneDNN kernel" in p.reason for p in reported), path
     else:
         assert {p.name for p in reported} == {kind for kind, _ in want}, path
