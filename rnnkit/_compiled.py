@@ -6,12 +6,16 @@ One call runs one or both directions of a layer, each on its own core:
     out, finals = _compiled.run([fw_cell, bw_cell], x, [fw_state, bw_state], lengths,
                                reverse=[False, True])   # out (B, T, Hf+Hb)
 
-Everything of a direction runs on one thread, in C++ (``_Recurrence``), the two directions of
-a layer concurrently on torch's own intra-op threads: the input projection
-``xi = W_ih x + b_ih`` of all steps as one product, then per step one small
-product ``(m * h_prev) W_hh^T`` and the gate arithmetic in one fused pass; backward through
-time likewise, with the weight gradients as one product each after the loop. No torch op runs
-inside a direction, so it never waits on torch's dispatch. For ``LayerNormGRUCell`` and
+Everything of a direction runs in C++ (``_Recurrence``), the two directions of a layer
+concurrently on torch's own intra-op threads: the input projection ``xi = W_ih x + b_ih`` one
+product per chunk of steps (256 rows of steps x batch), just before those steps, then per step
+one small product ``(m * h_prev) W_hh^T`` and the gate arithmetic in one fused pass; backward
+through time likewise, with each chunk's share of the weight gradients and its rows of the
+input gradient right after its steps. A layer of one direction uses torch's second thread to
+project the next chunk while the steps of this one run, and to split backward's products. No
+torch op runs inside a direction, so it never waits on torch's dispatch. Results take their
+memory from a pool of the loop's own and give it back when torch frees them
+(``release_scratch`` empties it). For ``LayerNormGRUCell`` and
 ``LayerNormLSTMCell`` the loop also normalises, per gate, each row's ``W_ih x`` as it reads it
 and ``W_hh h`` at each step, and for the LSTM the cell state before its tanh. The math is that
 of ``cells.GRUCell`` / ``LSTMCell`` / ``LayerNormGRUCell`` / ``LayerNormLSTMCell``;

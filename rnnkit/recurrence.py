@@ -12,9 +12,9 @@ Three paths compute the same function:
   and layer-norm LSTM cells, forward and backward through time, both directions of a
   bidirectional layer at once, recurrent dropout included. **On by default** for
   float32/float64 CPU tensors: it takes every GRU, LSTM and layer-norm cell, except unpadded
-  LSTM batches with a large step -- batch x hidden >= 2048 for one direction, >= 4096 for
-  two at inference -- which stay on torch's kernel (oneDNN), faster there
-  (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
+  LSTM batches of one direction with a large step (batch x hidden >= 4096), and unpadded LSTMs
+  under ``recompute_chunk``, which stay on torch's kernel (oneDNN): faster there, and lower
+  in peak memory (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
   torch version, about 20 s; ``rnnkit build`` does it ahead of time). If it cannot be built,
   rnnkit warns once and the other paths run. ``use_compiled(False)`` or ``RNNKIT_COMPILED=0``
   turns it off; while tracing, scripting, exporting or under ``torch.compile`` it is never
@@ -76,12 +76,12 @@ def _onednn_lstm_faster(cell, x: Tensor | None, bidirectional: bool) -> bool:
     section 2, the routing sweep of 2026-11-26 17:20 and the unidirectional table):
 
     * Both directions: never. The loop gives each direction a core of its own; it won every
-      size measured, training 1.03-2.78x and inference 1.00-1.45x, over batch 16-64, hidden
+      size measured, training 1.03-2.78x and inference 1.00-2.25x, over batch 16-64, hidden
       64-256 and 50 or 200 steps.
     * One direction, batch x hidden >= 4096: oneDNN, which splits each step over both cores.
       The loop runs the steps on one core while the other projects the next inputs; it
-      measured 0.80-0.89x there at inference and 0.93-1.16x in training. At 2048 it won
-      (inference 1.24x and 1.31x, training 1.03x and 1.10x), and below that 1.3-2.5x.
+      measured 0.80-0.89x there at inference and 0.89-1.24x in training. At 2048 it won
+      (inference 1.26x and 1.33x, training 1.05x and 1.10x), and below that 1.04-2.41x.
 
     Without x (a layer asked for its path) the batch size is unknown: the loop."""
     if x is None or bidirectional:
