@@ -216,9 +216,12 @@ def release_scratch() -> int:
 
 
 def set_projection_chunk_rows(rows: int) -> int:
-    """Set how many rows (steps x batch) of the input projection forward computes at a time,
-    just before those steps run (256 by default, measured in docs/benchmarks.md); returns the
-    previous value. For tests and benchmarks: the result does not depend on it."""
+    """Set how many rows (steps x batch) of the input projection are taken at a time: forward
+    projects a chunk just before its steps, backward takes a chunk's share of the weight
+    gradients and its rows of dx right after them (256 by default, measured in
+    docs/benchmarks.md); returns the previous value. For tests and benchmarks: outputs and dx
+    do not depend on it, weight gradients only by rounding (they are summed chunk by chunk).
+    """
     if not available():
         raise RuntimeError(f"the compiled recurrence is not available: {_error}")
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:

@@ -347,6 +347,33 @@ def test_pooled_results_are_never_shared_while_alive():
     assert compiled.release_scratch() == 0
 
 
+def test_pool_after_inference_mode_serves_training():
+    """Memory pooled by calls under torch.inference_mode() must serve a later call that records
+    autograd: an inference tensor in the pool made a padded training backward raise
+    ("Inplace update to inference tensor outside InferenceMode")."""
+    try:
+        recurrence.use_compiled(True)
+        torch.manual_seed(0)
+        Bn, Tn, H = 16, 64, 32
+        bi = rnnkit.Bidirectional(rnnkit.GRU(2 * H, H))
+        x = torch.randn(Bn, Tn, 2 * H)
+        lengths = torch.full((Bn,), Tn)
+        lengths[3] = 20
+        compiled.release_scratch()
+        with torch.inference_mode():
+            preds = [bi(x, lengths=lengths)[0] for _ in range(6)]
+        want = preds[0].clone()
+        del preds
+        x.requires_grad_()
+        out = bi(x, lengths=lengths)[0]
+        out.sum().backward()
+    finally:
+        recurrence.use_compiled(False)
+    torch.testing.assert_close(out.detach(), want, rtol=0, atol=0)
+    assert x.grad is not None and bool(x.grad.isfinite().all())
+    assert (x.grad[3, 20:] == 0).all()  # padding gets no gradient
+
+
 def test_projection_chunk_rows_is_checked():
     with pytest.raises(ValueError, match="rows must be an int >= 1, got 0"):
         compiled.set_projection_chunk_rows(0)

@@ -54,7 +54,7 @@ def test_the_two_directions_run_on_two_of_torchs_threads(threads):
 def test_one_direction_on_two_threads_equals_one_thread(cls, reverse, chunk_rows, threads):
     assert compiled.available(), compiled.error()
     gen = torch.Generator().manual_seed(11)
-    B, T, D, H = 13, 23, 70, 24  # 299 rows, G*H = 72 or 96: both split, with leftover rows
+    B, T, D, H = 13, 23, 70, 24  # 299 rows, G*H = 72 or 96: backward's products split, with leftover rows
     cell = cls(D, H).double()
     with torch.no_grad():
         for p in cell.parameters():

@@ -202,17 +202,26 @@ template <typename F> void on_torch_threads(int64_t n, const F& job) {
   });
 }
 
-inline void spin_pause() {
+// Waits until ready() holds: spinning at first (the other thread is torch's, normally on a
+// core of its own, and the wait short), then yielding the core, in case both threads share one
+// (a CPU quota, other processes, several calls at once): spinning there waited for a
+// scheduler tick per hand-off.
+template <typename F> void wait_until(const F& ready) {
+  for (int spins = 0; !ready(); ++spins) {
 #if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#else
-  std::this_thread::yield();
+    if (spins < 4096) {
+      __builtin_ia32_pause();
+      continue;
+    }
 #endif
+    std::this_thread::yield();
+  }
 }
 
 // Workers for the one-off products of this thread's direction: 2 when a layer runs one
-// direction and torch may use two threads (the second core would otherwise idle while the
-// projections and weight gradients run), else 1. Set per job by the entry points.
+// direction and torch may use two threads (the second core would otherwise idle while
+// backward's weight and input gradients run), else 1. Set per job by the entry points; forward
+// with two threads pipelines its projections instead (forward_direction).
 thread_local int gemm_workers = 1;
 std::atomic<int64_t> gemm_splits{0};  // products split so far (tests check that it happens)
 
@@ -420,8 +429,8 @@ __attribute__((noinline)) void lstm_row_backward(int H, const T* __restrict a, c
 
 // LN_GRU / LN_LSTM: cells.LayerNormGRUCell / LayerNormLSTMCell -- the GRU / LSTM step with
 // LN_hh(W_hh h) (per gate, gain and shift (G, H)) in place of W_hh h + b_hh; LN_LSTM also
-// normalises the cell state before its tanh (LN_c, gain_c and shift_c (H,)). Their LN_ih(W_ih x)
-// comes in as xi, computed by PyTorch.
+// normalises the cell state before its tanh (LN_c, gain_c and shift_c (H,)). Their LN_ih is
+// applied in the loop to each row's projection W_ih x (no b_ih) as a step reads it.
 enum Kind { GRU = 0, LSTM = 1, LN_GRU = 2, LN_LSTM = 3 };
 
 inline bool has_cell(int kind) { return kind == LSTM || kind == LN_LSTM; }
@@ -690,7 +699,7 @@ template <typename T> void forward_direction(int kind, Direction<T>& d) {
         lstm_row<T>(H, x, g, bias, cp + static_cast<int64_t>(b) * H, hb, c + static_cast<int64_t>(b) * H, o, a);
       else {
         const LnSaved<T> ln = ln_saved<T>(kind, H, a);
-        // x is this row's W_ih x (projected before the loop); the cell reads LN_ih of it.
+        // x is this row's W_ih x (projected with its chunk); the cell reads LN_ih of it.
         const int ih = ln_rows(kind) * H;
         layer_norm_row<T>(d.G, H, x, d.ln_gain + ih, d.ln_shift + ih, d.eps, lni.data(), ln.yhat_ih, ln.rstd_ih);
         x = lni.data();
@@ -718,8 +727,8 @@ template <typename T> void forward_direction(int kind, Direction<T>& d) {
     one_thread();
   } else {
     // A layer of one direction on two threads: the second projects chunk k + 1 while this one
-    // runs the steps of chunk k, in two buffers taken in turn. Spinning hand-offs, one per
-    // chunk: the two threads are torch's, one per core. Nothing in here allocates or throws.
+    // runs the steps of chunk k, in two buffers taken in turn, with one hand-off per chunk
+    // (wait_until). Nothing in here allocates or throws.
     std::atomic<int> projected{0}, done{0};
     const int64_t slot = static_cast<int64_t>(d.chunk) * B * GH;
     at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t stop) {
@@ -731,13 +740,13 @@ template <typename T> void forward_direction(int kind, Direction<T>& d) {
         if (at::get_thread_num() != 0) ++jobs_on_workers;
         gemm_workers = 1;
         for (int k = 0; k < chunks; ++k) {
-          while (done.load(std::memory_order_acquire) < k - 1) spin_pause();  // its buffer is free
+          wait_until([&] { return done.load(std::memory_order_acquire) >= k - 1; });  // its buffer is free
           project_chunk<T>(d, first(k), end(k), wit.data(), d.xi + (k & 1) * slot);
           projected.store(k + 1, std::memory_order_release);
         }
       } else {
         for (int k = 0; k < chunks; ++k) {
-          while (projected.load(std::memory_order_acquire) <= k) spin_pause();
+          wait_until([&] { return projected.load(std::memory_order_acquire) > k; });
           for (int s = first(k); s < end(k); ++s) step(s, d.xi + (k & 1) * slot);
           done.store(k + 1, std::memory_order_release);
         }
@@ -764,7 +773,7 @@ template <typename T> struct Grad {
   T* dxc;                                  // scratch (chunk * B, D): d x of a chunk, before it is scattered
   T* dh0; T* dc0;                          // (B, H)
   T* dw; T* db;                            // (G*H, H), (G*H) or null: d W_hh, d b_hh
-  T* dgain; T* dshift;                     // LN kinds: (ln_rows, H) each
+  T* dgain; T* dshift;                     // LN kinds: (ln_all_rows, H) each
 };
 
 // Rows sum_r rows[r] (GH) added into acc (bias gradients).
@@ -900,8 +909,8 @@ template <typename T> void backward_direction(int kind, const Direction<T>& d, G
 // twice as large (or allocates one), so concurrent calls never share one. Of equal sizes it
 // takes the last given back: taking the first, inference after training rotated through
 // same-size buffers and found none of them in cache (a BiLSTM (16, 500, 64) inference call ran
-// at 1.5M tokens/s after training steps, and 2.0-2.3M with this order). Buffers below
-// kPoolMinBytes come from torch's allocator as usual. The pool keeps at most kPoolKeep free
+// at 1.5M tokens/s after training steps, and 2.0-2.3M with this order). Results below
+// kPoolMinBytes come from torch's allocator as usual; scratch of every size is pooled. The pool keeps at most kPoolKeep free
 // buffers, none above kPoolMaxBytes and kPoolTotalBytes in all; release_scratch() empties it.
 constexpr size_t kPoolKeep = 32;
 constexpr int64_t kPoolMinBytes = int64_t(256) << 10, kPoolMaxBytes = int64_t(256) << 20,
@@ -935,6 +944,9 @@ at::Tensor pool_take(int64_t n, const at::TensorOptions& opts) {
       return t;
     }
   }
+  // Never an inference tensor, whatever mode the caller is in: the buffer may serve a later
+  // call that records autograd (an in-place zero_ on an inference tensor there would throw).
+  c10::InferenceMode not_inference(false);
   return at::empty({std::max<int64_t>(n, 1)}, opts);
 }
 
@@ -1003,8 +1015,9 @@ int64_t release_scratch() {
 }
 
 // Directions run concurrently, one of torch's intra-op threads each (the caller's thread takes
-// the first); with torch.set_num_threads(1) they run one after the other. Nothing inside a
-// direction calls into ATen or BLAS.
+// the first); with torch.set_num_threads(1) they run one after the other. Inside a direction
+// nothing calls into ATen or BLAS but at::parallel_for, for a second thread of its own (one
+// direction: the projection pipeline, backward's split products).
 // An exception in a job (bad_alloc of a buffer) is carried to the caller's thread and thrown
 // there after every job has ended -- as a catchable Python error, not std::terminate.
 void run_directions(std::vector<std::function<void()>>& jobs) {
@@ -1033,7 +1046,7 @@ void check(bool ok, const std::string& what) { TORCH_CHECK(ok, "rnnkit compiled 
 bool present(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
 
 // Input: x (B, T, D) and per direction w_ih[k] (G*H, D), b_ih[k] (the projection is done
-// here, in each direction's thread). Per direction k: h0[k], c0[k] (LSTM) (B, H), w[k] = W_hh (G*H, H), bias[k] = b_hh
+// here, a chunk of steps at a time: forward_direction). Per direction k: h0[k], c0[k] (LSTM) (B, H), w[k] = W_hh (G*H, H), bias[k] = b_hh
 // (G*H) or empty, mask[k] (B, H) or empty, reverse[k]. Empty tensors stand for "none".
 // out (B, T, sum H): direction k writes columns [offset_k, offset_k + H_k).
 // Layer-norm kinds take x and w_ih (no b_ih) and ln_gain[k], ln_shift[k]: (6, H) for LN_GRU
@@ -1326,7 +1339,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_projection_chunk_rows", [](int64_t rows) {
     TORCH_CHECK(rows >= 1, "rnnkit compiled recurrence: projection chunk rows must be >= 1, got ", rows);
     return projection_chunk_rows.exchange(rows);
-  }, "rows (steps x batch) of the input projection per chunk in forward; returns the previous value");
+  }, "rows (steps x batch) per chunk of the input projection, forward and backward; returns the previous value");
   m.def("release_scratch", &release_scratch, "free the pooled scratch buffers; returns their bytes");
   m.def("gemm_peak", &gemm_peak, "GFLOP/s of the GEMM kernel, one (n, n) product per thread");
 }
