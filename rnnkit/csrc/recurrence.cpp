@@ -237,7 +237,7 @@ inline int chunk_steps(int B, int steps) {
 // Below kSplitMacs multiply-adds a product stays on one thread (about 17 us of one core):
 // handing half of it to a second thread costs about as much as it saves. kPipelineMacs: see
 // forward().
-constexpr int64_t kSplitMacs = int64_t(1) << 21, kPipelineMacs = int64_t(1) << 23;
+constexpr int64_t kSplitMacs = int64_t(1) << 21, kPipelineMacs = int64_t(1) << 21;
 
 // C (M, N) (+)= op(A) B with B packed (pack_b), on this thread alone or, with gemm_workers = 2,
 // with the rows of C split between this thread and one more; each element is summed in the
@@ -1103,10 +1103,10 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
       // the inputs and projections of a chunk of steps are scratch: backward needs only the
       // saved activations
       const int chunk = chunk_steps(B, steps);
-      // The projection pipeline (one direction, two threads) only from 8M multiply-adds of
-      // projection in all: a GRU (16, 70, 32 -> 64) training call (6.9M) took 2.0 ms with it and
-      // 1.3-1.5 ms without (a smaller LSTM's inference gained 5-15 % from it: the threshold is a
-      // compromise for calls of a few hundred microseconds).
+      // The projection pipeline (one direction, two threads) only from 2M multiply-adds of
+      // projection in all. Around that size it is a compromise: with it, an LSTM (32, 50, 32)
+      // inference call (6.5M) ran at 1.04x torch.nn, and 0.83x without; a GRU
+      // (16, 70, 32 -> 64) training call (6.9M) took 1.7-1.8 ms with it, 1.3-1.5 ms without.
       const bool pipeline = nd == 1 && at::get_num_threads() >= 2 && !at::in_parallel_region() &&
                             static_cast<int64_t>(B) * steps * xc.size(2) * G * H >= kPipelineMacs;
       auto xa = scratch.take({chunk * B, xc.size(2)}, opts),
