@@ -10,9 +10,10 @@
 Implementations, all with the same shapes (B, T, D = H, layers), bidirectional, no padding:
 
 * ``rnnkit`` -- ``rnnkit.Stack(..., bidirectional=True)`` as rnnkit runs it by default: the
-  compiled path on (``recurrence.use_compiled(True)``), which sends unpadded LSTM inference
-  with a large step (batch x hidden >= 4096) to torch's kernel.
-* ``rnnkit-cpp`` (LSTM only) -- the same with every LSTM batch on the C++ loop.
+  compiled path on (``recurrence.use_compiled(True)``); its LSTM routing rule
+  (``recurrence._onednn_lstm_faster``) keeps every bidirectional batch on the C++ loop.
+* ``rnnkit-cpp`` (LSTM only) -- the same with every LSTM batch on the C++ loop, whatever the
+  rule says: today the same as ``rnnkit`` here, kept to check the rule against.
 * ``rnnkit-fused`` -- the same Stack with the compiled path off: torch's kernel through rnnkit.
 * ``torch.nn`` -- ``torch.nn.GRU/LSTM(..., bidirectional=True, num_layers=L, batch_first=True)``.
 * ``keras`` (``--keras``) -- ``keras.layers.Bidirectional(GRU/LSTM(H, return_sequences=True))``

@@ -139,17 +139,17 @@ def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None,
         return None
     if dropout:
         return Path("compiled", "recurrent dropout needs the mask inside the step; C++ time loop")
-    if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch and recompute:
+    # torch runs unpadded LSTMs on oneDNN's RNN primitive; packed (padded) batches leave it.
+    onednn = type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch
+    if onednn and recompute:
         # Measured (docs/benchmarks.md, peak memory): BiLSTM (16, 2000, 64) x 2, K = 100,
-        # peak RSS 252 MB on torch's kernel, 491 MB on the loop, at about the same speed.
+        # peak RSS 250 MB on torch's kernel, 445 MB on the loop.
         return Path("fused", "unpadded LSTM under recompute_chunk: torch's kernel keeps peak "
                              "memory lower")
-    if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch and _onednn_lstm_faster(
-            cell, x, bidirectional):
-        # torch runs unpadded LSTMs on oneDNN's RNN primitive; packed (padded) batches leave it.
+    if onednn and _onednn_lstm_faster(cell, x, bidirectional):
         return Path("fused", "unpadded LSTM, one direction, batch x hidden >= 4096: torch's oneDNN "
                              "kernel is faster here")
-    if type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch and x is None and not bidirectional:
+    if onednn and x is None and not bidirectional:
         return Path("compiled", "C++ time loop; an unpadded LSTM batch of batch x hidden >= 4096 "
                                 "runs torch's oneDNN kernel, faster there for one direction")
     return Path("compiled", "C++ time loop, faster than torch's kernel on CPU")

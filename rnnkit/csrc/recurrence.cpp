@@ -77,8 +77,9 @@ template <typename T> int64_t packed_size(int N, int K) {
   return static_cast<int64_t>(K) * ((N + NR - 1) / NR) * NR;
 }
 
-// P <- B (K, N) (leading dimension ldb) in the panel layout above.
-template <typename T> void pack_b(int N, int K, const T* B, int64_t ldb, T* P) {
+// P <- B (K, N) (leading dimension ldb) in the panel layout above; with TRANS_B, B = W^T for W
+// (N, K) as it lies, ldb its leading dimension (forward's weights: no transposed copy first).
+template <typename T, bool TRANS_B = false> void pack_b(int N, int K, const T* B, int64_t ldb, T* P) {
   constexpr int NR = panel_width<T>();
   const int np = (N + NR - 1) / NR;
   for (int k0 = 0; k0 < K; k0 += kDepth) {
@@ -86,30 +87,16 @@ template <typename T> void pack_b(int N, int K, const T* B, int64_t ldb, T* P) {
     for (int p = 0; p < np; ++p) {
       T* dst = P + static_cast<int64_t>(k0) * np * NR + static_cast<int64_t>(p) * kk * NR;
       const int c0 = p * NR, nv = std::min(NR, N - c0);
-      for (int k = 0; k < kk; ++k) {
-        const T* src = B + static_cast<int64_t>(k0 + k) * ldb + c0;
-        int j = 0;
-        for (; j < nv; ++j) dst[k * NR + j] = src[j];
-        for (; j < NR; ++j) dst[k * NR + j] = T(0);
-      }
-    }
-  }
-}
-
-// The same for B = W^T with W (N, K) as it lies (leading dimension ldw): forward's weights,
-// packed without a transposed copy first.
-template <typename T> void pack_b_transposed(int N, int K, const T* W, int64_t ldw, T* P) {
-  constexpr int NR = panel_width<T>();
-  const int np = (N + NR - 1) / NR;
-  for (int k0 = 0; k0 < K; k0 += kDepth) {
-    const int kk = std::min(kDepth, K - k0);
-    for (int p = 0; p < np; ++p) {
-      T* dst = P + static_cast<int64_t>(k0) * np * NR + static_cast<int64_t>(p) * kk * NR;
-      const int c0 = p * NR, nv = std::min(NR, N - c0);
-      for (int j = 0; j < NR; ++j) {
-        const T* src = W + static_cast<int64_t>(c0 + j) * ldw + k0;
-        if (j < nv) for (int k = 0; k < kk; ++k) dst[k * NR + j] = src[k];
-        else for (int k = 0; k < kk; ++k) dst[k * NR + j] = T(0);
+      if constexpr (TRANS_B) {  // a row of W is a column of the tile: read along it
+        for (int j = 0; j < NR; ++j) {
+          const T* src = B + static_cast<int64_t>(c0 + j) * ldb + k0;
+          for (int k = 0; k < kk; ++k) dst[k * NR + j] = j < nv ? src[k] : T(0);
+        }
+      } else {
+        for (int k = 0; k < kk; ++k) {
+          const T* src = B + static_cast<int64_t>(k0 + k) * ldb + c0;
+          for (int j = 0; j < NR; ++j) dst[k * NR + j] = j < nv ? src[j] : T(0);
+        }
       }
     }
   }
@@ -670,10 +657,10 @@ template <typename T> void forward_direction(int kind, Direction<T>& d) {
   std::vector<T> zeros(GH, T(0)), scratch(d.train ? 0 : GA), lnb(is_layer_norm(kind) ? GH : 0),
       lni(is_layer_norm(kind) ? GH : 0), cn(kind == LN_LSTM ? H : 0);
   std::vector<T> wt(static_cast<size_t>(packed_size<T>(GH, H)));  // W_hh^T, packed once for all steps
-  pack_b_transposed<T>(GH, H, d.w, H, wt.data());
+  pack_b<T, true>(GH, H, d.w, H, wt.data());
   const T* bias = d.bias ? d.bias : zeros.data();
   std::vector<T> wit(static_cast<size_t>(packed_size<T>(GH, d.D)));  // W_ih^T, packed once for all chunks
-  pack_b_transposed<T>(GH, d.D, d.wi, d.D, wit.data());
+  pack_b<T, true>(GH, d.D, d.wi, d.D, wit.data());
   // Step s, reading its input projections from xic, the buffer of its chunk.
   auto step = [&](int s, const T* xic) {
     const T* hp = s == 0 ? d.h0 : d.state(d.S, s - 1);
