@@ -641,12 +641,12 @@ __attribute__((noinline)) void ln_lstm_out_row_backward(int H, const T* __restri
 
 // Second pass, after LN_c's backward turned dcn into its share of d c: dc (H) carried in, out
 // dc_prev; dh (H) in: dh + d out from the first pass, out 0 (all of d h_prev comes through the
-// GEMM); writes dG = dx (4H, w.r.t. the gate pre-activations). dx is copied from dG after the
-// loop: with eight gate stores in its body (to dG and dx) GCC 12 leaves the loop scalar.
+// GEMM); writes dG (4H), the gradient of the gate pre-activations, which is that of both
+// LN_ih's and LN_hh's outputs (they are summed).
 template <typename T>
 __attribute__((noinline)) void ln_lstm_cell_row_backward(int H, const T* __restrict a, const T* __restrict cp,
                                                          const T* __restrict dcn, T* __restrict dh,
-                                                         T* __restrict dc, T* __restrict dg, T* __restrict dx) {
+                                                         T* __restrict dc, T* __restrict dg) {
   for (int j = 0; j < H; ++j) {
     T i = a[j], f = a[H + j], gg = a[2 * H + j], o = a[3 * H + j], tc = a[4 * H + j];
     T dcv = dc[j] + dcn[j];
@@ -658,7 +658,53 @@ __attribute__((noinline)) void ln_lstm_cell_row_backward(int H, const T* __restr
     dc[j] = dcv * f;
     dh[j] = T(0);
   }
-  std::memcpy(dx, dg, sizeof(T) * 4 * H);
+}
+
+// Third pass: back through LN_ih and LN_hh at once (layer_norm_row_backward, for both, reading
+// d once). d (4H) in: dG, out: d (W_hh h); writes dx (4H) = d (W_ih x); yih / yhh and rih / rhh
+// are the saved normalised values and 1/std per gate, gih / ghh the gains. Accumulates d gain
+// of both, and d shift once: the two shifts get the same gradient, copied to LN_ih's after the
+// loop. Training an LN-LSTM (32, 50, 128) ran 2-8 % faster than with a layer norm's backward
+// after the other.
+template <typename T>
+__attribute__((noinline)) void ln_lstm_gates_backward(int H, const T* __restrict yih, const T* __restrict rih,
+                                                      const T* __restrict gih, const T* __restrict yhh,
+                                                      const T* __restrict rhh, const T* __restrict ghh,
+                                                      T* __restrict d, T* __restrict dx, T* __restrict dgain_ih,
+                                                      T* __restrict dgain_hh, T* __restrict dshift) {
+  T m[16];
+  RNNKIT_IVDEP
+  for (int k = 0; k < 4 * H; ++k) {
+    dgain_ih[k] += d[k] * yih[k];
+    dgain_hh[k] += d[k] * yhh[k];
+    dshift[k] += d[k];
+  }
+  for (int q = 0; q < 4; ++q) {
+    const T* __restrict dq = d + q * H;
+    const T* __restrict gi = gih + q * H;
+    const T* __restrict gh = ghh + q * H;
+    const T* __restrict vi = yih + q * H;
+    const T* __restrict vh = yhh + q * H;
+    m[q] = lane_sum<T>(H, [&](int j) { return dq[j] * gi[j]; }) / H;
+    m[4 + q] = lane_sum<T>(H, [&](int j) { return dq[j] * gi[j] * vi[j]; }) / H;
+    m[8 + q] = lane_sum<T>(H, [&](int j) { return dq[j] * gh[j]; }) / H;
+    m[12 + q] = lane_sum<T>(H, [&](int j) { return dq[j] * gh[j] * vh[j]; }) / H;
+  }
+  for (int q = 0; q < 4; ++q) {
+    T* __restrict dq = d + q * H;
+    T* __restrict xq = dx + q * H;
+    const T* __restrict gi = gih + q * H;
+    const T* __restrict gh = ghh + q * H;
+    const T* __restrict vi = yih + q * H;
+    const T* __restrict vh = yhh + q * H;
+    const T ri = rih[q], rh = rhh[q], m1i = m[q], m2i = m[4 + q], m1h = m[8 + q], m2h = m[12 + q];
+    RNNKIT_IVDEP
+    for (int j = 0; j < H; ++j) {
+      const T g = dq[j];
+      xq[j] = ri * (g * gi[j] - m1i - vi[j] * m2i);
+      dq[j] = rh * (g * gh[j] - m1h - vh[j] * m2h);
+    }
+  }
 }
 
 // The input projection of steps [s0, s1): row (s - s0) * B + b of d.xi <- x[b, t] W_ih^T (+ b_ih)
@@ -936,9 +982,12 @@ template <typename T> void backward_direction(int kind, const Direction<T>& d, G
         ln_lstm_out_row_backward<T>(H, a, go, dhb, dcn.data());
         layer_norm_row_backward<T>(1, H, ln.chat, ln.rstd_c, d.ln_gain + GH, dcn.data(), q.dgain + GH,
                                    q.dshift + GH);
-        ln_lstm_cell_row_backward<T>(H, a, cpb, dcn.data(), dhb, dcb, dgb, dx);
+        ln_lstm_cell_row_backward<T>(H, a, cpb, dcn.data(), dhb, dcb, dgb);
+        const int ih = ln_rows(kind) * H;
+        ln_lstm_gates_backward<T>(H, ln.yhat_ih, ln.rstd_ih, d.ln_gain + ih, ln.yhat_hh, ln.rstd_hh, d.ln_gain,
+                                  dgb, dx, q.dgain + ih, q.dgain, q.dshift);
       }
-      if (is_layer_norm(kind)) {  // dG so far is d LN_hh(gh); through LN_hh to d gh
+      if (kind == LN_GRU) {  // dG so far is d LN_hh(gh); through LN_hh to d gh
         const LnSaved<T> ln = ln_saved<T>(kind, H, a);
         layer_norm_row_backward<T>(d.G, H, ln.yhat_hh, ln.rstd_hh, d.ln_gain, dgb, q.dgain, q.dshift);
         // and dx is d LN_ih(W_ih x): through LN_ih to d (W_ih x), which backward_chunk takes
@@ -955,6 +1004,7 @@ template <typename T> void backward_direction(int kind, const Direction<T>& d, G
     }
     if (s == s0) backward_chunk<T>(d, q, p, s0, std::min(d.steps, s0 + d.chunk), wi.data(), hm.data());
   }
+  if (kind == LN_LSTM) std::copy(q.dshift, q.dshift + GH, q.dshift + ln_rows(kind) * H);  // d shift_ih
   std::copy(dh.begin(), dh.end(), q.dh0);
   if (cell) std::copy(dc.begin(), dc.end(), q.dc0);
 }
