@@ -261,19 +261,18 @@ _GRU, _LSTM, _LN_GRU, _LN_LSTM = 0, 1, 2, 3
 
 def _unpack_forward(res: list, n: int, lstm: bool) -> tuple[Tensor, list, list]:
     """The extension's forward result -> out, the final states flat (h or h, c per direction)
-    and per direction what backward needs: (S, C or None, A)."""
+    and what backward needs: the directions' S, then their C (LSTM kinds), then their A."""
     out, rest = res[0], res[1:]
     per = 5 if lstm else 3  # hN, [cN], S, [C], A
-    finals, saved = [], []
+    finals, S, C, A = [], [], [], []
     for k in range(n):
         r = rest[k * per:(k + 1) * per]
+        finals += r[:2] if lstm else r[:1]
+        S.append(r[2] if lstm else r[1])
         if lstm:
-            finals += [r[0], r[1]]
-            saved.append((r[2], r[3], r[4]))
-        else:
-            finals.append(r[0])
-            saved.append((r[1], None, r[2]))
-    return out, finals, saved
+            C.append(r[3])
+        A.append(r[-1])
+    return out, finals, S + C + A
 
 
 def _final_grads(dfinals: tuple, n: int, lstm: bool, like: Tensor) -> tuple[list, list]:
@@ -281,10 +280,6 @@ def _final_grads(dfinals: tuple, n: int, lstm: bool, like: Tensor) -> tuple[list
     step = 2 if lstm else 1
     some = [d if d is not None else _empty(like) for d in dfinals]
     return [some[k * step] for k in range(n)], [some[k * step + 1] for k in range(n)] if lstm else []
-
-
-def _saved_lists(saved: list) -> tuple[list, list, list]:
-    return [s for s, _, _ in saved], [c for _, c, _ in saved if c is not None], [a for _, _, a in saved]
 
 
 def _first_order_only() -> None:
@@ -318,18 +313,22 @@ class _Recurrence(torch.autograd.Function):
         lstm, ln = kind in (_LSTM, _LN_LSTM), kind in (_LN_GRU, _LN_LSTM)
         res = _ext.forward(kind, train, lengths, x, wi, bi, h0, c0 if lstm else [], w, b, m,
                            list(reverse), gain if ln else [], shift if ln else [], eps)
-        out, finals, ctx.saved = _unpack_forward(res, len(h0), lstm)
+        out, finals, saved = _unpack_forward(res, len(h0), lstm)
         ctx.kind, ctx.reverse, ctx.n, ctx.lstm, ctx.ln = kind, list(reverse), len(h0), lstm, ln
-        ctx.save_for_backward(lengths, x, *flat)
+        # The loop's states and activations go through save_for_backward too, not onto ctx:
+        # only then do saved-tensor hooks see them -- activation checkpointing
+        # (recompute_chunk) drops them after forward and recomputes them for backward.
+        ctx.save_for_backward(lengths, x, *flat, *saved)
         return (out, *finals)
 
     @staticmethod
     def backward(ctx, dout: Tensor, *dfinals: Tensor):
         _first_order_only()
-        lengths, x, *flat = ctx.saved_tensors
-        wi, bi, h0, c0, w, b, gain, shift, m = (list(flat[k::_SLOTS]) for k in range(_SLOTS))
         n, lstm, ln = ctx.n, ctx.lstm, ctx.ln
-        S, C, A = _saved_lists(ctx.saved)
+        lengths, x, *rest = ctx.saved_tensors
+        flat, rest = rest[:_SLOTS * n], rest[_SLOTS * n:]
+        S, C, A = rest[:n], rest[n:2 * n] if lstm else [], rest[-n:]
+        wi, bi, h0, c0, w, b, gain, shift, m = (list(flat[k::_SLOTS]) for k in range(_SLOTS))
         if dout is None:
             dout = x.new_zeros(x.shape[0], x.shape[1], sum(t.shape[1] for t in w))
         dhN, dcN = _final_grads(dfinals, n, lstm, x)

@@ -83,8 +83,7 @@ class Recurrent(nn.Module):
     def path(self) -> Path:
         """The execution path this layer takes in its current mode (train/eval), and why."""
         return recurrence.choose_path(self.cell, recurrent_dropout=self.recurrent_dropout,
-                                      training=self.training,
-                                      recompute=bool(self.recompute_chunk) and torch.is_grad_enabled())
+                                      training=self.training)
 
     def reset_parameters(self) -> None:
         self.cell.reset_parameters()

@@ -12,9 +12,9 @@ Three paths compute the same function:
   and layer-norm LSTM cells, forward and backward through time, both directions of a
   bidirectional layer at once, recurrent dropout included. **On by default** for
   float32/float64 CPU tensors: it takes every GRU, LSTM and layer-norm cell, except unpadded
-  LSTM batches of one direction with a large step (batch x hidden >= 4096), and unpadded LSTMs
-  under ``recompute_chunk``, which stay on torch's kernel (oneDNN): faster there, and lower
-  in peak memory (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
+  LSTM batches of one direction with a large step (batch x hidden >= 4096; under
+  ``recompute_chunk`` the directions run one at a time, so it applies to each), which stay on
+  torch's kernel (oneDNN): faster there (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
   torch version, about 20 s; ``rnnkit build`` does it ahead of time). If it cannot be built,
   rnnkit warns once and the other paths run. ``use_compiled(False)`` or ``RNNKIT_COMPILED=0``
   turns it off; while tracing, scripting, exporting or under ``torch.compile`` it is never
@@ -130,7 +130,7 @@ def _functorch_active() -> bool:
 
 
 def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None,
-                   bidirectional: bool = False, recompute: bool = False) -> Path | None:
+                   bidirectional: bool = False) -> Path | None:
     if not _use_compiled or _compiled.supports(cell) is not None or _graph_capture() is not None:
         return None
     if x is not None and (x.dtype != cell.weight_hh.dtype or x.device != cell.weight_hh.device):
@@ -141,11 +141,6 @@ def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None,
         return Path("compiled", "recurrent dropout needs the mask inside the step; C++ time loop")
     # torch runs unpadded LSTMs on oneDNN's RNN primitive; packed (padded) batches leave it.
     onednn = type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch
-    if onednn and recompute:
-        # Measured (docs/benchmarks.md, peak memory): BiLSTM (16, 2000, 64) x 2, K = 100,
-        # peak RSS 250 MB on torch's kernel, 445 MB on the loop.
-        return Path("fused", "unpadded LSTM under recompute_chunk: torch's kernel keeps peak "
-                             "memory lower")
     if onednn and _onednn_lstm_faster(cell, x, bidirectional):
         return Path("fused", "unpadded LSTM, one direction, batch x hidden >= 4096: torch's oneDNN "
                              "kernel is faster here")
@@ -156,13 +151,12 @@ def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None,
 
 
 def choose_path(cell, *, recurrent_dropout: float = 0.0, training: bool = False,
-                padded: bool = False, x: Tensor | None = None, bidirectional: bool = False,
-                recompute: bool = False) -> Path:
+                padded: bool = False, x: Tensor | None = None, bidirectional: bool = False) -> Path:
     """The path ``run`` takes for this cell and configuration (``padded``: a batch with
     sequences shorter than T; ``x``: the input, whose dtype and device must be the weights'
     for the compiled loop; ``bidirectional``: the cell is one direction of a bidirectional
-    layer, run together with the other; ``recompute``: it runs in ``recompute_chunk`` chunks)."""
-    compiled = _compiled_path(cell, recurrent_dropout > 0 and training, padded, x, bidirectional, recompute)
+    layer, run together with the other)."""
+    compiled = _compiled_path(cell, recurrent_dropout > 0 and training, padded, x, bidirectional)
     if compiled is not None:
         return compiled
     if type(cell) not in (RNNCell, GRUCell, LSTMCell):
@@ -326,11 +320,11 @@ def _chunked(recompute_chunk: int | None, x: Tensor) -> bool:
 
 
 def _run(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: bool,
-         mask: Tensor | None, training: bool, recompute: bool = False) -> tuple[Tensor, State]:
+         mask: Tensor | None, training: bool) -> tuple[Tensor, State]:
     needs_lengths = _needs_lengths(lengths, x.shape[1])
     # A mask exists only for recurrent dropout in training: that is all choose_path asks.
     path = choose_path(cell, recurrent_dropout=float(mask is not None), training=training,
-                       padded=needs_lengths, x=x, recompute=recompute)
+                       padded=needs_lengths, x=x)
     if path.name == "compiled":
         padded = lengths if needs_lengths else None
         out, (final,) = _compiled.run([cell], x, [state], padded, reverse=[reverse], masks=[mask])
@@ -357,7 +351,7 @@ def _run_chunked(cell, x: Tensor, state: State, lengths: Tensor | None, *, rever
     lstm = isinstance(state, tuple)
 
     def piece(xc, s, lc, m):
-        return _run(cell, xc, s, lc, reverse=False, mask=m, training=training, recompute=True)
+        return _run(cell, xc, s, lc, reverse=False, mask=m, training=training)
 
     outs = []
     for start in range(0, T, chunk):
@@ -441,9 +435,8 @@ def bidirectional_paths(fw_cell, bw_cell, *, recurrent_dropout: tuple[float, flo
             return BiPaths(fw, bw, True)
         if fw.name == bw.name == "fused" and _same_kernel(fw_cell, bw_cell):
             return BiPaths(fw, bw, True)
-    fw, bw = (choose_path(c, recurrent_dropout=p, training=training, padded=padded, x=x,
-                          recompute=chunked and bool(k))
-              for c, p, k in zip(cells, recurrent_dropout, recompute_chunk))
+    fw, bw = (choose_path(c, recurrent_dropout=p, training=training, padded=padded, x=x)
+              for c, p in zip(cells, recurrent_dropout))
     return BiPaths(fw, bw, False)
 
 
