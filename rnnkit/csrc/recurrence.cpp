@@ -1227,9 +1227,9 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
       // saved activations
       const int chunk = chunk_steps(B, steps);
       // The projection pipeline (one direction, two threads) only from 2M multiply-adds of
-      // projection in all. Around that size it is a compromise: with it, an LSTM (32, 50, 32)
-      // inference call (6.5M) ran at 1.04x torch.nn, and 0.83x without; a GRU
-      // (16, 70, 32 -> 64) training call (6.9M) took 1.7-1.8 ms with it, 1.3-1.5 ms without.
+      // projection in all. Above that it pays (A/B of builds, docs/benchmarks.md): an LSTM
+      // (32, 50, 32) inference call (6.5M) takes 0.20 ms with it and 0.26 ms without, a GRU
+      // (16, 70, 32 -> 64) training call (6.9M) 0.90 ms and 0.95 ms.
       const bool pipeline = nd == 1 && at::get_num_threads() >= 2 && !at::in_parallel_region() &&
                             static_cast<int64_t>(B) * steps * xc.size(2) * G * H >= kPipelineMacs;
       auto xa = scratch.take({chunk * B, xc.size(2)}, opts),
