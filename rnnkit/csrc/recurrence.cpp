@@ -989,21 +989,21 @@ template <typename T> void backward_direction(int kind, const Direction<T>& d, G
       if (kind == GRU || kind == LN_GRU) gru_row_backward<T>(H, a, hp + static_cast<int64_t>(b) * H, go, dhb, dgb, dx);
       else if (kind == LSTM) lstm_row_backward<T>(H, a, cpb, go, dhb, dcb, dgb, dx);
       else {  // LN_LSTM: back through h = o tanh(LN_c(c)), LN_c, then the gates
-        const LnSaved<T> ln = ln_saved<T>(kind, H, a);
+        const LnSaved<T> sv = ln_saved<T>(kind, H, a);
         ln_lstm_out_row_backward<T>(H, a, go, dhb, dcn.data());
-        layer_norm_row_backward<T>(1, H, ln.chat, ln.rstd_c, d.ln_gain + GH, dcn.data(), q.dgain + GH,
+        layer_norm_row_backward<T>(1, H, sv.chat, sv.rstd_c, d.ln_gain + GH, dcn.data(), q.dgain + GH,
                                    q.dshift + GH);
         ln_lstm_cell_row_backward<T>(H, a, cpb, dcn.data(), dhb, dcb, dgb);
         const int ih = ln_rows(kind) * H;
-        ln_lstm_gates_backward<T>(H, ln.yhat_ih, ln.rstd_ih, d.ln_gain + ih, ln.yhat_hh, ln.rstd_hh, d.ln_gain,
+        ln_lstm_gates_backward<T>(H, sv.yhat_ih, sv.rstd_ih, d.ln_gain + ih, sv.yhat_hh, sv.rstd_hh, d.ln_gain,
                                   dgb, dx, q.dgain + ih, q.dgain, q.dshift);
       }
       if (kind == LN_GRU) {  // dG so far is d LN_hh(gh); through LN_hh to d gh
-        const LnSaved<T> ln = ln_saved<T>(kind, H, a);
-        layer_norm_row_backward<T>(d.G, H, ln.yhat_hh, ln.rstd_hh, d.ln_gain, dgb, q.dgain, q.dshift);
+        const LnSaved<T> sv = ln_saved<T>(kind, H, a);
+        layer_norm_row_backward<T>(d.G, H, sv.yhat_hh, sv.rstd_hh, d.ln_gain, dgb, q.dgain, q.dshift);
         // and dx is d LN_ih(W_ih x): through LN_ih to d (W_ih x), which backward_chunk takes
         const int ih = ln_rows(kind) * H;
-        layer_norm_row_backward<T>(d.G, H, ln.yhat_ih, ln.rstd_ih, d.ln_gain + ih, dx, q.dgain + ih, q.dshift + ih);
+        layer_norm_row_backward<T>(d.G, H, sv.yhat_ih, sv.rstd_ih, d.ln_gain + ih, dx, q.dgain + ih, q.dshift + ih);
       }
     }
     // d h_prev += m * (dG_s W_hh); rows past their end have dG = 0 and keep their carry.
