@@ -229,6 +229,19 @@ def set_projection_chunk_rows(rows: int) -> int:
     return int(_ext.set_projection_chunk_rows(rows))
 
 
+def set_batch_half_rows(rows: int) -> int:
+    """Set the smallest half of a batch that a layer of one direction is split into: a batch of
+    an even number of rows, at least twice this many, runs as two halves, one per thread (8 by
+    default, one register tile of the GEMM; docs/benchmarks.md); returns the previous value.
+    For tests and benchmarks: results do not depend on it, weight gradients only by rounding
+    (the halves' shares are summed)."""
+    if not available():
+        raise RuntimeError(f"the compiled recurrence is not available: {_error}")
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ValueError(f"rows must be an int >= 1, got {rows!r}")
+    return int(_ext.set_batch_half_rows(rows))
+
+
 def available() -> bool:
     """True when the extension is built (building it now if it never was)."""
     return _load() is not None

@@ -92,11 +92,26 @@ def chunk_rows(request):
         compiled.set_projection_chunk_rows(old)
 
 
+@pytest.fixture(params=[None, 1], ids=["", "halves"])
+def batch_halves(request):
+    """A layer of one direction with an even batch of at least 16 rows runs as two halves of it
+    on two threads; with the threshold at 1 row, the batch of 4 here does too (on a machine of
+    two threads or more)."""
+    if request.param is None:
+        yield
+        return
+    old = compiled.set_batch_half_rows(request.param)
+    try:
+        yield
+    finally:
+        compiled.set_batch_half_rows(old)
+
+
 @pytest.mark.parametrize("cls, bias", CASES)
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "padded"])
 @pytest.mark.parametrize("directions", [[False], [True], [False, True]], ids=["fw", "bw", "bi"])
 @pytest.mark.parametrize("dropout", [False, True], ids=["", "mask"])
-def test_equals_reference_cells_float64(cls, bias, lengths, directions, dropout, chunk_rows):
+def test_equals_reference_cells_float64(cls, bias, lengths, directions, dropout, chunk_rows, batch_halves):
     dtype, gen = torch.float64, torch.Generator().manual_seed(6)
     sizes = [3, 4][:len(directions)]  # the two directions may differ in size
     cells = [make(cls, H, dtype, bias, gen=gen) for H in sizes]
@@ -400,11 +415,13 @@ def test_pool_after_inference_mode_serves_training():
     assert (x.grad[3, 20:] == 0).all()  # padding gets no gradient
 
 
-def test_projection_chunk_rows_is_checked():
+@pytest.mark.parametrize("setter", ["set_projection_chunk_rows", "set_batch_half_rows"])
+def test_row_settings_are_checked(setter):
+    set_rows = getattr(compiled, setter)
     with pytest.raises(ValueError, match="rows must be an int >= 1, got 0"):
-        compiled.set_projection_chunk_rows(0)
-    old = compiled.set_projection_chunk_rows(7)
-    assert compiled.set_projection_chunk_rows(old) == 7
+        set_rows(0)
+    old = set_rows(7)
+    assert set_rows(old) == 7
 
 
 def test_pure_paths_when_the_extension_cannot_be_built(monkeypatch):

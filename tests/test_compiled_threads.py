@@ -1,14 +1,16 @@
 """The compiled loop on torch's threads: the two directions of a layer run concurrently, and a
-single direction uses a second thread when torch has two -- in forward it projects the inputs
-of the next chunk of steps while the first runs the steps of this one, and in backward it takes
-half of the rows of each big product (weight gradients, input gradient). Either way the
-results must equal the one-thread run to the bit, and the reference cells to 1e-10."""
+single direction uses a second thread when torch has two -- as two halves of the batch, one
+per thread, when the batch can be halved; otherwise in forward the second thread projects the
+inputs of the next chunk of steps while the first runs the steps of this one, and in backward
+it takes half of the rows of each big product (weight gradients, input gradient). The results
+must equal the one-thread run to the bit (the weight gradients of halves: to rounding, as
+they are summed), and the reference cells to 1e-10."""
 
 import pytest
 import torch
 
 from rnnkit import _compiled as compiled
-from rnnkit.cells import GRUCell, LSTMCell
+from rnnkit.cells import GRUCell, LayerNormLSTMCell, LSTMCell
 
 from test_compiled import reference
 
@@ -94,6 +96,47 @@ def test_one_direction_on_two_threads_equals_one_thread(cls, reverse, chunk_rows
     torch.testing.assert_close(out2, want, rtol=0, atol=1e-10)
     for a, b in zip(g2, torch.autograd.grad((want * w).sum(), leaves)):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+@switches_threads
+@pytest.mark.parametrize("cls", [GRUCell, LSTMCell, LayerNormLSTMCell], ids=["gru", "lstm", "ln_lstm"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fw", "bw"])
+def test_one_direction_in_two_batch_halves(cls, reverse, threads):
+    """A batch of 16 rows (two halves of 8) runs as two halves on two threads, forward and
+    backward, with no split product; outputs and the input gradient equal one thread's to the
+    bit (each row's arithmetic is the same), weight gradients to rounding."""
+    assert compiled.available(), compiled.error()
+    gen = torch.Generator().manual_seed(5)
+    B, T, D, H = 16, 23, 9, 12
+    cell = cls(D, H).double()
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.3)
+    x = torch.randn(B, T, D, dtype=torch.float64, generator=gen, requires_grad=True)
+    lengths = torch.randint(1, T + 1, (B,), generator=gen)
+    lengths[0] = T
+    h = torch.randn(B, H, dtype=torch.float64, generator=gen)
+    state = (h, torch.randn(B, H, dtype=torch.float64, generator=gen)) if cell.is_lstm else h
+    w = torch.randn(B, T, H, dtype=torch.float64, generator=gen)
+    leaves = [x, *cell.parameters()]
+    results, splits, on_workers = [], [], []
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        before, workers_before = compiled._ext.gemm_splits(), compiled._ext.jobs_on_workers()
+        out, _ = compiled.run([cell], x, [state], lengths, reverse=[reverse])
+        results.append((out, torch.autograd.grad((out * w).sum(), leaves)))
+        splits.append(compiled._ext.gemm_splits() - before)
+        on_workers.append(compiled._ext.jobs_on_workers() - workers_before)
+    assert splits == [0, 0] and on_workers == [0, 2], (splits, on_workers)  # a half each pass
+    (out1, (dx1, *g1)), (out2, (dx2, *g2)) = results
+    torch.testing.assert_close(out2, out1, rtol=0, atol=0)
+    torch.testing.assert_close(dx2, dx1, rtol=0, atol=0)
+    for a, b in zip(g2, g1):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+    want, _ = reference(cell, x, state, lengths, reverse)
+    torch.testing.assert_close(out2, want, rtol=0, atol=1e-10)
+    for a, b in zip((dx2, *g2), torch.autograd.grad((want * w).sum(), leaves)):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-10)
 
 
 OUT_OF_MEMORY = """

@@ -225,6 +225,12 @@ inline int chunk_steps(int B, int steps) {
 // handing half of it to a second thread costs about as much as it saves. kPipelineMacs: see
 // forward().
 constexpr int64_t kSplitMacs = int64_t(1) << 21, kPipelineMacs = int64_t(1) << 21;
+// A layer of one direction whose batch has an even number of rows, at least 2 * batch_half_rows,
+// runs as two halves of the batch, one per thread (batch_half): the rows of a batch are
+// independent recurrences, so the halves need no hand-off at all, and each thread does half of
+// everything -- projections, steps, gate arithmetic. Below that (or with an odd batch) it takes
+// the projection pipeline. 8 rows: one register tile of the GEMM (kRows).
+std::atomic<int64_t> batch_half_rows{kRows};
 
 // C (M, N) (+)= op(A) B with B packed (pack_b), on this thread alone or, with gemm_workers = 2,
 // with the rows of C split between this thread and one more; each element is summed in the
@@ -1020,6 +1026,76 @@ template <typename T> void backward_direction(int kind, const Direction<T>& d, G
   if (cell) std::copy(dc.begin(), dc.end(), q.dc0);
 }
 
+// ---------------------------------------------------------- one direction, two batch halves
+
+// Half h of the batch (of two equal ones): the same recurrence over rows [h B/2, (h + 1) B/2).
+// Inputs, outputs and states are row ranges of the whole batch's; the saved states and
+// activations are laid out (2, steps, B/2, .), half after half, and so are the scratch chunks.
+// One direction on two threads this way ran 5-23 % faster than with the projection pipeline,
+// and the layer-norm cells 23-36 % (docs/benchmarks.md).
+template <typename T> Direction<T> batch_half(int kind, const Direction<T>& d, int h) {
+  Direction<T> e = d;
+  const int B = d.B / 2;
+  const int64_t b0 = static_cast<int64_t>(h) * B, H = d.H;
+  e.B = B;
+  e.pipeline = false;
+  if (d.len) e.len = d.len + b0;
+  e.x = d.x + b0 * d.T_ * d.D;
+  e.xa = d.xa + static_cast<int64_t>(h) * d.chunk * B * d.D;
+  if (d.xi) e.xi = d.xi + static_cast<int64_t>(h) * d.chunk * B * d.G * H;
+  if (d.mask) e.mask = d.mask + b0 * H;
+  e.h0 = d.h0 + b0 * H;
+  if (d.c0) e.c0 = d.c0 + b0 * H;
+  if (d.out) e.out = d.out + b0 * d.out_sb;
+  const int64_t rows = d.train ? d.steps : 2;  // saved steps, or the two rows of inference
+  e.S = d.S + h * rows * B * H;
+  if (d.C) e.C = d.C + h * rows * B * H;
+  if (d.A) e.A = d.A + h * d.steps * B * saved_width<T>(kind, d.H);
+  if (d.hN) e.hN = d.hN + b0 * H;
+  if (d.cN) e.cN = d.cN + b0 * H;
+  return e;
+}
+
+// Backward's share of half h: its rows of d out, of the final states' gradients and of dh0,
+// dc0 and dx, and its scratch chunks; the weight gradients of half 1 go to `own` (the caller
+// adds them to half 0's, which are the results).
+template <typename T> struct GradHalf {
+  std::vector<T> dw, db, dgain, dshift, dwi, dbi;
+};
+template <typename T>
+void grad_half(int kind, const Direction<T>& d, const Grad<T>& q, const Projection<T>& p, int h,
+               GradHalf<T>& own, Grad<T>& qh, Projection<T>& ph) {
+  const int B = d.B / 2, GH = d.G * d.H;
+  const int64_t b0 = static_cast<int64_t>(h) * B, H = d.H, rows = static_cast<int64_t>(d.chunk) * B;
+  qh = q;
+  ph = p;
+  qh.dout = q.dout + b0 * q.dout_sb;
+  if (q.dhN) qh.dhN = q.dhN + b0 * H;
+  if (q.dcN) qh.dcN = q.dcN + b0 * H;
+  qh.dxi = q.dxi + h * rows * GH;
+  qh.dG = q.dG + h * rows * GH;
+  qh.dxc = q.dxc + h * rows * d.D;
+  qh.dh0 = q.dh0 + b0 * H;
+  if (q.dc0) qh.dc0 = q.dc0 + b0 * H;
+  ph.dx = p.dx + b0 * d.T_ * d.D;
+  if (h == 0) return;
+  auto mine = [](std::vector<T>& v, const T* like, int64_t n) {
+    v.assign(like ? n : 0, T(0));
+    return like ? v.data() : nullptr;
+  };
+  const int64_t ln = static_cast<int64_t>(ln_all_rows(kind)) * H;
+  qh.dw = mine(own.dw, q.dw, GH * H);
+  qh.db = mine(own.db, q.db, GH);
+  qh.dgain = mine(own.dgain, q.dgain, ln);
+  qh.dshift = mine(own.dshift, q.dshift, ln);
+  ph.dw = mine(own.dwi, p.dw, static_cast<int64_t>(GH) * d.D);
+  ph.db = mine(own.dbi, p.db, GH);
+}
+
+template <typename T> void add_into(const std::vector<T>& from, T* to) {
+  for (size_t k = 0; k < from.size(); ++k) to[k] += from[k];
+}
+
 // -------------------------------------------------------------------- the entry points
 
 // Memory: the large buffers of a call are pooled, instead of being allocated anew each call.
@@ -1219,6 +1295,7 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
   std::vector<std::function<void()>> jobs;
   std::vector<at::Tensor> keep;  // contiguous copies that must outlive the jobs
   ScratchLeases scratch;
+  bool halves = false;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_forward", [&] {
     std::vector<Direction<scalar_t>> dirs(nd);
     for (size_t k = 0; k < nd; ++k) {
@@ -1226,12 +1303,15 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
       // the inputs and projections of a chunk of steps are scratch: backward needs only the
       // saved activations
       const int chunk = chunk_steps(B, steps);
-      // The projection pipeline (one direction, two threads) only from 2M multiply-adds of
-      // projection in all. Above that it pays (A/B of builds, docs/benchmarks.md): an LSTM
-      // (32, 50, 32) inference call (6.5M) takes 0.20 ms with it and 0.26 ms without, a GRU
-      // (16, 70, 32 -> 64) training call (6.9M) 0.90 ms and 0.95 ms.
-      const bool pipeline = nd == 1 && at::get_num_threads() >= 2 && !at::in_parallel_region() &&
-                            static_cast<int64_t>(B) * steps * xc.size(2) * G * H >= kPipelineMacs;
+      // One direction on two threads: as two halves of the batch when it can be halved
+      // (batch_half_rows), else by the projection pipeline, from 2M multiply-adds of
+      // projection in all. Above that the pipeline pays (A/B of builds, docs/benchmarks.md):
+      // an LSTM (32, 50, 32) inference call (6.5M) took 0.20 ms with it and 0.26 ms without, a
+      // GRU (16, 70, 32 -> 64) training call (6.9M) 0.90 ms and 0.95 ms; as halves they take
+      // 0.16 and 0.66 ms.
+      const bool two = nd == 1 && at::get_num_threads() >= 2 && !at::in_parallel_region();
+      halves = two && B % 2 == 0 && B / 2 >= batch_half_rows.load();
+      const bool pipeline = two && !halves && static_cast<int64_t>(B) * steps * xc.size(2) * G * H >= kPipelineMacs;
       auto xa = scratch.take({chunk * B, xc.size(2)}, opts),
            xi = scratch.take({(pipeline ? 2 : 1) * chunk * B, G * H}, opts);
       auto wi = w_ih[k].contiguous();
@@ -1262,7 +1342,11 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
       }
       d.out = out.data_ptr<scalar_t>() + offset[k]; d.out_sb = out.stride(0); d.out_st = out.stride(1);
       auto hN = at::empty({B, H}, opts);
-      auto S = train ? pooled_empty({steps, B, H}, opts) : at::empty({2, B, H}, opts);
+      // with halves: (2, steps, B / 2, .), each half's steps together (batch_half)
+      auto saved = [&](int64_t width) {
+        return halves ? pooled_empty({2, steps, B / 2, width}, opts) : pooled_empty({steps, B, width}, opts);
+      };
+      auto S = train ? saved(H) : at::empty({2, B, H}, opts);
       d.S = S.data_ptr<scalar_t>(); d.hN = hN.data_ptr<scalar_t>();
       keep.push_back(S);  // at inference S (and C) are scratch, not returned
       results.push_back(hN);
@@ -1272,24 +1356,32 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
         keep.push_back(c0k);
         d.c0 = c0k.data_ptr<scalar_t>();
         cN = at::empty({B, H}, opts);
-        C = train ? pooled_empty({steps, B, H}, opts) : at::empty({2, B, H}, opts);
+        C = train ? saved(H) : at::empty({2, B, H}, opts);
         d.C = C.data_ptr<scalar_t>(); d.cN = cN.data_ptr<scalar_t>();
         keep.push_back(C);
         results.push_back(cN);
       } else {
         d.c0 = nullptr; d.C = nullptr; d.cN = nullptr;
       }
-      at::Tensor A = train ? pooled_empty({steps, B, saved_width<scalar_t>(kind, H)}, opts) : at::empty({0}, opts);
+      at::Tensor A = train ? saved(saved_width<scalar_t>(kind, H)) : at::empty({0}, opts);
       d.A = train ? A.data_ptr<scalar_t>() : nullptr;
       results.push_back(train ? S : at::empty({0}, opts));
       if (has_cell(kind)) results.push_back(train ? C : at::empty({0}, opts));
       results.push_back(A);
     }
-    for (size_t k = 0; k < nd; ++k)
-      jobs.emplace_back([&dirs, k, kind, workers = spare_workers(nd)] {
-        gemm_workers = workers;
-        forward_direction<scalar_t>(kind, dirs[k]);
-      });
+    if (halves)
+      for (int h = 0; h < 2; ++h)
+        jobs.emplace_back([&dirs, h, kind] {
+          gemm_workers = 1;
+          Direction<scalar_t> e = batch_half<scalar_t>(kind, dirs[0], h);
+          forward_direction<scalar_t>(kind, e);
+        });
+    else
+      for (size_t k = 0; k < nd; ++k)
+        jobs.emplace_back([&dirs, k, kind, workers = spare_workers(nd)] {
+          gemm_workers = workers;
+          forward_direction<scalar_t>(kind, dirs[k]);
+        });
     run_directions(jobs);
   });
   return results;
@@ -1404,12 +1496,35 @@ std::vector<at::Tensor> backward(int64_t kind, const at::Tensor& lengths, const 
         q.dc0 = nullptr; q.dcN = nullptr;
       }
     }
-    for (size_t k = 0; k < nd; ++k)
-      jobs.emplace_back([&dirs, &grads, &projs, k, kind, workers = spare_workers(nd)] {
-        gemm_workers = workers;
-        backward_direction<scalar_t>(kind, dirs[k], grads[k], projs[k]);
-      });
+    // Forward ran the batch in two halves when it saved (2, steps, B / 2, .) (batch_half).
+    const bool halves = nd == 1 && S[0].dim() == 4;
+    GradHalf<scalar_t> own;
+    if (halves)
+      for (int h = 0; h < 2; ++h)
+        jobs.emplace_back([&dirs, &grads, &projs, &own, h, kind] {
+          gemm_workers = 1;
+          const Direction<scalar_t> e = batch_half<scalar_t>(kind, dirs[0], h);
+          Grad<scalar_t> q;
+          Projection<scalar_t> p;
+          grad_half<scalar_t>(kind, dirs[0], grads[0], projs[0], h, own, q, p);
+          backward_direction<scalar_t>(kind, e, q, p);
+        });
+    else
+      for (size_t k = 0; k < nd; ++k)
+        jobs.emplace_back([&dirs, &grads, &projs, k, kind, workers = spare_workers(nd)] {
+          gemm_workers = workers;
+          backward_direction<scalar_t>(kind, dirs[k], grads[k], projs[k]);
+        });
     run_directions(jobs);
+    if (halves) {  // half 1's weight gradients into half 0's
+      const auto& q = grads[0];
+      const auto& p = projs[0];
+      add_into(own.dw, q.dw);
+      if (q.db) add_into(own.db, q.db);
+      if (q.dgain) { add_into(own.dgain, q.dgain); add_into(own.dshift, q.dshift); }
+      add_into(own.dwi, p.dw);
+      if (p.db) add_into(own.dbi, p.db);
+    }
     for (size_t k = 1; k < nd; ++k) {  // the input feeds every direction: its gradient is the sum
       scalar_t* __restrict a = dx[0].data_ptr<scalar_t>();
       const scalar_t* __restrict b = dx[k].data_ptr<scalar_t>();
@@ -1473,6 +1588,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     TORCH_CHECK(rows >= 1, "rnnkit compiled recurrence: projection chunk rows must be >= 1, got ", rows);
     return projection_chunk_rows.exchange(rows);
   }, "rows (steps x batch) per chunk of the input projection, forward and backward; returns the previous value");
+  m.def("set_batch_half_rows", [](int64_t rows) {
+    TORCH_CHECK(rows >= 1, "rnnkit compiled recurrence: batch half rows must be >= 1, got ", rows);
+    return batch_half_rows.exchange(rows);
+  }, "a one-direction batch of at least twice this many rows (an even number) runs as two halves, one per "
+     "thread; returns the previous value");
   m.def("release_scratch", &release_scratch, "free the pooled scratch buffers; returns their bytes");
   m.def("gemm_peak", &gemm_peak, "GFLOP/s of the GEMM kernel, one (n, n) product per thread");
 }
