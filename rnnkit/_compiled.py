@@ -11,8 +11,10 @@ concurrently on torch's own intra-op threads: the input projection ``xi = W_ih x
 product per chunk of steps (256 rows of steps x batch), just before those steps, then per step
 one small product ``(m * h_prev) W_hh^T`` and the gate arithmetic in one fused pass; backward
 through time likewise, with each chunk's share of the weight gradients and its rows of the
-input gradient right after its steps. A layer of one direction uses torch's second thread to
-project the next chunk while the steps of this one run, and to split backward's products. No
+input gradient right after its steps. A layer of one direction uses torch's second thread too:
+with an even batch of 16 rows or more, each thread runs half of the batch (its rows are
+independent recurrences); otherwise the second thread projects the next chunk while the steps
+of this one run, and takes half of backward's products. No
 torch op runs inside a direction, so it never waits on torch's dispatch. Results take their
 memory from a pool of the loop's own and give it back when torch frees them
 (``release_scratch`` empties it). For ``LayerNormGRUCell`` and

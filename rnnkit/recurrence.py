@@ -12,9 +12,8 @@ Three paths compute the same function:
   and layer-norm LSTM cells, forward and backward through time, both directions of a
   bidirectional layer at once, recurrent dropout included. **On by default** for
   float32/float64 CPU tensors: it takes every GRU, LSTM and layer-norm cell, except unpadded
-  LSTM batches of one direction with a large step (batch x hidden >= 4096; under
-  ``recompute_chunk`` the directions run one at a time, so it applies to each), which stay on
-  torch's kernel (oneDNN): faster there (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
+  LSTM batches of one direction with a large step (batch x hidden >= 4096) at inference,
+  which stay on torch's kernel (oneDNN): faster there (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
   torch version, about 20 s; ``rnnkit build`` does it ahead of time). If it cannot be built,
   rnnkit warns once and the other paths run. ``use_compiled(False)`` or ``RNNKIT_COMPILED=0``
   turns it off; while tracing, scripting, exporting or under ``torch.compile`` it is never
@@ -73,20 +72,21 @@ _unpadded_lstm_on_torch = True
 
 def _onednn_lstm_faster(cell, x: Tensor | None, bidirectional: bool) -> bool:
     """Where torch's oneDNN LSTM measured faster than the compiled loop (docs/benchmarks.md
-    section 2, the routing sweep of 2026-11-26 17:20 and the unidirectional table):
+    section 2, the routing sweep of 2026-11-26 17:20 and the unidirectional tables):
 
     * Both directions: never. The loop gives each direction a core of its own; it won every
       size measured, training 1.03-2.78x and inference 1.00-2.25x, over batch 16-64, hidden
       64-256 and 50 or 200 steps.
-    * One direction, batch x hidden >= 4096: oneDNN, which splits each step over both cores.
-      The loop runs the steps on one core while the other projects the next inputs; it
-      measured 0.80-0.89x there at inference and 0.89-1.24x in training. At 2048 it won
-      (inference 1.26x and 1.33x, training 1.05x and 1.10x), and below that 1.04-2.41x.
+    * One direction, batch x hidden >= 4096, at inference (no gradients recorded): oneDNN,
+      which splits each step over both cores. The loop, which runs two halves of the batch on
+      the two cores, measured 0.80-1.11x there (median 0.96x). In training the loop won 6 of 7
+      sizes (0.95-1.87x, median 1.17x), and below 4096 it wins both ways (1.07-1.84x).
 
     Without x (a layer asked for its path) the batch size is unknown: the loop."""
-    if x is None or bidirectional:
+    if x is None or bidirectional or x.shape[0] * cell.hidden_size < 4096:
         return False
-    return x.shape[0] * cell.hidden_size >= 4096
+    training = torch.is_grad_enabled() and (x.requires_grad or cell.weight_hh.requires_grad)
+    return not training
 
 
 def use_compiled(enabled: bool = True) -> None:
@@ -142,11 +142,11 @@ def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None,
     # torch runs unpadded LSTMs on oneDNN's RNN primitive; packed (padded) batches leave it.
     onednn = type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch
     if onednn and _onednn_lstm_faster(cell, x, bidirectional):
-        return Path("fused", "unpadded LSTM, one direction, batch x hidden >= 4096: torch's oneDNN "
-                             "kernel is faster here")
+        return Path("fused", "unpadded LSTM, one direction, batch x hidden >= 4096, no gradients: "
+                             "torch's oneDNN kernel is faster here")
     if onednn and x is None and not bidirectional:
         return Path("compiled", "C++ time loop; an unpadded LSTM batch of batch x hidden >= 4096 "
-                                "runs torch's oneDNN kernel, faster there for one direction")
+                                "runs torch's oneDNN kernel at inference, faster there for one direction")
     return Path("compiled", "C++ time loop, faster than torch's kernel on CPU")
 
 

@@ -442,16 +442,16 @@ def test_pure_paths_when_the_extension_cannot_be_built(monkeypatch):
     (64, 128, False, False, True, "compiled"),  # both directions: the loop, inference or training,
     (64, 128, True, False, True, "compiled"),   # however large the step
     (16, 128, False, True, True, "compiled"),   # padded: torch leaves oneDNN anyway
-    (64, 64, True, False, False, "fused"),      # one direction, batch x hidden >= 4096: oneDNN,
-    (64, 64, False, False, False, "fused"),     # training or not
+    (64, 64, True, False, False, "compiled"),   # one direction, batch x hidden >= 4096: the loop
+    (64, 64, False, False, False, "fused"),     # in training, oneDNN at inference
     (63, 64, True, False, False, "compiled"),   # smaller: the loop
     (63, 64, False, False, False, "compiled"),
     (64, 64, True, True, False, "compiled"),    # padded: the loop
 ])
 def test_lstm_routing_between_the_loop_and_onednn(B, H, grad, padded, bidirectional, want):
-    """Unpadded LSTM batches of one direction with a large step go to torch's oneDNN kernel,
-    everything else to the C++ loop (the rule the benchmark sweeps found); both compute the
-    same."""
+    """Unpadded LSTM batches of one direction with a large step go to torch's oneDNN kernel at
+    inference, everything else to the C++ loop (the rule the benchmark sweeps found); both
+    compute the same."""
     try:
         recurrence.use_compiled(True)
         layer = rnnkit.Bidirectional(rnnkit.LSTM(8, H)) if bidirectional else rnnkit.LSTM(8, H)
@@ -475,9 +475,10 @@ def test_lstm_routing_between_the_loop_and_onednn(B, H, grad, padded, bidirectio
     ("bi", True, 4, {("compiled", 2)}),          # training: one C++ call for both directions
     ("bi-large", False, 32, {("compiled", 2)}),  # inference, batch x hidden >= 4096: still one C++ call
     ("uni", True, 4, {("compiled", 1)}),         # one direction, small step: the loop
-    ("uni-large", True, 256, {("fused", 1)}),    # one direction, batch x hidden >= 4096: torch's kernel
+    ("uni-large", False, 256, {("fused", 1)}),   # one direction, batch x hidden >= 4096, inference: torch's kernel
+    ("uni-large-train", True, 256, {("compiled", 1)}),  # the same in training: the loop
     ("bi-chunked", True, 4, {("compiled", 1)}),  # recompute_chunk: one direction at a time, each
-    ("bi-chunked-large", True, 256, {("fused", 1)}),  # routed as one direction
+    ("bi-chunked-large", True, 256, {("compiled", 1)}),  # routed as one direction in training
     ("bi-mixed", False, 32, {("compiled", 1), ("fused", 1)}),  # they disagree (an RNN cell has no
                                                                # C++ loop): each on its own
     ("bi-gru", False, 32, {("compiled", 2)}),
@@ -508,6 +509,7 @@ def test_reported_paths_are_the_ones_that_run(case, grad, B, want, monkeypatch):
         "bi-large": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 128)),
         "uni": lambda: rnnkit.LSTM(D, 16),
         "uni-large": lambda: rnnkit.LSTM(D, 16),
+        "uni-large-train": lambda: rnnkit.LSTM(D, 16),
         "bi-chunked": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 16, recompute_chunk=4)),
         "bi-chunked-large": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 16, recompute_chunk=4)),
         "bi-mixed": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 16), backward_layer=rnnkit.RNN(D, 16)),
@@ -529,7 +531,7 @@ def test_reported_paths_are_the_ones_that_run(case, grad, B, want, monkeypatch):
     assert {p.name for p in paths} == {kind for kind, _ in want}, given
     assert together == (want == {("compiled", 2)} or want == {("fused", 2)}), given
     reported = [path] if case.startswith("uni") else [path.forward, path.backward]
-    if case in ("uni-large", "bi-chunked-large"):  # the report names the rule deciding at run time
+    if case in ("uni-large", "uni-large-train"):  # the report names the rule deciding at run time
         assert all(p.name == "compiled" and "runs torch's oneDNN kernel" in p.reason for p in reported), path
     else:
         assert {p.name for p in reported} == {kind for kind, _ in want}, path
