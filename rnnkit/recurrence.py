@@ -85,7 +85,10 @@ def _onednn_lstm_faster(cell, x: Tensor | None, bidirectional: bool) -> bool:
     Without x (a layer asked for its path) the batch size is unknown: the loop."""
     if x is None or bidirectional or x.shape[0] * cell.hidden_size < 4096:
         return False
-    training = torch.is_grad_enabled() and (x.requires_grad or cell.weight_hh.requires_grad)
+    # Training as the loop itself tells it (_compiled.run): gradients recorded for x or any of
+    # the cell's parameters (a learned initial state with every weight frozen is not seen here;
+    # oneDNN then runs it, with the same gradients).
+    training = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in cell.parameters()))
     return not training
 
 

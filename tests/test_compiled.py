@@ -265,6 +265,8 @@ def test_unsupported_cells_keep_their_path():
             assert recurrence.choose_path(lstm, x=torch.randn(1024, 3, D)).name == "fused"  # 1024 x 4 >= 4096
             assert recurrence.choose_path(lstm, x=torch.randn(1023, 3, D)).name == "compiled"
         assert recurrence.choose_path(lstm, x=torch.randn(1024, 3, D)).name == "compiled"  # training
+        lstm.weight_hh.requires_grad_(False)  # training W_ih and the biases only: still training
+        assert recurrence.choose_path(lstm, x=torch.randn(1024, 3, D)).name == "compiled"
         assert recurrence.choose_path(lstm, padded=True).name == "compiled"
         assert recurrence.choose_path(lstm, recurrent_dropout=0.2, training=True).name == "compiled"
         assert rnnkit.LSTM(D, 4, layer_norm=True).path.name == "compiled"  # same rule as the GRU's
