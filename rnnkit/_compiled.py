@@ -224,11 +224,7 @@ def set_projection_chunk_rows(rows: int) -> int:
     docs/benchmarks.md); returns the previous value. For tests and benchmarks: outputs and dx
     do not depend on it, weight gradients only by rounding (they are summed chunk by chunk).
     """
-    if not available():
-        raise RuntimeError(f"the compiled recurrence is not available: {_error}")
-    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-        raise ValueError(f"rows must be an int >= 1, got {rows!r}")
-    return int(_ext.set_projection_chunk_rows(rows))
+    return _set_rows("set_projection_chunk_rows", rows)
 
 
 def set_batch_half_rows(rows: int) -> int:
@@ -237,11 +233,15 @@ def set_batch_half_rows(rows: int) -> int:
     default, one register tile of the GEMM; docs/benchmarks.md); returns the previous value.
     For tests and benchmarks: results do not depend on it, weight gradients only by rounding
     (the halves' shares are summed)."""
+    return _set_rows("set_batch_half_rows", rows)
+
+
+def _set_rows(setter: str, rows: int) -> int:
     if not available():
         raise RuntimeError(f"the compiled recurrence is not available: {_error}")
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
         raise ValueError(f"rows must be an int >= 1, got {rows!r}")
-    return int(_ext.set_batch_half_rows(rows))
+    return int(getattr(_ext, setter)(rows))
 
 
 def available() -> bool:

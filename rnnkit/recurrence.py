@@ -13,8 +13,9 @@ Three paths compute the same function:
   bidirectional layer at once, recurrent dropout included. **On by default** for
   float32/float64 CPU tensors: it takes every GRU, LSTM and layer-norm cell, except unpadded
   LSTM batches of one direction with a large step (batch x hidden >= 4096) at inference,
-  which stay on torch's kernel (oneDNN): faster there (docs/benchmarks.md, section 2). The extension is built on first use (once per machine and
-  torch version, about 20 s; ``rnnkit build`` does it ahead of time). If it cannot be built,
+  which stay on torch's kernel (oneDNN): as fast or faster there (docs/benchmarks.md, section
+  2). The extension is built on first use (once per machine and torch version, about 20 s;
+  ``rnnkit build`` does it ahead of time). If it cannot be built,
   rnnkit warns once and the other paths run. ``use_compiled(False)`` or ``RNNKIT_COMPILED=0``
   turns it off; while tracing, scripting, exporting or under ``torch.compile`` it is never
   taken (the fused and loop paths are plain torch ops those tools understand).
@@ -79,8 +80,9 @@ def _onednn_lstm_faster(cell, x: Tensor | None, bidirectional: bool) -> bool:
       64-256 and 50 or 200 steps.
     * One direction, batch x hidden >= 4096, at inference (no gradients recorded): oneDNN,
       which splits each step over both cores. The loop, which runs two halves of the batch on
-      the two cores, measured 0.80-1.11x there (median 0.96x). In training the loop won 6 of 7
-      sizes (0.95-1.87x, median 1.17x), and below 4096 it wins both ways (1.07-1.84x).
+      the two cores, measured 0.80-1.24x there over two runs of seven sizes. In training it
+      measured 1.04-2.27x torch.nn there (0.95-1.87x in the other run), and below 4096 it wins
+      both ways (1.11-2.81x).
 
     Without x (a layer asked for its path) the batch size is unknown: the loop."""
     if x is None or bidirectional or x.shape[0] * cell.hidden_size < 4096:

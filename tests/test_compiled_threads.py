@@ -49,37 +49,57 @@ def test_the_two_directions_run_on_two_of_torchs_threads(threads):
     assert counts == [0, 2], counts
 
 
-@switches_threads
-@pytest.mark.parametrize("chunk_rows", [256, 13, 40], ids=["3-chunks", "46-chunks", "16-chunks"])
-@pytest.mark.parametrize("cls", [GRUCell, LSTMCell], ids=["gru", "lstm"])
-@pytest.mark.parametrize("reverse", [False, True], ids=["fw", "bw"])
-def test_one_direction_on_two_threads_equals_one_thread(cls, reverse, chunk_rows, threads):
-    assert compiled.available(), compiled.error()
-    gen = torch.Generator().manual_seed(11)
-    # 598 rows, G*H = 192 or 256, D = 256: 29M multiply-adds or more of projection, enough for
-    # the pipeline (8M), and backward's products of 256-row chunks split (2M), leftover rows too
-    B, T, D, H = 13, 46, 256, 64
+def one_direction(cls, B, T, D, H, seed):
+    """A one-direction float64 problem, every number from one seeded generator: the cell, x
+    (requires grad), lengths (the first full), the initial state and the weights of the loss."""
+    gen = torch.Generator().manual_seed(seed)
     cell = cls(D, H).double()
     with torch.no_grad():
         for p in cell.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.3)
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.3 + (1 if p.dim() == 1 else 0))
     x = torch.randn(B, T, D, dtype=torch.float64, generator=gen, requires_grad=True)
     lengths = torch.randint(1, T + 1, (B,), generator=gen)
     lengths[0] = T
     h = torch.randn(B, H, dtype=torch.float64, generator=gen)
     state = (h, torch.randn(B, H, dtype=torch.float64, generator=gen)) if cell.is_lstm else h
     w = torch.randn(B, T, H, dtype=torch.float64, generator=gen)
-    leaves = [x, *cell.parameters()]
-    old_rows = compiled.set_projection_chunk_rows(chunk_rows)
+    return cell, x, lengths, state, w
+
+
+def on_one_then_two_threads(cell, x, lengths, state, w, reverse):
+    """Output and gradients (x, then the parameters) on one thread, then on two; and per run the
+    products split and the jobs run on a thread other than the caller's."""
     results, splits, on_workers = [], [], []
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        before, workers_before = compiled._ext.gemm_splits(), compiled._ext.jobs_on_workers()
+        out, _ = compiled.run([cell], x, [state], lengths, reverse=[reverse])
+        results.append((out, torch.autograd.grad((out * w).sum(), [x, *cell.parameters()])))
+        splits.append(compiled._ext.gemm_splits() - before)
+        on_workers.append(compiled._ext.jobs_on_workers() - workers_before)
+    return results, splits, on_workers
+
+
+def assert_reference(cell, x, lengths, state, w, reverse, out, grads, tol):
+    want, _ = reference(cell, x, state, lengths, reverse)
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-10)
+    for a, b in zip(grads, torch.autograd.grad((want * w).sum(), [x, *cell.parameters()])):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@switches_threads
+@pytest.mark.parametrize("chunk_rows", [256, 13, 40], ids=["3-chunks", "46-chunks", "16-chunks"])
+@pytest.mark.parametrize("cls", [GRUCell, LSTMCell], ids=["gru", "lstm"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fw", "bw"])
+def test_one_direction_on_two_threads_equals_one_thread(cls, reverse, chunk_rows, threads):
+    assert compiled.available(), compiled.error()
+    # 598 rows (odd: no halves), G*H = 192 or 256, D = 256: 29M multiply-adds or more of
+    # projection, enough for the pipeline (2M), and backward's products of 256-row chunks split
+    # (2M), leftover rows too
+    problem = one_direction(cls, 13, 46, 256, 64, seed=11)
+    old_rows = compiled.set_projection_chunk_rows(chunk_rows)
     try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            before, workers_before = compiled._ext.gemm_splits(), compiled._ext.jobs_on_workers()
-            out, _ = compiled.run([cell], x, [state], lengths, reverse=[reverse])
-            results.append((out, torch.autograd.grad((out * w).sum(), leaves)))
-            splits.append(compiled._ext.gemm_splits() - before)
-            on_workers.append(compiled._ext.jobs_on_workers() - workers_before)
+        results, splits, on_workers = on_one_then_two_threads(*problem, reverse)
     finally:
         compiled.set_projection_chunk_rows(old_rows)
     # On two threads only: forward's projections ran on torch's other thread, ahead of the
@@ -92,10 +112,7 @@ def test_one_direction_on_two_threads_equals_one_thread(cls, reverse, chunk_rows
     torch.testing.assert_close(out2, out1, rtol=0, atol=0)
     for a, b in zip(g2, g1):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    want, _ = reference(cell, x, state, lengths, reverse)
-    torch.testing.assert_close(out2, want, rtol=0, atol=1e-10)
-    for a, b in zip(g2, torch.autograd.grad((want * w).sum(), leaves)):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    assert_reference(*problem, reverse, out2, g2, tol=1e-10)
 
 
 @switches_threads
@@ -106,27 +123,9 @@ def test_one_direction_in_two_batch_halves(cls, reverse, threads):
     backward, with no split product; outputs and the input gradient equal one thread's to the
     bit (each row's arithmetic is the same), weight gradients to rounding."""
     assert compiled.available(), compiled.error()
-    gen = torch.Generator().manual_seed(5)
-    B, T, D, H = 16, 23, 9, 12
-    cell = cls(D, H).double()
-    with torch.no_grad():  # every parameter from gen: the same numbers in every run
-        for p in cell.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.3 + (1 if p.dim() == 1 else 0))
-    x = torch.randn(B, T, D, dtype=torch.float64, generator=gen, requires_grad=True)
-    lengths = torch.randint(1, T + 1, (B,), generator=gen)
-    lengths[0] = T
-    h = torch.randn(B, H, dtype=torch.float64, generator=gen)
-    state = (h, torch.randn(B, H, dtype=torch.float64, generator=gen)) if cell.is_lstm else h
-    w = torch.randn(B, T, H, dtype=torch.float64, generator=gen)
-    leaves = [x, *cell.parameters()]
-    results, splits, on_workers = [], [], []
-    for n in (1, 2):
-        torch.set_num_threads(n)
-        before, workers_before = compiled._ext.gemm_splits(), compiled._ext.jobs_on_workers()
-        out, _ = compiled.run([cell], x, [state], lengths, reverse=[reverse])
-        results.append((out, torch.autograd.grad((out * w).sum(), leaves)))
-        splits.append(compiled._ext.gemm_splits() - before)
-        on_workers.append(compiled._ext.jobs_on_workers() - workers_before)
+    problem = one_direction(cls, 16, 23, 9, 12, seed=5)
+    cell, x, lengths, state, _ = problem
+    results, splits, on_workers = on_one_then_two_threads(*problem, reverse)
     assert splits == [0, 0] and on_workers == [0, 2], (splits, on_workers)  # a half each pass
     (out1, (dx1, *g1)), (out2, (dx2, *g2)) = results
     torch.testing.assert_close(out2, out1, rtol=0, atol=0)
@@ -138,11 +137,8 @@ def test_one_direction_in_two_batch_halves(cls, reverse, threads):
     torch.testing.assert_close(dx2, dx1, rtol=0, atol=0)
     for a, b in zip(g2, g1):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
-    want, _ = reference(cell, x, state, lengths, reverse)
-    torch.testing.assert_close(out2, want, rtol=0, atol=1e-10)
-    for a, b in zip((dx2, *g2), torch.autograd.grad((want * w).sum(), leaves)):
-        # the layer norms over H = 12 values amplify rounding: ~1e-10 on gradients of ~1
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    # the layer norms over H = 12 values amplify rounding: ~1e-10 on gradients of ~1
+    assert_reference(*problem, reverse, out2, (dx2, *g2), tol=1e-9)
 
 
 OUT_OF_MEMORY = """

@@ -758,21 +758,27 @@ template <typename T> std::vector<T> centred_gates(int G, int H, int K, const T*
   return c;
 }
 
+// W (G*H, K) packed once per call as the B operand of a product (pack_b): W^T when TRANS_B
+// (forward: x W^T, h W^T), W itself otherwise (backward: dG W); centred first for the
+// layer-norm kinds (centred_gates).
+template <typename T, bool TRANS_B> std::vector<T> packed_weight(int kind, int G, int H, int K, const T* w) {
+  const std::vector<T> centred = is_layer_norm(kind) ? centred_gates<T>(G, H, K, w) : std::vector<T>();
+  const int N = TRANS_B ? G * H : K, depth = TRANS_B ? K : G * H;
+  std::vector<T> packed(static_cast<size_t>(packed_size<T>(N, depth)));
+  pack_b<T, TRANS_B>(N, depth, centred.empty() ? w : centred.data(), K, packed.data());
+  return packed;
+}
+
 template <typename T> void forward_direction(int kind, Direction<T>& d) {
   const int B = d.B, H = d.H, GH = d.G * H, GA = saved_width<T>(kind, H);
   std::vector<T> gh(static_cast<size_t>(B) * GH), hm(d.mask ? static_cast<size_t>(B) * H : 0);
   // No bias is a zero bias, and at inference the activations go to a scratch row: the row
   // kernels then have no branches in their loops.
-  const bool cell = has_cell(kind), ln = is_layer_norm(kind);
+  const bool cell = has_cell(kind);
   std::vector<T> zeros(GH, T(0)), scratch(d.train ? 0 : GA), lnb(kind == LN_GRU ? GH : 0),
       lni(kind == LN_GRU ? GH : 0), shift(kind == LN_LSTM ? GH : 0);
-  // W_hh^T and W_ih^T, packed once for all steps and chunks; centred for the layer-norm kinds.
-  std::vector<T> w_hh = ln ? centred_gates<T>(d.G, H, H, d.w) : std::vector<T>(),
-                 w_ih = ln ? centred_gates<T>(d.G, H, d.D, d.wi) : std::vector<T>();
-  std::vector<T> wt(static_cast<size_t>(packed_size<T>(GH, H)));
-  pack_b<T, true>(GH, H, ln ? w_hh.data() : d.w, H, wt.data());
-  std::vector<T> wit(static_cast<size_t>(packed_size<T>(GH, d.D)));
-  pack_b<T, true>(GH, d.D, ln ? w_ih.data() : d.wi, d.D, wit.data());
+  const std::vector<T> wt = packed_weight<T, true>(kind, d.G, H, H, d.w),     // W_hh^T, for all steps
+      wit = packed_weight<T, true>(kind, d.G, H, d.D, d.wi);                   // W_ih^T, for all chunks
   const T* bias = d.bias ? d.bias : zeros.data();
   const int ih = ln_rows(kind) * H;  // LN_ih's gains and shifts start at this row (ln_gain, ln_shift)
   for (int k = 0; k < static_cast<int>(shift.size()); ++k) shift[k] = d.ln_shift[ih + k] + d.ln_shift[k];
@@ -950,20 +956,15 @@ template <typename T> void backward_direction(int kind, const Direction<T>& d, G
   const bool cell = has_cell(kind);
   std::vector<T> dh(BH, T(0)), dc(cell ? BH : 0, T(0)), tmp(d.mask ? BH : 0), dcn(kind == LN_LSTM ? H : 0),
       hm(d.mask ? d.chunk * BH : 0);
-  // W_hh and W_ih, packed once for all steps and chunks; centred for the layer-norm kinds, as in
+  // W_hh and W_ih, packed once for all steps and chunks, centred for the layer-norm kinds as in
   // forward. The gradients that come out of their layer norms sum to zero over each gate only
   // up to rounding, and that rounding times a gate block's mean row (large when the rows share
   // a large common part) is kept out of dh and dx so: float32 dx of a layer-norm LSTM whose
   // gate blocks share a row of scale 1000, against float64, 2e-3 relative error with W, 4e-6
   // with the centred weights (found in review).
-  const bool ln = is_layer_norm(kind);
-  std::vector<T> w_hh = ln ? centred_gates<T>(d.G, H, H, d.w) : std::vector<T>(),
-                 w_ih = ln ? centred_gates<T>(d.G, H, d.D, p.w) : std::vector<T>();
-  std::vector<T> w(static_cast<size_t>(packed_size<T>(H, GH)));
-  pack_b<T>(H, GH, ln ? w_hh.data() : d.w, H, w.data());
-  std::vector<T> wi(static_cast<size_t>(packed_size<T>(d.D, GH)));
-  pack_b<T>(d.D, GH, ln ? w_ih.data() : p.w, d.D, wi.data());
-  if (ln) {
+  const std::vector<T> w = packed_weight<T, false>(kind, d.G, H, H, d.w),
+      wi = packed_weight<T, false>(kind, d.G, H, d.D, p.w);
+  if (is_layer_norm(kind)) {
     std::fill(q.dgain, q.dgain + ln_all_rows(kind) * H, T(0));
     std::fill(q.dshift, q.dshift + ln_all_rows(kind) * H, T(0));
   }
@@ -1295,7 +1296,10 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
   std::vector<std::function<void()>> jobs;
   std::vector<at::Tensor> keep;  // contiguous copies that must outlive the jobs
   ScratchLeases scratch;
-  bool halves = false;
+  // One direction on two threads: as two halves of the batch when it can be halved
+  // (batch_half_rows), else by the projection pipeline (below).
+  const bool two = nd == 1 && at::get_num_threads() >= 2 && !at::in_parallel_region();
+  const bool halves = two && B % 2 == 0 && B / 2 >= batch_half_rows.load();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit_forward", [&] {
     std::vector<Direction<scalar_t>> dirs(nd);
     for (size_t k = 0; k < nd; ++k) {
@@ -1303,14 +1307,10 @@ std::vector<at::Tensor> forward(int64_t kind, bool train, const at::Tensor& leng
       // the inputs and projections of a chunk of steps are scratch: backward needs only the
       // saved activations
       const int chunk = chunk_steps(B, steps);
-      // One direction on two threads: as two halves of the batch when it can be halved
-      // (batch_half_rows), else by the projection pipeline, from 2M multiply-adds of
-      // projection in all. Above that the pipeline pays (A/B of builds, docs/benchmarks.md):
-      // an LSTM (32, 50, 32) inference call (6.5M) took 0.20 ms with it and 0.26 ms without, a
-      // GRU (16, 70, 32 -> 64) training call (6.9M) 0.90 ms and 0.95 ms; as halves they take
-      // 0.16 and 0.66 ms.
-      const bool two = nd == 1 && at::get_num_threads() >= 2 && !at::in_parallel_region();
-      halves = two && B % 2 == 0 && B / 2 >= batch_half_rows.load();
+      // The projection pipeline, from 2M multiply-adds of projection in all. Above that it pays
+      // (A/B of builds, docs/benchmarks.md): an LSTM (32, 50, 32) inference call (6.5M) took
+      // 0.20 ms with it and 0.26 ms without, a GRU (16, 70, 32 -> 64) training call (6.9M)
+      // 0.90 ms and 0.95 ms; as halves they take 0.16 and 0.66 ms.
       const bool pipeline = two && !halves && static_cast<int64_t>(B) * steps * xc.size(2) * G * H >= kPipelineMacs;
       auto xa = scratch.take({chunk * B, xc.size(2)}, opts),
            xi = scratch.take({(pipeline ? 2 : 1) * chunk * B, G * H}, opts);
