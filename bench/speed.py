@@ -80,15 +80,14 @@ def flops_per_token(cell: str, H: int, L: int, *, train: bool) -> float:
 
 
 def kernel_peak(threads: int) -> float | None:
-    """Best GFLOP/s of rnnkit's own GEMM kernel, one (n, n) float32 product per thread."""
-    from rnnkit import _compiled
-    if not _compiled.available():
+    """Best GFLOP/s of rnnkit's own GEMM kernel, one (n, n) float32 product per thread
+    (bench/kernel.py, built for the extension's -march)."""
+    import kernel
+    try:
+        return kernel.peak(threads)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"NOTE: rnnkit's kernel alone could not be built ({exc}); no kernel peak", flush=True)
         return None
-    best = 0.0
-    for n in (256, 512):
-        for _ in range(3):
-            best = max(best, _compiled._ext.gemm_peak(n, max(1, int(2e9 / (2 * n ** 3))), threads))
-    return best
 
 
 def gemm_peak(threads: int, seconds: float = 0.5) -> dict:
@@ -317,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.keras:
         ensure_keras()
     info = machine()
+    info["rnnkit_march"] = os.environ.get("RNNKIT_MARCH", "native")
+    info["rnnkit_isa"] = _compiled._ext.isa() if _compiled.available() else None
     peak = gemm_peak(args.threads)
     info["torch_mm_peak_gflops"] = round(peak["gflops"], 1)
     info["torch_mm_peak_n"] = peak["n"]
@@ -369,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     info["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     if keras_versions:
         info["keras"] = keras_versions
-    print(f"\nMachine: {info['cpu']} ({info['cpu_flags']}), {info['logical_cpus']} logical CPUs, torch "
+    print(f"\nMachine: {info['cpu']} ({info['cpu_flags']}), {info['logical_cpus']} logical CPUs; rnnkit built "
+          f"with -march={info['rnnkit_march']} (GEMM kernel: {info['rnnkit_isa']}); torch "
           f"{info['torch']}, {info['torch_threads']} threads; GEMM peak {info['gemm_peak_gflops']} GFLOP/s "
           f"(float32; torch.mm {info['torch_mm_peak_gflops']} at n={info['torch_mm_peak_n']}, rnnkit kernel "
           f"{info['rnnkit_kernel_peak_gflops']}; best call); load {info['load_avg_1m']} -> "

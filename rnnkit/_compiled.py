@@ -56,8 +56,23 @@ from .cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell
 
 __all__ = ["available", "error", "supports", "run", "release_scratch"]
 
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "recurrence.cpp")
-_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math"]
+_CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
+_SOURCE = os.path.join(_CSRC, "recurrence.cpp")  # the one translation unit; it includes csrc/*.h
+
+
+def _march() -> str:
+    """The -march the loop is built for: ``RNNKIT_MARCH`` (e.g. ``x86-64-v3`` for AVX2,
+    ``x86-64-v2``, ``x86-64-v4`` for AVX-512, ``armv8-a``), ``native`` by default. Building for
+    an older ISA than the machine's is how one machine measures what users of other CPUs get."""
+    value = os.environ.get("RNNKIT_MARCH", "native").strip() or "native"
+    if not all(c.isalnum() or c in "-_.+" for c in value):
+        raise ValueError(f"RNNKIT_MARCH={value!r}: expected a -march value such as native, x86-64-v3 "
+                         "(AVX2), x86-64-v2 or armv8-a")
+    return value
+
+
+def _flags() -> list[str]:
+    return ["-O3", f"-march={_march()}", "-fno-math-errno", "-fno-trapping-math"]
 # The directions run on torch's own intra-op threads (at::parallel_for). With torch's OpenMP
 # backend that is a `#pragma omp parallel` in an inline template of ATen's headers, i.e. in this
 # extension's code: without -fopenmp the pragma is ignored and both directions run one after
@@ -121,17 +136,23 @@ def _reason(exc: Exception) -> str:
 
 
 def _build_name() -> str:
-    """The extension's name in torch's cache: one per source, flags, torch version and CPU.
+    """The extension's name in torch's cache: one per source, flags (``RNNKIT_MARCH`` among
+    them), torch installation and CPU.
 
-    torch keys its build folder on the name only, and the binary is built with -march=native:
-    a cache shared between machines (an NFS home, a Docker image) or between two rnnkit
-    checkouts must not hand one of them the other's binary.
+    torch keys its build folder on the name only, and the binary is built for -march=native by
+    default: a cache shared between machines (an NFS home, a Docker image), between two rnnkit
+    checkouts or between two environments must not hand one of them the other's binary.
     """
     digest = hashlib.sha256()
-    with open(_SOURCE, "rb") as f:
-        digest.update(f.read())
-    digest.update(" ".join(_FLAGS + _OPENMP).encode())
+    for name in sorted(os.listdir(_CSRC)):
+        if name.endswith((".cpp", ".h")):
+            with open(os.path.join(_CSRC, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+    digest.update(" ".join(_flags() + _OPENMP).encode())
     digest.update(torch.__version__.encode())
+    # torch's build folder records the include paths of the environment that built it: two
+    # virtual environments sharing the cache would rebuild each other's binary in turn.
+    digest.update(os.path.dirname(torch.__file__).encode())
     digest.update(platform.machine().encode())
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -184,7 +205,7 @@ def _build(load):
     notice.start()
     ok = False
     try:
-        module = load(name=name, sources=[_SOURCE], extra_cflags=_FLAGS + _OPENMP,
+        module = load(name=name, sources=[_SOURCE], extra_cflags=_flags() + _OPENMP,
                       extra_ldflags=_OPENMP, verbose=False)
         ok = True
         return module

@@ -103,13 +103,41 @@ def test_stale_build_lock_is_removed(tmp_path, monkeypatch):
     assert not lock.exists()
 
 
-def test_build_name_follows_source_flags_torch_and_cpu(monkeypatch):
+def test_build_name_follows_source_flags_march_torch_and_environment(monkeypatch, tmp_path):
     name = compiled._build_name()
     assert name.startswith("rnnkit_recurrence_") and name == compiled._build_name()
-    monkeypatch.setattr(compiled, "_FLAGS", compiled._FLAGS + ["-DX"])
-    assert compiled._build_name() != name
+    seen = {name}
+
+    def differs():
+        now = compiled._build_name()
+        assert now not in seen
+        seen.add(now)
+
+    monkeypatch.setenv("RNNKIT_MARCH", "x86-64-v2")
+    differs()
+    monkeypatch.setattr(compiled, "_flags", lambda: ["-O3", "-DX"])
+    differs()
     monkeypatch.setattr(torch, "__version__", "0.0.0")
-    assert compiled._build_name() != name
+    differs()
+    monkeypatch.setattr(torch, "__file__", str(tmp_path / "other-venv" / "torch" / "__init__.py"))
+    differs()
+    # every header of csrc/ is part of the key, not only the .cpp that includes them
+    fake = tmp_path / "csrc"
+    fake.mkdir()
+    for f in os.listdir(compiled._CSRC):
+        (fake / f).write_bytes(open(os.path.join(compiled._CSRC, f), "rb").read())
+    monkeypatch.setattr(compiled, "_CSRC", str(fake))
+    before = compiled._build_name()
+    (fake / "gemm.h").write_text((fake / "gemm.h").read_text() + "\n// changed\n")
+    assert compiled._build_name() != before
+
+
+def test_march_override_is_checked(monkeypatch):
+    monkeypatch.setenv("RNNKIT_MARCH", "x86-64-v3")
+    assert "-march=x86-64-v3" in compiled._flags()
+    monkeypatch.setenv("RNNKIT_MARCH", "native; rm -rf /")
+    with pytest.raises(ValueError, match=r"RNNKIT_MARCH='native; rm -rf /': expected a -march value"):
+        compiled._flags()
 
 
 def test_environment_switch_spellings(monkeypatch):
