@@ -54,7 +54,7 @@ from torch import Tensor
 
 from .cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell
 
-__all__ = ["available", "error", "supports", "run", "release_scratch"]
+__all__ = ["available", "error", "isa", "supports", "run", "release_scratch"]
 
 _CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 _SOURCE = os.path.join(_CSRC, "recurrence.cpp")  # the one translation unit; it includes csrc/*.h
@@ -268,6 +268,12 @@ def _set_rows(setter: str, rows: int) -> int:
 def available() -> bool:
     """True when the extension is built (building it now if it never was)."""
     return _load() is not None
+
+
+def isa() -> str | None:
+    """The instruction set the loop's GEMM kernel was built for (csrc/simd.h): ``avx512``,
+    ``avx2``, ``neon``, ``sse2`` or ``scalar``; None when it is not built."""
+    return str(_ext.isa()) if available() else None
 
 
 def error() -> str | None:

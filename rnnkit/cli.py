@@ -87,7 +87,19 @@ def _build(args: argparse.Namespace) -> int:
               "GRU/LSTM layers will run on torch's kernels and the Python loop instead.", file=sys.stderr)
         return 1
     where = os.path.dirname(_compiled._ext.__file__)
-    print(f"compiled recurrence ready in {time.monotonic() - start:.1f} s (torch {torch.__version__}; {where})")
+    print(f"compiled recurrence ready in {time.monotonic() - start:.1f} s (torch {torch.__version__}; "
+          f"-march={_compiled._march()}, GEMM kernel {_compiled.isa()}; {where})")
+    from . import _probe
+
+    if not _probe.enabled():
+        print("probe: off (RNNKIT_PROBE=0): GRU and LSTM layers run on the compiled loop wherever it can run them")
+        return 0
+    record = _probe.verdicts(again=args.probe)
+    print(f"probe ({record['when']}, {record['threads']} torch threads, (B, T, H) = {tuple(record['shape'])}; "
+          f"below {_probe.THRESHOLD}x torch's kernel goes to torch's kernel):")
+    for name, value in record["ratios"].items():
+        route = "compiled loop" if value >= _probe.THRESHOLD else "torch's kernel"
+        print(f"  {_probe.describe(name, value):<62} -> {route}")
     return 0
 
 
@@ -161,7 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build rnnkit's compiled GRU/LSTM time loop for this machine and torch version "
                     "(a C++ compiler and ninja are needed; about 20 s), or report that it is already "
                     "built. Exits with status 1 and the reason if it cannot be built; rnnkit then "
-                    "runs on the pure PyTorch paths.")
+                    "runs on the pure PyTorch paths. Then prints the probe: how fast the loop ran "
+                    "against torch's kernels on this CPU, per kind of layer, and which one layers take.")
+    build.add_argument("--probe", action="store_true",
+                       help="time the loop against torch's kernels again (otherwise the kept result is shown)")
     build.set_defaults(func=_build)
     return parser
 

@@ -36,7 +36,7 @@ from torch import Tensor, _VF
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 from torch.utils.checkpoint import checkpoint
 
-from . import _compiled
+from . import _compiled, _probe
 from .cells import GRUCell, LSTMCell, RNNCell, State
 
 __all__ = ["Path", "BiPaths", "choose_path", "bidirectional_paths", "run", "run_bidirectional", "run_layers",
@@ -87,11 +87,16 @@ def _onednn_lstm_faster(cell, x: Tensor | None, bidirectional: bool) -> bool:
     Without x (a layer asked for its path) the batch size is unknown: the loop."""
     if x is None or bidirectional or x.shape[0] * cell.hidden_size < 4096:
         return False
-    # Training as the loop itself tells it (_compiled.run): gradients recorded for x or any of
-    # the cell's parameters (a learned initial state with every weight frozen is not seen here;
-    # oneDNN then runs it, with the same gradients).
-    training = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in cell.parameters()))
-    return not training
+    return not _records_gradients(cell, x)
+
+
+def _records_gradients(cell, x: Tensor | None) -> bool:
+    """Training as the loop itself tells it (_compiled.run): gradients recorded for x or any of
+    the cell's parameters (a learned initial state with every weight frozen is not seen here;
+    torch's kernel then runs it, with the same gradients)."""
+    if not torch.is_grad_enabled():
+        return False
+    return (x is not None and x.requires_grad) or any(p.requires_grad for p in cell.parameters())
 
 
 def use_compiled(enabled: bool = True) -> None:
@@ -144,6 +149,11 @@ def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None,
         return None
     if dropout:
         return Path("compiled", "recurrent dropout needs the mask inside the step; C++ time loop")
+    training = _records_gradients(cell, x)
+    measured = _probe.ratio(cell, training, bidirectional)
+    if measured is not None and measured < _probe.THRESHOLD:
+        return Path("fused", f"{_probe.describe(_probe.key(cell, training, bidirectional), measured)} on this "
+                             f"CPU (probe of this {_compiled.isa()} build): torch's kernel is faster here")
     # torch runs unpadded LSTMs on oneDNN's RNN primitive; packed (padded) batches leave it.
     onednn = type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch
     if onednn and _onednn_lstm_faster(cell, x, bidirectional):

@@ -1,9 +1,17 @@
 """Every test starts with the compiled path as the process default has it (on, unless
-RNNKIT_COMPILED=0): a test that switches it leaves it switched only for itself."""
+RNNKIT_COMPILED=0): a test that switches it leaves it switched only for itself.
 
-import pytest
+The probe (rnnkit/_probe.py) is off unless RNNKIT_PROBE is set: the tests check each path
+against the reference math wherever it can run, whatever this CPU's timings would route;
+tests/test_probe.py checks the probe and its routing."""
 
-from rnnkit import recurrence
+import os
+
+os.environ.setdefault("RNNKIT_PROBE", "0")
+
+import pytest  # noqa: E402
+
+from rnnkit import recurrence  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,9 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)) || defined(__SSE2__)
+// RNNKIT_SIMD_SCALAR forces the plain C++ tile on any machine (tests/test_kernel_isas.py builds
+// the kernel that way to check the fallback on x86).
+#if !defined(RNNKIT_SIMD_SCALAR) && (defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__)) || defined(__SSE2__))
 #include <immintrin.h>
 #endif
 #if defined(__aarch64__) && defined(__ARM_NEON)
@@ -30,7 +32,9 @@ namespace rnnkit {
 
 template <typename T> struct Ops;
 
-#if defined(__AVX512F__)
+#if defined(RNNKIT_SIMD_SCALAR)
+#define RNNKIT_SIMD_SCALAR_TILE
+#elif defined(__AVX512F__)
 constexpr const char* kIsa = "avx512";
 constexpr int kTileRows = 8, kTileVectors = 2;
 template <> struct Ops<float> {
@@ -123,6 +127,10 @@ template <> struct Ops<double> {
   static V add(V a, V b) { return _mm_add_pd(a, b); }
 };
 #else
+#define RNNKIT_SIMD_SCALAR_TILE
+#endif
+
+#if defined(RNNKIT_SIMD_SCALAR_TILE)
 constexpr const char* kIsa = "scalar";
 constexpr int kTileRows = 4, kTileVectors = 4;
 template <typename T> struct ScalarOps {

@@ -1,0 +1,134 @@
+"""The probe: where the compiled loop measured slower than torch's kernel on this CPU, layers of
+that kind run on torch's kernel and say why; its verdicts are kept per build and thread count,
+and it leaves torch's random state as it found it."""
+
+import json
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit import _compiled, _probe, recurrence
+from rnnkit.cli import main
+
+pytestmark = pytest.mark.skipif(not _compiled.available(), reason="the compiled recurrence is not built")
+
+ALL_FAST = {k: 2.0 for k in _probe._KEYS}
+
+
+@pytest.fixture
+def probe_on(monkeypatch, tmp_path):
+    """The probe on, its record kept in tmp_path, no real timing: ``runs`` counts measurements
+    and ``ratios`` is what the next one finds."""
+    monkeypatch.setenv("RNNKIT_PROBE", "1")
+    monkeypatch.setattr(_probe, "_memo", {})
+    monkeypatch.setattr(_probe, "_path", lambda: str(tmp_path / "probe.json"))
+    state = {"runs": 0, "ratios": dict(ALL_FAST)}
+
+    def fake_run(shape=_probe.SHAPE, rounds=_probe.ROUNDS):
+        state["runs"] += 1
+        return {"ratios": dict(state["ratios"]), "isa": _compiled.isa(), "shape": list(shape),
+                "threads": torch.get_num_threads(), "when": "now"}
+
+    monkeypatch.setattr(_probe, "run", fake_run)
+    state["file"] = tmp_path / "probe.json"
+    return state
+
+
+def test_a_kind_the_loop_loses_goes_to_torch_with_the_measured_ratio(probe_on):
+    probe_on["ratios"]["gru/train/bi"] = 0.62
+    layer = rnnkit.Bidirectional(rnnkit.GRU(8, 16))
+    x = torch.randn(4, 6, 8)
+    fw, bw, _ = recurrence.bidirectional_paths(layer.forward_layer.cell, layer.backward_layer.cell, x=x,
+                                               training=True)
+    assert fw.name == bw.name == "fused"
+    assert "bidirectional GRU training: the compiled loop ran at 0.62x torch's kernel" in fw.reason
+    assert f"probe of this {_compiled.isa()} build" in fw.reason
+    # inference and the one-direction layer were measured fast: they stay on the loop
+    with torch.no_grad():
+        fw, _, _ = recurrence.bidirectional_paths(layer.forward_layer.cell, layer.backward_layer.cell, x=x)
+    assert fw.name == "compiled"
+    assert recurrence.choose_path(rnnkit.GRU(8, 16).cell, x=x).name == "compiled"
+    # and the routed layer computes what the loop computes
+    want = layer(x)[0]
+    probe_on["ratios"]["gru/train/bi"] = 2.0
+    _probe._memo.clear()
+    probe_on["file"].unlink()
+    assert torch.allclose(layer(x)[0], want, atol=1e-5)
+
+
+def test_lstm_inference_verdict_does_not_touch_training(probe_on):
+    probe_on["ratios"]["lstm/infer/uni"] = 0.5
+    cell = rnnkit.LSTM(8, 16).cell
+    x = torch.randn(2, 5, 8)
+    assert recurrence.choose_path(cell, x=x).name == "compiled"  # parameters require grad: training
+    with torch.no_grad():
+        path = recurrence.choose_path(cell, x=x)
+    assert path.name == "fused" and "LSTM inference: the compiled loop ran at 0.50x" in path.reason
+
+
+def test_cells_the_probe_does_not_cover_stay_on_the_loop(probe_on):
+    probe_on["ratios"] = {k: 0.1 for k in _probe._KEYS}
+    cell = rnnkit.GRU(8, 16, layer_norm=True).cell
+    assert recurrence.choose_path(cell, x=torch.randn(2, 3, 8)).name == "compiled"
+    assert probe_on["runs"] == 0  # nothing probed for it
+
+
+def test_verdicts_are_kept_per_build_and_thread_count(probe_on, monkeypatch):
+    first = _probe.verdicts()
+    assert probe_on["runs"] == 1 and _probe.verdicts() is first
+    _probe._memo.clear()
+    assert _probe.verdicts()["ratios"] == first["ratios"] and probe_on["runs"] == 1  # read back
+    kept = json.loads(probe_on["file"].read_text())
+    assert set(kept) == {str(torch.get_num_threads())}
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 7)
+    _probe.verdicts()
+    assert probe_on["runs"] == 2 and set(json.loads(probe_on["file"].read_text())) >= {"7"}
+    _probe.verdicts(again=True)
+    assert probe_on["runs"] == 3
+
+
+@pytest.mark.parametrize("content", ["not json", '{"2": {"ratios": {"gru/train/uni": -1}}}', "[]",
+                                     '{"2": {"ratios": "fast"}}'])
+def test_an_unreadable_or_foreign_record_is_measured_again(probe_on, monkeypatch, content):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    probe_on["file"].write_text(content)
+    assert _probe.verdicts()["ratios"] == ALL_FAST and probe_on["runs"] == 1
+
+
+def test_probe_off_and_its_spellings(monkeypatch):
+    for value, on in [("0", False), ("off", False), ("1", True), ("yes", True), ("", True)]:
+        monkeypatch.setenv("RNNKIT_PROBE", value)
+        assert _probe.enabled() is on
+    monkeypatch.setenv("RNNKIT_PROBE", "0")
+    assert _probe.ratio(rnnkit.GRU(2, 3).cell, True, True) is None
+    monkeypatch.setenv("RNNKIT_PROBE", "sometimes")
+    with pytest.raises(ValueError, match=r"RNNKIT_PROBE='sometimes': expected 1/true/yes/on"):
+        _probe.enabled()
+
+
+def test_a_real_probe_measures_every_kind_and_keeps_the_random_state():
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    record = _probe.run(shape=(4, 3, 8), rounds=1)
+    assert torch.equal(torch.rand(3), want)
+    assert set(record["ratios"]) == set(_probe._KEYS)
+    assert all(v > 0 for v in record["ratios"].values())
+    assert record["isa"] == _compiled.isa() in ("avx512", "avx2", "neon", "sse2", "scalar")
+
+
+def test_build_prints_the_probe_and_its_routes(probe_on, capsys):
+    probe_on["ratios"]["lstm/train/uni"] = 0.8
+    assert main(["build"]) == 0
+    out = capsys.readouterr().out
+    assert f"GEMM kernel {_compiled.isa()}" in out
+    assert "LSTM training: the compiled loop ran at 0.80x torch's kernel" in out
+    assert "-> torch's kernel" in out and "-> compiled loop" in out
+    assert main(["build", "--probe"]) == 0 and probe_on["runs"] == 2
+
+
+def test_build_says_when_the_probe_is_off(monkeypatch, capsys):
+    monkeypatch.setenv("RNNKIT_PROBE", "0")
+    assert main(["build"]) == 0
+    assert "probe: off (RNNKIT_PROBE=0)" in capsys.readouterr().out
