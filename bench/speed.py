@@ -7,13 +7,18 @@
     python bench/speed.py --configs 16x500x64x1 --cells gru --json out.json
     python bench/speed.py --memory                # + peak memory of one training step, T = 2000
 
-Implementations, all with the same shapes (B, T, D = H, layers), bidirectional, no padding:
+Implementations, all with the same shapes (B, T, D = H, layers), bidirectional, no padding.
+The extension is built for ``RNNKIT_MARCH`` (native by default; ``RNNKIT_MARCH=x86-64-v3``
+measures an AVX2 build on a newer CPU), and the machine record names the ISA its GEMM kernel
+was built for (``rnnkit_isa``):
 
 * ``rnnkit`` -- ``rnnkit.Stack(..., bidirectional=True)`` as rnnkit runs it by default: the
-  compiled path on (``recurrence.use_compiled(True)``); its LSTM routing rule
-  (``recurrence._onednn_lstm_faster``) keeps every bidirectional batch on the C++ loop.
-* ``rnnkit-cpp`` (LSTM only) -- the same with every LSTM batch on the C++ loop, whatever the
-  rule says: today the same as ``rnnkit`` here, kept to check the rule against.
+  compiled path on (``recurrence.use_compiled(True)``), routed by the probe of this build
+  (rnnkit/_probe.py: a kind of layer whose loop measured slower than torch's kernel on this
+  CPU runs torch's kernel) and by the LSTM rule (``recurrence._onednn_lstm_faster``, which
+  keeps every bidirectional batch on the C++ loop).
+* ``rnnkit-cpp`` -- the same with every batch on the C++ loop, whatever the probe and the rule
+  say: what the loop itself does on this CPU and build.
 * ``rnnkit-fused`` -- the same Stack with the compiled path off: torch's kernel through rnnkit.
 * ``torch.nn`` -- ``torch.nn.GRU/LSTM(..., bidirectional=True, num_layers=L, batch_first=True)``.
 * ``keras`` (``--keras``) -- ``keras.layers.Bidirectional(GRU/LSTM(H, return_sequences=True))``
@@ -59,6 +64,7 @@ from rnnkit import recurrence  # noqa: E402
 CONFIGS = ["32x50x128x1", "64x100x256x2", "16x500x64x1", "16x2000x64x2"]
 KERAS_VENV = os.path.join(HERE, ".venv-keras")
 _DEFAULT_LSTM_ROUTE = recurrence._unpadded_lstm_on_torch
+_DEFAULT_PROBE = os.environ.get("RNNKIT_PROBE", "1")
 
 
 def parse_config(text: str) -> tuple[int, int, int, int]:
@@ -126,11 +132,13 @@ def train_infer(forward, params):
     return train, infer
 
 
-def rnnkit_impl(stack, x, compiled: bool, lstm_on_torch: bool | None = None):
-    """``lstm_on_torch``: None for rnnkit's default routing of unpadded LSTM batches."""
+def rnnkit_impl(stack, x, compiled: bool, *, forced: bool = False):
+    """``forced``: every batch on the C++ loop -- the probe off and the LSTM routing rule off --
+    whatever rnnkit's default would route (the "rnnkit-cpp" rows)."""
     def forward(training):
         recurrence.use_compiled(compiled)
-        recurrence._unpadded_lstm_on_torch = _DEFAULT_LSTM_ROUTE if lstm_on_torch is None else lstm_on_torch
+        recurrence._unpadded_lstm_on_torch = not forced and _DEFAULT_LSTM_ROUTE
+        os.environ["RNNKIT_PROBE"] = "0" if forced else _DEFAULT_PROBE
         stack.train(training)
         return stack(x)[0]
     return train_infer(forward, stack.parameters())
@@ -152,15 +160,14 @@ def time_config(cell: str, cfg, args) -> dict:
     module = stack.to_torch()
     x = torch.randn(B, T, H, requires_grad=True)
     impls = {"torch": torch_impl(module, x), "rnnkit": rnnkit_impl(stack, x, True),
-             "rnnkit-fused": rnnkit_impl(stack, x, False)}
-    if cell == "lstm":  # every LSTM batch on the C++ loop, whatever the default routes
-        impls["rnnkit-cpp"] = rnnkit_impl(stack, x, True, lstm_on_torch=False)
+             "rnnkit-fused": rnnkit_impl(stack, x, False), "rnnkit-cpp": rnnkit_impl(stack, x, True, forced=True)}
     times = {}
     for mode, k in (("train", 0), ("infer", 1)):
         times[mode] = interleaved({n: f[k] for n, f in impls.items()}, rounds=args.rounds,
                                   target=args.target, warmup=args.warmup)
     recurrence.use_compiled(True)
     recurrence._unpadded_lstm_on_torch = _DEFAULT_LSTM_ROUTE
+    os.environ["RNNKIT_PROBE"] = _DEFAULT_PROBE
     return times
 
 
@@ -317,7 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         ensure_keras()
     info = machine()
     info["rnnkit_march"] = os.environ.get("RNNKIT_MARCH", "native")
-    info["rnnkit_isa"] = _compiled._ext.isa() if _compiled.available() else None
+    info["rnnkit_isa"] = _compiled.isa()
+    from rnnkit import _probe
+    if _compiled.available() and _probe.enabled():
+        # the probe's verdicts, which the "rnnkit" rows follow (measured now if none are kept)
+        info["probe"] = _probe.verdicts()["ratios"]
     peak = gemm_peak(args.threads)
     info["torch_mm_peak_gflops"] = round(peak["gflops"], 1)
     info["torch_mm_peak_n"] = peak["n"]

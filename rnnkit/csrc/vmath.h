@@ -27,7 +27,7 @@ template <> struct Bits<double> {
 
 template <typename T> inline T vexp(T x) {
   x = std::min(std::max(x, Bits<T>::lo), Bits<T>::hi);
-  const T log2e = T(1.4426950408889634), ln2hi = T(0.693145751953125), ln2lo = T(1.428606765330187e-06);
+  const T log2e = T(1.4426950408889634), ln2hi = T(0.693145751953125), ln2lo = T(1.4286068203094172321e-06);
   T n = __builtin_floor(x * log2e + T(0.5));
   T r = x - n * ln2hi - n * ln2lo;  // |r| <= ln2 / 2
   T p;
