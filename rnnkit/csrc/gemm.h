@@ -21,6 +21,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
+#include <vector>
 
 #include "simd.h"
 
@@ -114,8 +116,47 @@ inline void gemm_tile(int K, const T* __restrict A, int64_t lda, const T* __rest
   }
 }
 
+// The rows [i, i1) of a block, in tiles of kTileRows rows and then 4, 2 and 1: tile(R, i) is
+// called for each, in order.
+template <typename F> inline void for_tiles(int i, int i1, const F& tile) {
+  for (; i + kTileRows <= i1; i += kTileRows) tile(std::integral_constant<int, kTileRows>(), i);
+  if (kTileRows > 4 && i + 4 <= i1) { tile(std::integral_constant<int, 4>(), i); i += 4; }
+  if (i + 2 <= i1) { tile(std::integral_constant<int, 2>(), i); i += 2; }
+  if (i < i1) tile(std::integral_constant<int, 1>(), i);
+}
+
+// Rows [i0, i1) x depth [k0, k0 + kk) of op(A), tile by tile (for_tiles) into Q: a tile of R
+// rows as kk x R, k-major -- what gemm_tile reads as a transposed A with leading dimension R,
+// one contiguous run of R values per k.
+template <typename T, bool TRANS_A>
+void pack_a(int i0, int i1, int k0, int kk, const T* A, int64_t lda, T* __restrict Q) {
+  for_tiles(i0, i1, [&](auto rows, int i) {
+    constexpr int R = decltype(rows)::value;
+    if constexpr (TRANS_A) {
+      for (int k = 0; k < kk; ++k) {
+        const T* src = A + static_cast<int64_t>(k0 + k) * lda + i;
+        for (int r = 0; r < R; ++r) Q[k * R + r] = src[r];
+      }
+    } else {
+      for (int r = 0; r < R; ++r) {
+        const T* src = A + static_cast<int64_t>(i + r) * lda + k0;
+        for (int k = 0; k < kk; ++k) Q[k * R + r] = src[k];
+      }
+    }
+    Q += static_cast<int64_t>(kk) * R;
+  });
+}
+
 // C (M, N) (+)= op(A) B, row-major, with B given packed (pack_b); op(A) = A (M, K), or A^T
 // with A stored (K, M) if TRANS_A.
+//
+// A transposed (weight gradients) is packed too, a block at a time (pack_a), whenever B has
+// more than one panel: every panel then reads the block as contiguous runs of R values, where
+// unpacked each step of k read R values out of a 64-byte line of another row of A. On one
+// AVX2 core weight gradients (K = steps x rows) ran at 61-69 GFLOP/s unpacked and at 75-85
+// packed. An A as it lies (row-major) is read R rows side by side, which the hardware
+// prefetches well: packed, the per-step products (M = B = 8..64) lost 5-8 % to the packing,
+// and the large projections gained nothing (docs/benchmarks.md).
 //
 // Loop order: a block of kBlockRows rows of A (in L2) meets every panel of B; for each panel
 // the k-blocks run innermost, so that the block's C tiles stay in L1 until their sum is
@@ -127,30 +168,46 @@ template <typename T, bool TRANS_A = false>
 void gemm_packed(int M, int N, int K, const T* A, int64_t lda, const T* P, T* C, int64_t ldc, bool accumulate) {
   constexpr int NR = panel_width<T>();
   const int np = (N + NR - 1) / NR;
-  auto block = [&](int k0, int i0, int p) {
-    const int kk = std::min(kDepth, K - k0), i1 = std::min(M, i0 + kBlockRows);
+  const bool pack = TRANS_A && np > 1;
+  thread_local std::vector<T> buffer;  // the packed A block; kept, so that steps do not allocate
+  if (pack) {
+    const int64_t need = static_cast<int64_t>(std::min(M, kBlockRows)) * std::min(K, kDepth);
+    if (static_cast<int64_t>(buffer.size()) < need) buffer.resize(static_cast<size_t>(need));
+  }
+  // rows [i0, i1) x depth [k0, k0 + kk) times panel p; Q: the packed block at k0, or null
+  auto block = [&](int i0, int i1, int k0, int kk, int p, const T* Q) {
     const bool acc = accumulate || k0 > 0;
-    const T* Ak = TRANS_A ? A + static_cast<int64_t>(k0) * lda : A + k0;
-    auto a = [&](int i) { return TRANS_A ? Ak + i : Ak + static_cast<int64_t>(i) * lda; };
     const T* Bp = P + static_cast<int64_t>(k0) * np * NR + static_cast<int64_t>(p) * kk * NR;
     const int nv = std::min(NR, N - p * NR);
     T* Cp = C + p * NR;
-    auto c = [&](int i) { return Cp + static_cast<int64_t>(i) * ldc; };
-    int i = i0;
-    for (; i + kTileRows <= i1; i += kTileRows) gemm_tile<T, kTileRows, TRANS_A>(kk, a(i), lda, Bp, c(i), ldc, acc, nv);
-    // the rest, fewer than kTileRows rows, in tiles of 4, 2 and 1
-    if (kTileRows > 4 && i + 4 <= i1) { gemm_tile<T, 4, TRANS_A>(kk, a(i), lda, Bp, c(i), ldc, acc, nv); i += 4; }
-    if (i + 2 <= i1) { gemm_tile<T, 2, TRANS_A>(kk, a(i), lda, Bp, c(i), ldc, acc, nv); i += 2; }
-    if (i < i1) gemm_tile<T, 1, TRANS_A>(kk, a(i), lda, Bp, c(i), ldc, acc, nv);
+    for_tiles(i0, i1, [&](auto rows, int i) {
+      constexpr int R = decltype(rows)::value;
+      T* Ci = Cp + static_cast<int64_t>(i) * ldc;
+      if (Q) {
+        gemm_tile<T, R, true>(kk, Q, R, Bp, Ci, ldc, acc, nv);
+        Q += static_cast<int64_t>(kk) * R;
+      } else if (TRANS_A) {
+        gemm_tile<T, R, true>(kk, A + static_cast<int64_t>(k0) * lda + i, lda, Bp, Ci, ldc, acc, nv);
+      } else {
+        gemm_tile<T, R, false>(kk, A + static_cast<int64_t>(i) * lda + k0, lda, Bp, Ci, ldc, acc, nv);
+      }
+    });
   };
   if (TRANS_A) {
-    for (int k0 = 0; k0 < K; k0 += kDepth)
-      for (int i0 = 0; i0 < M; i0 += kBlockRows)
-        for (int p = 0; p < np; ++p) block(k0, i0, p);
+    for (int k0 = 0; k0 < K; k0 += kDepth) {
+      const int kk = std::min(kDepth, K - k0);
+      for (int i0 = 0; i0 < M; i0 += kBlockRows) {
+        const int i1 = std::min(M, i0 + kBlockRows);
+        if (pack) pack_a<T, TRANS_A>(i0, i1, k0, kk, A, lda, buffer.data());
+        for (int p = 0; p < np; ++p) block(i0, i1, k0, kk, p, pack ? buffer.data() : nullptr);
+      }
+    }
   } else {
-    for (int i0 = 0; i0 < M; i0 += kBlockRows)
+    for (int i0 = 0; i0 < M; i0 += kBlockRows) {
+      const int i1 = std::min(M, i0 + kBlockRows);
       for (int p = 0; p < np; ++p)
-        for (int k0 = 0; k0 < K; k0 += kDepth) block(k0, i0, p);
+        for (int k0 = 0; k0 < K; k0 += kDepth) block(i0, i1, k0, std::min(kDepth, K - k0), p, nullptr);
+    }
   }
 }
 
