@@ -95,11 +95,14 @@ def _build(args: argparse.Namespace) -> int:
         print("probe: off (RNNKIT_PROBE=0): GRU and LSTM layers run on the compiled loop wherever it can run them")
         return 0
     record = _probe.verdicts(again=args.probe)
-    print(f"probe ({record['when']}, {record['threads']} torch threads, (B, T, H) = {tuple(record['shape'])}; "
-          f"below {_probe.THRESHOLD}x torch's kernel goes to torch's kernel):")
-    for name, value in record["ratios"].items():
-        route = "compiled loop" if value >= _probe.THRESHOLD else "torch's kernel"
-        print(f"  {_probe.describe(name, value):<62} -> {route}")
+    (small, large) = (tuple(s) for s in record["sizes"])
+    print(f"probe ({record['when']}, {record['threads']} torch threads): the compiled loop's speed over torch's "
+          f"kernel at (B, T, H) = {small} and {large}; a layer runs on the loop where the ratio, taken at its "
+          f"B x H x (D + H) between the two, is at least {_probe.THRESHOLD}:")
+    for name, (r0, r1) in record["ratios"].items():
+        route = ("compiled loop" if min(r0, r1) >= _probe.THRESHOLD else "torch's kernel" if max(r0, r1) < _probe.THRESHOLD
+                 else "compiled loop for small layers" if r0 >= _probe.THRESHOLD else "compiled loop for large layers")
+        print(f"  {_probe.describe(name):<30} {r0:5.2f}x {r1:5.2f}x  -> {route}")
     return 0
 
 

@@ -149,11 +149,9 @@ def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None,
         return None
     if dropout:
         return Path("compiled", "recurrent dropout needs the mask inside the step; C++ time loop")
-    training = _records_gradients(cell, x)
-    measured = _probe.ratio(cell, training, bidirectional)
-    if measured is not None and measured < _probe.THRESHOLD:
-        return Path("fused", f"{_probe.describe(_probe.key(cell, training, bidirectional), measured)} on this "
-                             f"CPU (probe of this {_compiled.isa()} build): torch's kernel is faster here")
+    probed = _probe.ratio(cell, _records_gradients(cell, x), bidirectional, x)
+    if probed is not None and probed[0] < _probe.THRESHOLD:
+        return Path("fused", f"{probed[1]}: torch's kernel is faster here")
     # torch runs unpadded LSTMs on oneDNN's RNN primitive; packed (padded) batches leave it.
     onednn = type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch
     if onednn and _onednn_lstm_faster(cell, x, bidirectional):

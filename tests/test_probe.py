@@ -1,8 +1,10 @@
 """The probe: where the compiled loop measured slower than torch's kernel on this CPU, layers of
-that kind run on torch's kernel and say why; its verdicts are kept per build and thread count,
-and it leaves torch's random state as it found it."""
+that kind (and size) run on torch's kernel and say why; its verdicts are kept per build and
+thread count, and it leaves torch's random state as it found it."""
 
 import json
+import math
+import re
 
 import pytest
 import torch
@@ -13,7 +15,8 @@ from rnnkit.cli import main
 
 pytestmark = pytest.mark.skipif(not _compiled.available(), reason="the compiled recurrence is not built")
 
-ALL_FAST = {k: 2.0 for k in _probe._KEYS}
+ALL_FAST = {k: [2.0, 2.0] for k in _probe._KEYS}
+SIZES = [[16, 32, 64], [64, 16, 256]]
 
 
 @pytest.fixture
@@ -25,10 +28,10 @@ def probe_on(monkeypatch, tmp_path):
     monkeypatch.setattr(_probe, "_path", lambda: str(tmp_path / "probe.json"))
     state = {"runs": 0, "ratios": dict(ALL_FAST)}
 
-    def fake_run(shape=_probe.SHAPE, rounds=_probe.ROUNDS):
+    def fake_run(sizes=_probe.SIZES, rounds=_probe.ROUNDS):
         state["runs"] += 1
-        return {"ratios": dict(state["ratios"]), "isa": _compiled.isa(), "shape": list(shape),
-                "threads": torch.get_num_threads(), "when": "now"}
+        return {"version": _probe._VERSION, "ratios": {k: list(v) for k, v in state["ratios"].items()},
+                "sizes": SIZES, "isa": _compiled.isa(), "threads": torch.get_num_threads(), "when": "now"}
 
     monkeypatch.setattr(_probe, "run", fake_run)
     state["file"] = tmp_path / "probe.json"
@@ -36,13 +39,14 @@ def probe_on(monkeypatch, tmp_path):
 
 
 def test_a_kind_the_loop_loses_goes_to_torch_with_the_measured_ratio(probe_on):
-    probe_on["ratios"]["gru/train/bi"] = 0.62
+    probe_on["ratios"]["gru/train/bi"] = [0.62, 0.5]
     layer = rnnkit.Bidirectional(rnnkit.GRU(8, 16))
     x = torch.randn(4, 6, 8)
     fw, bw, _ = recurrence.bidirectional_paths(layer.forward_layer.cell, layer.backward_layer.cell, x=x,
                                                training=True)
     assert fw.name == bw.name == "fused"
-    assert "bidirectional GRU training: the compiled loop ran at 0.62x torch's kernel" in fw.reason
+    assert ("bidirectional GRU training: the compiled loop ran at 0.62x torch's kernel at (B, T, H) = "
+            "(16, 32, 64) and 0.50x at (64, 16, 256)") in fw.reason
     assert f"probe of this {_compiled.isa()} build" in fw.reason
     # inference and the one-direction layer were measured fast: they stay on the loop
     with torch.no_grad():
@@ -51,14 +55,14 @@ def test_a_kind_the_loop_loses_goes_to_torch_with_the_measured_ratio(probe_on):
     assert recurrence.choose_path(rnnkit.GRU(8, 16).cell, x=x).name == "compiled"
     # and the routed layer computes what the loop computes
     want = layer(x)[0]
-    probe_on["ratios"]["gru/train/bi"] = 2.0
+    probe_on["ratios"]["gru/train/bi"] = [2.0, 2.0]
     _probe._memo.clear()
     probe_on["file"].unlink()
     assert torch.allclose(layer(x)[0], want, atol=1e-5)
 
 
 def test_lstm_inference_verdict_does_not_touch_training(probe_on):
-    probe_on["ratios"]["lstm/infer/uni"] = 0.5
+    probe_on["ratios"]["lstm/infer/uni"] = [0.5, 0.5]
     cell = rnnkit.LSTM(8, 16).cell
     x = torch.randn(2, 5, 8)
     assert recurrence.choose_path(cell, x=x).name == "compiled"  # parameters require grad: training
@@ -67,8 +71,37 @@ def test_lstm_inference_verdict_does_not_touch_training(probe_on):
     assert path.name == "fused" and "LSTM inference: the compiled loop ran at 0.50x" in path.reason
 
 
+@pytest.mark.parametrize("ratios, B, D, H, name", [
+    ([2.0, 0.5], 16, 64, 64, "compiled"),    # at the small size or below: its ratio
+    ([2.0, 0.5], 8, 16, 32, "compiled"),
+    ([2.0, 0.5], 64, 256, 256, "fused"),     # at the large size or above: its ratio
+    ([2.0, 0.5], 32, 128, 128, "compiled"),  # between, log-interpolated: halfway, 1.25x
+    ([2.0, 0.5], 48, 192, 192, "fused"),     # 79 % of the way: 0.81x
+    ([2.0, 0.9], 32, 128, 128, "compiled"),  # 2.0 -> 0.9: the crossing is near the large size
+    ([0.5, 2.0], 8, 16, 32, "fused"),
+    ([0.5, 2.0], 128, 512, 512, "compiled"),
+])
+def test_the_verdict_follows_the_work_per_step(probe_on, ratios, B, D, H, name):
+    probe_on["ratios"]["gru/infer/uni"] = ratios
+    with torch.no_grad():
+        path = recurrence.choose_path(rnnkit.GRU(D, H).cell, x=torch.randn(B, 2, D))
+    assert path.name == name, path
+
+
+def test_interpolation_is_on_the_logarithm_of_the_work(probe_on):
+    probe_on["ratios"]["gru/infer/uni"] = [2.0, 1.0]
+    w0, w1 = _probe.work(16, 64, 64), _probe.work(64, 256, 256)
+    x = torch.randn(16, 2, 256)  # B x H x (D + H) with H = 128: between the two sizes
+    cell = rnnkit.GRU(256, 128).cell
+    w = _probe.work(16, 256, 128)
+    want = 2.0 - math.log(w / w0) / math.log(w1 / w0)
+    with torch.no_grad():
+        got, why = _probe.ratio(cell, False, False, x)
+    assert got == pytest.approx(want) and f"about {want:.2f}x expected" in why
+
+
 def test_cells_the_probe_does_not_cover_stay_on_the_loop(probe_on):
-    probe_on["ratios"] = {k: 0.1 for k in _probe._KEYS}
+    probe_on["ratios"] = {k: [0.1, 0.1] for k in _probe._KEYS}
     cell = rnnkit.GRU(8, 16, layer_norm=True).cell
     assert recurrence.choose_path(cell, x=torch.randn(2, 3, 8)).name == "compiled"
     assert probe_on["runs"] == 0  # nothing probed for it
@@ -88,8 +121,10 @@ def test_verdicts_are_kept_per_build_and_thread_count(probe_on, monkeypatch):
     assert probe_on["runs"] == 3
 
 
-@pytest.mark.parametrize("content", ["not json", '{"2": {"ratios": {"gru/train/uni": -1}}}', "[]",
-                                     '{"2": {"ratios": "fast"}}'])
+@pytest.mark.parametrize("content", ["not json", '{"2": {"version": 2, "ratios": {"gru/train/uni": -1}}}', "[]",
+                                     '{"2": {"version": 2, "ratios": "fast"}}',
+                                     # a record of the first probe's format (one size, one ratio)
+                                     json.dumps({"2": {"ratios": {k: 2.0 for k in _probe._KEYS}}})])
 def test_an_unreadable_or_foreign_record_is_measured_again(probe_on, monkeypatch, content):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     probe_on["file"].write_text(content)
@@ -101,7 +136,7 @@ def test_probe_off_and_its_spellings(monkeypatch):
         monkeypatch.setenv("RNNKIT_PROBE", value)
         assert _probe.enabled() is on
     monkeypatch.setenv("RNNKIT_PROBE", "0")
-    assert _probe.ratio(rnnkit.GRU(2, 3).cell, True, True) is None
+    assert _probe.ratio(rnnkit.GRU(2, 3).cell, True, True, None) is None
     monkeypatch.setenv("RNNKIT_PROBE", "sometimes")
     with pytest.raises(ValueError, match=r"RNNKIT_PROBE='sometimes': expected 1/true/yes/on"):
         _probe.enabled()
@@ -111,20 +146,22 @@ def test_a_real_probe_measures_every_kind_and_keeps_the_random_state():
     torch.manual_seed(123)
     want = torch.rand(3)
     torch.manual_seed(123)
-    record = _probe.run(shape=(4, 3, 8), rounds=1)
+    record = _probe.run(sizes=((4, 3, 8), (6, 2, 16)), rounds=1)
     assert torch.equal(torch.rand(3), want)
     assert set(record["ratios"]) == set(_probe._KEYS)
-    assert all(v > 0 for v in record["ratios"].values())
+    assert all(len(v) == 2 and min(v) > 0 for v in record["ratios"].values())
     assert record["isa"] == _compiled.isa() in ("avx512", "avx2", "neon", "sse2", "scalar")
 
 
 def test_build_prints_the_probe_and_its_routes(probe_on, capsys):
-    probe_on["ratios"]["lstm/train/uni"] = 0.8
+    probe_on["ratios"]["lstm/train/uni"] = [0.8, 0.7]
+    probe_on["ratios"]["gru/infer/bi"] = [1.5, 0.6]
     assert main(["build"]) == 0
     out = capsys.readouterr().out
     assert f"GEMM kernel {_compiled.isa()}" in out
-    assert "LSTM training: the compiled loop ran at 0.80x torch's kernel" in out
-    assert "-> torch's kernel" in out and "-> compiled loop" in out
+    assert re.search(r"\n  LSTM training +0\.80x  0\.70x  -> torch's kernel\n", out)
+    assert re.search(r"\n  bidirectional GRU inference +1\.50x  0\.60x  -> compiled loop for small layers\n", out)
+    assert re.search(r"\n  GRU training +2\.00x  2\.00x  -> compiled loop\n", out)
     assert main(["build", "--probe"]) == 0 and probe_on["runs"] == 2
 
 
