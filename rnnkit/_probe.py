@@ -5,17 +5,19 @@ is another: an AVX-512 server, an AVX2 laptop, an ARM machine, a build for an ol
 the machine has (``RNNKIT_MARCH``). So the default never takes it on trust. The first time a
 GRU or LSTM layer would run on the compiled loop, the probe times a training step (forward and
 backward) and an inference call of the loop against torch.nn's kernel, alternately, for a
-one-direction and a bidirectional layer of each cell, at a small and a large size (``SIZES``):
-sixteen comparisons, a few seconds.
+one-direction and a bidirectional layer of each cell, at three sizes (``SIZES``): 24
+comparisons, a few seconds.
 
-The two sizes are there because the ratio moves with the work of a step: torch's kernel pays a
+The sizes are there because the ratio moves with the work of a step: torch's kernel pays a
 fixed cost per step that the loop does not, and the loop's GEMM may be slower than torch's
-BLAS (an SSE2 build against MKL's AVX2: 1.15x at the small size and 0.5x at the large one).
-For a layer with B x H x (D + H) multiply-adds per step and gate, the verdict takes the ratio
-measured at the nearer size, and between the two sizes interpolates it on the logarithm of that
-work. Where it is below ``THRESHOLD``, the layer runs on torch's kernel, and its ``path`` says so
-with the measured ratios. Layer-norm cells have no torch kernel (their other path is the Python
-loop, many times slower) and are not probed.
+BLAS (an SSE2 build against MKL's AVX2: 1.6x at the small size, 0.5x at the large one). A
+layer with B x H x (D + H) multiply-adds per step and gate is judged by the sizes around it:
+between two measured sizes, the lower of their two ratios (the ratio moves monotonically with
+the work, so the layer's own is no lower than that); below the smallest or above the largest
+size, the nearest ratio, or, where the ratio falls in that direction, its trend carried on (on
+the logarithm of the work). Where that is below ``THRESHOLD``, the layer runs on torch's kernel,
+and its ``path`` says so with the measured ratios. Layer-norm cells have no torch kernel (their
+other path is the Python loop, many times slower) and are not probed.
 
 The verdicts are kept in ``probe.json`` in the extension's build folder, whose name already
 follows the source, the -march, the torch installation and the CPU (``_compiled._build_name``),
@@ -41,17 +43,17 @@ import torch
 from . import _compiled
 from .cells import GRUCell, LSTMCell
 
-__all__ = ["enabled", "verdicts", "ratio", "run", "describe", "work"]
+__all__ = ["enabled", "verdicts", "ratio", "judged", "run", "describe", "work"]
 
-# (B, T, H = D): the small and the large layer of the probe. T is short: the ratio follows the
-# work per step, and a short T keeps the probe to seconds on a slow build.
-SIZES = ((16, 32, 64), (64, 16, 256))
+# (B, T, H = D): the layers of the probe, from small to large. T is short: the ratio follows
+# the work per step, and a short T keeps the probe to seconds on a slow build.
+SIZES = ((16, 32, 64), (32, 16, 128), (64, 16, 256))
 ROUNDS = 5
 # Where the loop measured below this share of torch's speed, torch's kernel runs. Not 1.0:
 # two paths within noise of each other would flip between machines of one kind.
 THRESHOLD = 0.97
 _KEYS = [f"{cell}/{mode}/{way}" for cell in ("gru", "lstm") for mode in ("train", "infer") for way in ("uni", "bi")]
-_VERSION = 2
+_VERSION = 3
 _lock = threading.Lock()
 _memo: dict[int, dict] = {}  # torch threads -> the record of that probe
 
@@ -80,29 +82,40 @@ def work(B: int, D: int, H: int) -> int:
 
 
 def ratio(cell, training: bool, bidirectional: bool, x: torch.Tensor | None) -> tuple[float, str] | None:
-    """The loop's speed over torch's expected for this layer, and the measurements it comes
-    from; probing first if no verdict is kept for this build and thread count. None when
-    nothing is probed (a cell the probe does not cover, the probe turned off, or the loop not
-    built). Without ``x`` (the batch size unknown) the lower of the two measured ratios."""
+    """The loop's speed over torch's taken for this layer (see the module's docstring), and the
+    measurements it comes from; probing first if no verdict is kept for this build and thread
+    count. None when nothing is probed (a cell the probe does not cover, the probe turned off,
+    or the loop not built). Without ``x`` (the batch size unknown) the lowest ratio measured."""
     name = key(cell, training, bidirectional)
     if name is None or not enabled() or not _compiled.available():
         return None
     record = verdicts()
-    (small, large), sizes = record["ratios"][name], record["sizes"]
-    measured = (f"{describe(name)}: the compiled loop ran at {small:.2f}x torch's kernel at (B, T, H) = "
-                f"{tuple(sizes[0])} and {large:.2f}x at {tuple(sizes[1])} on this CPU (probe of this "
-                f"{record['isa']} build)")
+    ratios, sizes = record["ratios"][name], record["sizes"]
+    at = ", ".join(f"{r:.2f}x at {tuple(s)}" for r, s in zip(ratios, sizes))
+    measured = (f"{describe(name)}: the compiled loop ran at {at} (B, T, H) against torch's kernel on this CPU "
+                f"(probe of this {record['isa']} build)")
     if x is None:
-        return min(small, large), measured
+        return min(ratios), measured
     w = work(x.shape[0], x.shape[-1], cell.hidden_size)
-    w0, w1 = (work(B, H, H) for B, _, H in sizes)
-    if w <= w0:
-        return small, measured
-    if w >= w1:
-        return large, measured
-    share = math.log(w / w0) / math.log(w1 / w0)
-    expected = small + (large - small) * share
-    return expected, f"{measured}; about {expected:.2f}x expected at this layer's B x H x (D + H) = {w:,}"
+    taken = judged(ratios, [work(B, H, H) for B, _, H in sizes], w)
+    return taken, f"{measured}; taken as {taken:.2f}x at this layer's B x H x (D + H) = {w:,}"
+
+
+def judged(ratios: list[float], works: list[int], w: int) -> float:
+    """The ratio a layer of work ``w`` is judged by, from ``ratios`` measured at ``works``
+    (increasing): the lower of the two around it; outside them the nearest, or its falling
+    trend carried on, on the logarithm of the work."""
+    logs = [math.log(v) for v in works]
+    x = math.log(w)
+    if x < logs[0] or x > logs[-1]:
+        end, other = (0, 1) if x < logs[0] else (-1, -2)
+        slope = (ratios[end] - ratios[other]) / (logs[end] - logs[other])  # change per log-work outward
+        carried = ratios[end] + slope * (x - logs[end])
+        return min(ratios[end], carried)
+    if x in logs:
+        return ratios[logs.index(x)]
+    k = max(i for i in range(len(logs)) if logs[i] < x)
+    return min(ratios[k], ratios[k + 1])
 
 
 def verdicts(*, again: bool = False) -> dict:
@@ -126,7 +139,7 @@ def verdicts(*, again: bool = False) -> dict:
 
 def run(sizes=SIZES, rounds: int = ROUNDS) -> dict:
     """Measure now: the loop against torch.nn for each probed kind of layer (``_KEYS``) at each
-    of the two sizes."""
+    of the sizes."""
     ratios = {name: [] for name in _KEYS}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -206,12 +219,15 @@ def _read(threads: int) -> dict | None:
     if not isinstance(record, dict) or record.get("version") != _VERSION or not isinstance(record.get("ratios"), dict):
         return None
     ratios, sizes = record["ratios"], record.get("sizes")
-    if set(ratios) != set(_KEYS) or not all(
-            isinstance(v, list) and len(v) == 2 and all(isinstance(r, (int, float)) and r > 0 for r in v)
-            for v in ratios.values()):
-        return None
-    if not (isinstance(sizes, list) and len(sizes) == 2
+    if not (isinstance(sizes, list) and len(sizes) >= 2
             and all(isinstance(s, list) and len(s) == 3 and all(isinstance(n, int) and n > 0 for n in s) for s in sizes)):
+        return None
+    works = [work(B, H, H) for B, _, H in sizes]
+    if works != sorted(set(works)):
+        return None
+    if set(ratios) != set(_KEYS) or not all(
+            isinstance(v, list) and len(v) == len(sizes) and all(isinstance(r, (int, float)) and r > 0 for r in v)
+            for v in ratios.values()):
         return None
     return record
 

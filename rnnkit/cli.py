@@ -95,14 +95,16 @@ def _build(args: argparse.Namespace) -> int:
         print("probe: off (RNNKIT_PROBE=0): GRU and LSTM layers run on the compiled loop wherever it can run them")
         return 0
     record = _probe.verdicts(again=args.probe)
-    (small, large) = (tuple(s) for s in record["sizes"])
+    sizes = ", ".join(str(tuple(s)) for s in record["sizes"])
     print(f"probe ({record['when']}, {record['threads']} torch threads): the compiled loop's speed over torch's "
-          f"kernel at (B, T, H) = {small} and {large}; a layer runs on the loop where the ratio, taken at its "
-          f"B x H x (D + H) between the two, is at least {_probe.THRESHOLD}:")
-    for name, (r0, r1) in record["ratios"].items():
-        route = ("compiled loop" if min(r0, r1) >= _probe.THRESHOLD else "torch's kernel" if max(r0, r1) < _probe.THRESHOLD
-                 else "compiled loop for small layers" if r0 >= _probe.THRESHOLD else "compiled loop for large layers")
-        print(f"  {_probe.describe(name):<30} {r0:5.2f}x {r1:5.2f}x  -> {route}")
+          f"kernel at (B, T, H) = {sizes}; a layer runs on the loop where the ratios around its "
+          f"B x H x (D + H) are at least {_probe.THRESHOLD}:")
+    for name, ratios in record["ratios"].items():
+        won = [r >= _probe.THRESHOLD for r in ratios]
+        route = ("compiled loop" if all(won) else "torch's kernel" if not any(won)
+                 else "compiled loop for small layers" if won[0] and not won[-1]
+                 else "compiled loop for large layers" if won[-1] and not won[0] else "compiled loop for some sizes")
+        print(f"  {_probe.describe(name):<30} " + " ".join(f"{r:5.2f}x" for r in ratios) + f"  -> {route}")
     return 0
 
 

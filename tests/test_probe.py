@@ -15,8 +15,8 @@ from rnnkit.cli import main
 
 pytestmark = pytest.mark.skipif(not _compiled.available(), reason="the compiled recurrence is not built")
 
-ALL_FAST = {k: [2.0, 2.0] for k in _probe._KEYS}
-SIZES = [[16, 32, 64], [64, 16, 256]]
+ALL_FAST = {k: [2.0, 2.0, 2.0] for k in _probe._KEYS}
+SIZES = [[16, 32, 64], [32, 16, 128], [64, 16, 256]]
 
 
 @pytest.fixture
@@ -39,14 +39,14 @@ def probe_on(monkeypatch, tmp_path):
 
 
 def test_a_kind_the_loop_loses_goes_to_torch_with_the_measured_ratio(probe_on):
-    probe_on["ratios"]["gru/train/bi"] = [0.62, 0.5]
+    probe_on["ratios"]["gru/train/bi"] = [0.62, 0.55, 0.5]
     layer = rnnkit.Bidirectional(rnnkit.GRU(8, 16))
     x = torch.randn(4, 6, 8)
     fw, bw, _ = recurrence.bidirectional_paths(layer.forward_layer.cell, layer.backward_layer.cell, x=x,
                                                training=True)
     assert fw.name == bw.name == "fused"
-    assert ("bidirectional GRU training: the compiled loop ran at 0.62x torch's kernel at (B, T, H) = "
-            "(16, 32, 64) and 0.50x at (64, 16, 256)") in fw.reason
+    assert ("bidirectional GRU training: the compiled loop ran at 0.62x at (16, 32, 64), 0.55x at (32, 16, 128), "
+            "0.50x at (64, 16, 256) (B, T, H) against torch's kernel on this CPU") in fw.reason
     assert f"probe of this {_compiled.isa()} build" in fw.reason
     # inference and the one-direction layer were measured fast: they stay on the loop
     with torch.no_grad():
@@ -55,14 +55,14 @@ def test_a_kind_the_loop_loses_goes_to_torch_with_the_measured_ratio(probe_on):
     assert recurrence.choose_path(rnnkit.GRU(8, 16).cell, x=x).name == "compiled"
     # and the routed layer computes what the loop computes
     want = layer(x)[0]
-    probe_on["ratios"]["gru/train/bi"] = [2.0, 2.0]
+    probe_on["ratios"]["gru/train/bi"] = [2.0, 2.0, 2.0]
     _probe._memo.clear()
     probe_on["file"].unlink()
     assert torch.allclose(layer(x)[0], want, atol=1e-5)
 
 
 def test_lstm_inference_verdict_does_not_touch_training(probe_on):
-    probe_on["ratios"]["lstm/infer/uni"] = [0.5, 0.5]
+    probe_on["ratios"]["lstm/infer/uni"] = [0.5, 0.5, 0.5]
     cell = rnnkit.LSTM(8, 16).cell
     x = torch.randn(2, 5, 8)
     assert recurrence.choose_path(cell, x=x).name == "compiled"  # parameters require grad: training
@@ -72,14 +72,14 @@ def test_lstm_inference_verdict_does_not_touch_training(probe_on):
 
 
 @pytest.mark.parametrize("ratios, B, D, H, name", [
-    ([2.0, 0.5], 16, 64, 64, "compiled"),    # at the small size or below: its ratio
-    ([2.0, 0.5], 8, 16, 32, "compiled"),
-    ([2.0, 0.5], 64, 256, 256, "fused"),     # at the large size or above: its ratio
-    ([2.0, 0.5], 32, 128, 128, "compiled"),  # between, log-interpolated: halfway, 1.25x
-    ([2.0, 0.5], 48, 192, 192, "fused"),     # 79 % of the way: 0.81x
-    ([2.0, 0.9], 32, 128, 128, "compiled"),  # 2.0 -> 0.9: the crossing is near the large size
-    ([0.5, 2.0], 8, 16, 32, "fused"),
-    ([0.5, 2.0], 128, 512, 512, "compiled"),
+    ([2.0, 1.5, 0.5], 16, 64, 64, "compiled"),     # at a measured size: its ratio
+    ([2.0, 1.5, 0.5], 32, 128, 128, "compiled"),
+    ([2.0, 1.5, 0.5], 24, 96, 96, "compiled"),     # between two sizes: the lower ratio, 1.5
+    ([2.0, 1.5, 0.5], 48, 192, 192, "fused"),      # between: 0.5
+    ([2.0, 1.5, 0.5], 8, 16, 32, "compiled"),      # below the smallest, rising towards it: 2.0
+    ([0.5, 1.0, 2.0], 8, 16, 32, "fused"),         # below the smallest, falling: the trend, < 0.5
+    ([1.2, 1.1, 1.0], 128, 512, 512, "fused"),     # above the largest, falling: 1.0 -> 0.9
+    ([1.0, 1.1, 1.2], 128, 512, 512, "compiled"),  # above, rising: 1.2
 ])
 def test_the_verdict_follows_the_work_per_step(probe_on, ratios, B, D, H, name):
     probe_on["ratios"]["gru/infer/uni"] = ratios
@@ -88,20 +88,28 @@ def test_the_verdict_follows_the_work_per_step(probe_on, ratios, B, D, H, name):
     assert path.name == name, path
 
 
-def test_interpolation_is_on_the_logarithm_of_the_work(probe_on):
-    probe_on["ratios"]["gru/infer/uni"] = [2.0, 1.0]
-    w0, w1 = _probe.work(16, 64, 64), _probe.work(64, 256, 256)
-    x = torch.randn(16, 2, 256)  # B x H x (D + H) with H = 128: between the two sizes
-    cell = rnnkit.GRU(256, 128).cell
-    w = _probe.work(16, 256, 128)
-    want = 2.0 - math.log(w / w0) / math.log(w1 / w0)
+def test_judged_ratio_between_and_beyond_the_sizes():
+    works = [100, 1000, 10000]
+    assert _probe.judged([2.0, 1.5, 0.5], works, 1000) == 1.5
+    assert _probe.judged([2.0, 1.5, 0.5], works, 300) == 1.5
+    assert _probe.judged([2.0, 1.5, 0.5], works, 3000) == 0.5
+    assert _probe.judged([2.0, 1.5, 0.5], works, 10) == 2.0  # rising towards the smallest: kept
+    # above the largest and falling by 0.1 per decade: carried on, one decade -> 0.9
+    assert _probe.judged([1.2, 1.1, 1.0], works, 100000) == pytest.approx(0.9)
+    assert _probe.judged([0.5, 1.0, 2.0], works, 10) == pytest.approx(0.0)
+
+
+def test_a_layer_path_names_the_ratio_it_was_judged_by(probe_on):
+    probe_on["ratios"]["gru/infer/uni"] = [2.0, 1.5, 0.5]
     with torch.no_grad():
-        got, why = _probe.ratio(cell, False, False, x)
-    assert got == pytest.approx(want) and f"about {want:.2f}x expected" in why
+        got, why = _probe.ratio(rnnkit.GRU(96, 96).cell, False, False, torch.randn(24, 2, 96))
+    assert got == 1.5 and f"taken as 1.50x at this layer's B x H x (D + H) = {24 * 96 * 192:,}" in why
+    # the batch unknown (a layer asked for its path): the lowest measured
+    assert _probe.ratio(rnnkit.GRU(96, 96).cell, False, False, None)[0] == 0.5
 
 
 def test_cells_the_probe_does_not_cover_stay_on_the_loop(probe_on):
-    probe_on["ratios"] = {k: [0.1, 0.1] for k in _probe._KEYS}
+    probe_on["ratios"] = {k: [0.1, 0.1, 0.1] for k in _probe._KEYS}
     cell = rnnkit.GRU(8, 16, layer_norm=True).cell
     assert recurrence.choose_path(cell, x=torch.randn(2, 3, 8)).name == "compiled"
     assert probe_on["runs"] == 0  # nothing probed for it
@@ -123,8 +131,10 @@ def test_verdicts_are_kept_per_build_and_thread_count(probe_on, monkeypatch):
 
 @pytest.mark.parametrize("content", ["not json", '{"2": {"version": 2, "ratios": {"gru/train/uni": -1}}}', "[]",
                                      '{"2": {"version": 2, "ratios": "fast"}}',
-                                     # a record of the first probe's format (one size, one ratio)
-                                     json.dumps({"2": {"ratios": {k: 2.0 for k in _probe._KEYS}}})])
+                                     # records of earlier probes' formats (one size; two sizes)
+                                     json.dumps({"2": {"ratios": {k: 2.0 for k in _probe._KEYS}}}),
+                                     json.dumps({"2": {"version": 2, "sizes": SIZES[::2],
+                                                       "ratios": {k: [2.0, 2.0] for k in _probe._KEYS}}})])
 def test_an_unreadable_or_foreign_record_is_measured_again(probe_on, monkeypatch, content):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     probe_on["file"].write_text(content)
@@ -146,22 +156,22 @@ def test_a_real_probe_measures_every_kind_and_keeps_the_random_state():
     torch.manual_seed(123)
     want = torch.rand(3)
     torch.manual_seed(123)
-    record = _probe.run(sizes=((4, 3, 8), (6, 2, 16)), rounds=1)
+    record = _probe.run(sizes=((4, 3, 8), (6, 2, 16), (8, 2, 24)), rounds=1)
     assert torch.equal(torch.rand(3), want)
     assert set(record["ratios"]) == set(_probe._KEYS)
-    assert all(len(v) == 2 and min(v) > 0 for v in record["ratios"].values())
+    assert all(len(v) == 3 and min(v) > 0 for v in record["ratios"].values())
     assert record["isa"] == _compiled.isa() in ("avx512", "avx2", "neon", "sse2", "scalar")
 
 
 def test_build_prints_the_probe_and_its_routes(probe_on, capsys):
-    probe_on["ratios"]["lstm/train/uni"] = [0.8, 0.7]
-    probe_on["ratios"]["gru/infer/bi"] = [1.5, 0.6]
+    probe_on["ratios"]["lstm/train/uni"] = [0.8, 0.75, 0.7]
+    probe_on["ratios"]["gru/infer/bi"] = [1.5, 1.2, 0.6]
     assert main(["build"]) == 0
     out = capsys.readouterr().out
     assert f"GEMM kernel {_compiled.isa()}" in out
-    assert re.search(r"\n  LSTM training +0\.80x  0\.70x  -> torch's kernel\n", out)
-    assert re.search(r"\n  bidirectional GRU inference +1\.50x  0\.60x  -> compiled loop for small layers\n", out)
-    assert re.search(r"\n  GRU training +2\.00x  2\.00x  -> compiled loop\n", out)
+    assert re.search(r"\n  LSTM training +0\.80x  0\.75x  0\.70x  -> torch's kernel\n", out)
+    assert re.search(r"\n  bidirectional GRU inference +1\.50x  1\.20x  0\.60x  -> compiled loop for small layers\n", out)
+    assert re.search(r"\n  GRU training +2\.00x  2\.00x  2\.00x  -> compiled loop\n", out)
     assert main(["build", "--probe"]) == 0 and probe_on["runs"] == 2
 
 
