@@ -15,10 +15,9 @@ was built for (``rnnkit_isa``):
 * ``rnnkit`` -- ``rnnkit.Stack(..., bidirectional=True)`` as rnnkit runs it by default: the
   compiled path on (``recurrence.use_compiled(True)``), routed by the probe of this build
   (rnnkit/_probe.py: a kind of layer whose loop measured slower than torch's kernel on this
-  CPU runs torch's kernel) and by the LSTM rule (``recurrence._onednn_lstm_faster``, which
-  keeps every bidirectional batch on the C++ loop).
-* ``rnnkit-cpp`` -- the same with every batch on the C++ loop, whatever the probe and the rule
-  say: what the loop itself does on this CPU and build.
+  CPU runs torch's kernel).
+* ``rnnkit-cpp`` -- the same with every batch on the C++ loop, whatever the probe says: what
+  the loop itself does on this CPU and build.
 * ``rnnkit-fused`` -- the same Stack with the compiled path off: torch's kernel through rnnkit.
 * ``torch.nn`` -- ``torch.nn.GRU/LSTM(..., bidirectional=True, num_layers=L, batch_first=True)``.
 * ``keras`` (``--keras``) -- ``keras.layers.Bidirectional(GRU/LSTM(H, return_sequences=True))``
@@ -63,7 +62,6 @@ from rnnkit import recurrence  # noqa: E402
 
 CONFIGS = ["32x50x128x1", "64x100x256x2", "16x500x64x1", "16x2000x64x2"]
 KERAS_VENV = os.path.join(HERE, ".venv-keras")
-_DEFAULT_LSTM_ROUTE = recurrence._unpadded_lstm_on_torch
 _DEFAULT_PROBE = os.environ.get("RNNKIT_PROBE", "1")
 
 
@@ -137,7 +135,6 @@ def rnnkit_impl(stack, x, compiled: bool, *, forced: bool = False):
     whatever rnnkit's default would route (the "rnnkit-cpp" rows)."""
     def forward(training):
         recurrence.use_compiled(compiled)
-        recurrence._unpadded_lstm_on_torch = not forced and _DEFAULT_LSTM_ROUTE
         os.environ["RNNKIT_PROBE"] = "0" if forced else _DEFAULT_PROBE
         stack.train(training)
         return stack(x)[0]
@@ -166,7 +163,6 @@ def time_config(cell: str, cfg, args) -> dict:
         times[mode] = interleaved({n: f[k] for n, f in impls.items()}, rounds=args.rounds,
                                   target=args.target, warmup=args.warmup)
     recurrence.use_compiled(True)
-    recurrence._unpadded_lstm_on_torch = _DEFAULT_LSTM_ROUTE
     os.environ["RNNKIT_PROBE"] = _DEFAULT_PROBE
     return times
 
@@ -230,13 +226,13 @@ def memory_worker(cell: str, cfg, impl: str, window: int | None) -> None:
     if impl == "torch.nn":
         model = nn.GRU(H, H, num_layers=L, bidirectional=True, batch_first=True) if cell == "gru" else \
             nn.LSTM(H, H, num_layers=L, bidirectional=True, batch_first=True)
-    else:  # "rnnkit", "rnnkit-fused" or "rnnkit-cpp" (every LSTM batch on the C++ loop),
+    else:  # "rnnkit", "rnnkit-fused" or "rnnkit-cpp" (every batch on the C++ loop),
         # optionally "... +recompute K" (recompute_chunk=K)
         name, _, chunk = impl.partition(" +recompute ")
         model = rnnkit.Stack(H, [H] * L, cell=cell, bidirectional=True,
                              recompute_chunk=int(chunk) if chunk else None)
         recurrence.use_compiled(name != "rnnkit-fused")
-        recurrence._unpadded_lstm_on_torch = name != "rnnkit-cpp"
+        os.environ["RNNKIT_PROBE"] = "0" if name == "rnnkit-cpp" else _DEFAULT_PROBE
     # A short step first, so that library start-up (thread pools, kernel JITs, the extension)
     # is not counted as the step's memory.
     model(x[:, :8].detach().requires_grad_())[0].mean().backward()

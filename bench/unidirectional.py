@@ -6,8 +6,9 @@
 ``rnnkit.Stack(H, [H]*L, cell=...)`` (one direction: a language model's or decoder's
 encoder) against its ``to_torch()`` twin with the same weights; training step = forward,
 backward (loss = mean of the output, the input requires grad) and an Adam step; inference =
-forward under ``torch.no_grad()``. For the LSTM, ``rnnkit-cpp`` runs every batch on the C++
-loop whatever the routing says. Timed interleaved in rounds (common.interleaved), in
+forward under ``torch.no_grad()``. ``rnnkit`` is the default routing (the probe of this build,
+rnnkit/_probe.py); ``rnnkit-cpp`` runs every batch on the C++ loop whatever
+the routing says. Timed interleaved in rounds (common.interleaved), in
 ``--processes`` fresh processes (3 by default; oneDNN's LSTM speed is fixed per process), the
 rounds pooled; ratios are paired per round, then the median.
 """
@@ -54,25 +55,24 @@ def steps(model, x):
 
 def time_config(cell: str, cfg, args) -> dict:
     """{mode: {name: seconds per call in each round}} in this process."""
-    from rnnkit import recurrence
     B, T, H, L = cfg
     torch.manual_seed(0)
     stack = rnnkit.Stack(H, [H] * L, cell=cell)
     twin = stack.to_torch()
     x = torch.randn(B, T, H, requires_grad=True)
     impls = {"rnnkit": steps(stack, x), "torch.nn": steps(twin, x)}
-    if cell == "lstm":
-        train, infer = steps(stack, x)
+    train, infer = steps(stack, x)
+    probe = os.environ.get("RNNKIT_PROBE", "1")
 
-        def on_loop(fn):
-            def run():
-                recurrence._unpadded_lstm_on_torch = False
-                try:
-                    fn()
-                finally:
-                    recurrence._unpadded_lstm_on_torch = True
-            return run
-        impls["rnnkit-cpp"] = (on_loop(train), on_loop(infer))
+    def on_loop(fn):  # every batch on the C++ loop: the probe off
+        def run():
+            os.environ["RNNKIT_PROBE"] = "0"
+            try:
+                fn()
+            finally:
+                os.environ["RNNKIT_PROBE"] = probe
+        return run
+    impls["rnnkit-cpp"] = (on_loop(train), on_loop(infer))
     return {mode: interleaved({n: f[k] for n, f in impls.items()}, rounds=args.rounds, target=args.target)
             for mode, k in (("train", 0), ("infer", 1))}
 
@@ -119,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                     row["cpp"] = paired_ratio(t["torch.nn"], t["rnnkit-cpp"])
                 rows.append(row)
                 print(f"{cell} {(B, T, H, L)} {mode}: {row['ratio']:.2f}x", flush=True)
-    print(f"\nMachine: {info['cpu']} ({info['cpu_flags']}), {info['logical_cpus']} logical CPUs, torch "
+    from rnnkit import _compiled
+    print(f"\nMachine: {info['cpu']} ({info['cpu_flags']}), {info['logical_cpus']} logical CPUs; rnnkit built with "
+          f"-march={os.environ.get('RNNKIT_MARCH', 'native')} (GEMM kernel: {_compiled.isa()}); torch "
           f"{info['torch']}, {args.threads} threads; load {info['load_avg_1m']} -> {round(os.getloadavg()[0], 2)}\n")
     print(table(rows, [("cell", "cell", "s"), ("config", "(B, T, H) x layers", "s"), ("mode", "mode", "s"),
                        ("rnnkit", "rnnkit tok/s", ",.0f"), ("torch", "torch.nn tok/s", ",.0f"),

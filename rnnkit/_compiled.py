@@ -1,5 +1,5 @@
 """The compiled time loop: GRU, LSTM, layer-norm GRU and layer-norm LSTM over time in C++
-(rnnkit/csrc/recurrence.cpp).
+(rnnkit/csrc/: recurrence.cpp, the entry points, and one header per concept).
 
 One call runs one or both directions of a layer, each on its own core:
 
@@ -25,13 +25,17 @@ tests/test_compiled.py checks outputs and gradients against those cells.
 
 The extension is built with torch.utils.cpp_extension on first use (ninja, a C++ compiler) into
 torch's extension cache (``TORCH_EXTENSIONS_DIR``, default ~/.cache/torch_extensions) with
-``-march=native``, under a name hashed from the source, the flags, the torch version and the
-CPU (``_build_name``): once per source, torch version and kind of CPU. A build that takes more
-than a second says so on stderr, and how long it took; ``rnnkit build`` runs it ahead of time.
-A build lock older than ten minutes (a build that was killed) is removed with a warning. If it
-cannot be built, ``available()`` is False, rnnkit warns once and runs the pure paths. Layers
-use it by default (``recurrence.use_compiled``; ``RNNKIT_COMPILED=0`` turns it off, and then
-nothing is built).
+``-march=native``, or the ``-march`` that ``RNNKIT_MARCH`` names (``x86-64-v3`` for AVX2,
+``x86-64-v2``, ``armv8-a``: how one machine measures what users of older CPUs get). Its GEMM
+tile is explicit SIMD for the ISA it is built for (csrc/simd.h; ``isa()`` names it). The build's
+name is hashed from every file of csrc/, the flags, the torch installation and the CPU
+(``_build_name``): once per source, -march, environment and kind of CPU. A build that takes
+more than a second says so on stderr, and how long it took; ``rnnkit build`` runs it ahead of
+time. A build lock older than ten minutes (a build that was killed) is removed with a warning.
+If it cannot be built (no compiler, a -march the compiler does not know), ``available()`` is
+False, rnnkit warns once and runs the pure paths. Layers use it by default where rnnkit/_probe.py
+measured it faster than torch's kernel on this CPU (``recurrence.use_compiled``;
+``RNNKIT_COMPILED=0`` turns it off, and then nothing is built).
 
 Gradients: first order only. A second derivative through the loop (``create_graph=True``)
 raises; turn the path off (``recurrence.use_compiled(False)``) for that.
@@ -72,7 +76,10 @@ def _march() -> str:
 
 
 def _flags() -> list[str]:
-    return ["-O3", f"-march={_march()}", "-fno-math-errno", "-fno-trapping-math"]
+    # RNNKIT_TEST_HOOKS=1 (tests/conftest.py sets it) adds the counters the thread tests read;
+    # the build users run has none.
+    hooks = ["-DRNNKIT_TEST_HOOKS"] if os.environ.get("RNNKIT_TEST_HOOKS", "0") == "1" else []
+    return ["-O3", f"-march={_march()}", "-fno-math-errno", "-fno-trapping-math", *hooks]
 # The directions run on torch's own intra-op threads (at::parallel_for). With torch's OpenMP
 # backend that is a `#pragma omp parallel` in an inline template of ATen's headers, i.e. in this
 # extension's code: without -fopenmp the pragma is ignored and both directions run one after
@@ -96,7 +103,7 @@ def _load():
 
             _ninja_on_path()
             _ext = _build_with_or_without_openmp(load)
-        except Exception as exc:  # no compiler, no ninja, missing BLAS symbols, ...
+        except Exception as exc:  # no compiler, no ninja, a -march it does not know, a bad RNNKIT_MARCH, ...
             _error = _reason(exc)
             warnings.warn(f"rnnkit: the compiled recurrence could not be built ({_error}); "
                           "GRU/LSTM layers run on the pure PyTorch paths instead", RuntimeWarning,

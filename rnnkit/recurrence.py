@@ -11,14 +11,15 @@ Three paths compute the same function:
 * ``compiled`` -- rnnkit's C++ time loop (``rnnkit._compiled``): GRU, LSTM, layer-norm GRU
   and layer-norm LSTM cells, forward and backward through time, both directions of a
   bidirectional layer at once, recurrent dropout included. **On by default** for
-  float32/float64 CPU tensors: it takes every GRU, LSTM and layer-norm cell, except unpadded
-  LSTM batches of one direction with a large step (batch x hidden >= 4096) at inference,
-  which stay on torch's kernel (oneDNN): as fast or faster there (docs/benchmarks.md, section
-  2). The extension is built on first use (once per machine and torch version, about 20 s;
-  ``rnnkit build`` does it ahead of time). If it cannot be built,
-  rnnkit warns once and the other paths run. ``use_compiled(False)`` or ``RNNKIT_COMPILED=0``
-  turns it off; while tracing, scripting, exporting or under ``torch.compile`` it is never
-  taken (the fused and loop paths are plain torch ops those tools understand).
+  float32/float64 CPU tensors, where it is faster: a GRU or LSTM layer takes it where the probe
+  of this build (``rnnkit._probe``: the loop timed against torch's kernel on this CPU at three
+  sizes, once per build) found it at least 0.97x torch's kernel around the layer's size
+  (docs/benchmarks.md, section 2). The extension is built on first use (once per machine,
+  -march and torch version, about 35 s; ``rnnkit build`` does it ahead of time). If it cannot
+  be built, rnnkit warns once and the other paths run. ``use_compiled(False)`` or
+  ``RNNKIT_COMPILED=0`` turns it off; while tracing, scripting, exporting or under
+  ``torch.compile`` it is never taken (the fused and loop paths are plain torch ops those tools
+  understand).
 
 ``choose_path`` says which one a configuration gets and why; layers report it through their
 ``path`` property. Lengths are handled here for every path: outputs are zero at padded steps,
@@ -65,35 +66,10 @@ def _compiled_from_environment() -> bool:
 
 
 _use_compiled = _compiled_from_environment()
-# Unpadded LSTM batches go to torch's oneDNN kernel where it measured faster than the compiled
-# loop (_onednn_lstm_faster); False sends every LSTM batch to the loop (bench/speed.py's
-# "rnnkit-cpp" rows).
-_unpadded_lstm_on_torch = True
-
-
-def _onednn_lstm_faster(cell, x: Tensor | None, bidirectional: bool) -> bool:
-    """Where torch's oneDNN LSTM measured faster than the compiled loop (docs/benchmarks.md
-    section 2, the routing sweep of 2026-11-26 17:20 and the unidirectional tables):
-
-    * Both directions: never. The loop gives each direction a core of its own; it won every
-      size measured, training 1.03-2.78x and inference 1.00-2.25x, over batch 16-64, hidden
-      64-256 and 50 or 200 steps.
-    * One direction, batch x hidden >= 4096, at inference (no gradients recorded): oneDNN,
-      which splits each step over both cores. The loop, which runs two halves of the batch on
-      the two cores, measured 0.80-1.24x there over two runs of seven sizes. In training it
-      measured 1.04-2.27x torch.nn there (0.95-1.87x in the other run), and below 4096 it wins
-      both ways (1.11-2.81x).
-
-    Without x (a layer asked for its path) the batch size is unknown: the loop."""
-    if x is None or bidirectional or x.shape[0] * cell.hidden_size < 4096:
-        return False
-    return not _records_gradients(cell, x)
-
-
 def _records_gradients(cell, x: Tensor | None) -> bool:
     """Training as the loop itself tells it (_compiled.run): gradients recorded for x or any of
-    the cell's parameters (a learned initial state with every weight frozen is not seen here;
-    torch's kernel then runs it, with the same gradients)."""
+    the cell's parameters (a learned initial state with every weight frozen is not seen here:
+    the probe's inference verdict then decides, and either path gives the same gradients)."""
     if not torch.is_grad_enabled():
         return False
     return (x is not None and x.requires_grad) or any(p.requires_grad for p in cell.parameters())
@@ -139,8 +115,7 @@ def _functorch_active() -> bool:
         return False
 
 
-def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None,
-                   bidirectional: bool = False) -> Path | None:
+def _compiled_path(cell, dropout: bool, x: Tensor | None = None, bidirectional: bool = False) -> Path | None:
     if not _use_compiled or _compiled.supports(cell) is not None or _graph_capture() is not None:
         return None
     if x is not None and (x.dtype != cell.weight_hh.dtype or x.device != cell.weight_hh.device):
@@ -152,24 +127,22 @@ def _compiled_path(cell, dropout: bool, padded: bool, x: Tensor | None = None,
     probed = _probe.ratio(cell, _records_gradients(cell, x), bidirectional, x)
     if probed is not None and probed[0] < _probe.THRESHOLD:
         return Path("fused", f"{probed[1]}: torch's kernel is faster here")
-    # torch runs unpadded LSTMs on oneDNN's RNN primitive; packed (padded) batches leave it.
-    onednn = type(cell) is LSTMCell and not padded and _unpadded_lstm_on_torch
-    if onednn and _onednn_lstm_faster(cell, x, bidirectional):
-        return Path("fused", "unpadded LSTM, one direction, batch x hidden >= 4096, no gradients: "
-                             "torch's oneDNN kernel is faster here")
-    if onednn and x is None and not bidirectional:
-        return Path("compiled", "C++ time loop; an unpadded LSTM batch of batch x hidden >= 4096 "
-                                "runs torch's oneDNN kernel at inference, faster there for one direction")
-    return Path("compiled", "C++ time loop, faster than torch's kernel on CPU")
+    if probed is None:
+        return Path("compiled", "C++ time loop, faster than torch's kernel on CPU")
+    where = "around this layer's size" if x is not None else "at least, at every size probed"
+    return Path("compiled", f"C++ time loop, {probed[0]:.2f}x torch's kernel {where} on this CPU "
+                            f"({_compiled.isa()} build)")
 
 
 def choose_path(cell, *, recurrent_dropout: float = 0.0, training: bool = False,
                 padded: bool = False, x: Tensor | None = None, bidirectional: bool = False) -> Path:
-    """The path ``run`` takes for this cell and configuration (``padded``: a batch with
-    sequences shorter than T; ``x``: the input, whose dtype and device must be the weights'
-    for the compiled loop; ``bidirectional``: the cell is one direction of a bidirectional
-    layer, run together with the other)."""
-    compiled = _compiled_path(cell, recurrent_dropout > 0 and training, padded, x, bidirectional)
+    """The path ``run`` takes for this cell and configuration (``x``: the input, whose dtype and
+    device must be the weights' for the compiled loop, and whose size the probe's verdict
+    follows; ``bidirectional``: the cell is one direction of a bidirectional layer, run
+    together with the other; ``padded``: a batch with sequences shorter than T, which takes the
+    path an unpadded one does -- the probe times unpadded batches, and torch's packed kernel is
+    not faster than its unpadded one)."""
+    compiled = _compiled_path(cell, recurrent_dropout > 0 and training, x, bidirectional)
     if compiled is not None:
         return compiled
     if type(cell) not in (RNNCell, GRUCell, LSTMCell):

@@ -8,6 +8,9 @@ tests/test_probe.py checks the probe and its routing."""
 import os
 
 os.environ.setdefault("RNNKIT_PROBE", "0")
+# The tests' build of the compiled loop has the counters tests/test_compiled_threads.py reads
+# (-DRNNKIT_TEST_HOOKS); users' builds do not.
+os.environ.setdefault("RNNKIT_TEST_HOOKS", "1")
 
 import pytest  # noqa: E402
 

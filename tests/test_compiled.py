@@ -260,13 +260,9 @@ def test_unsupported_cells_keep_their_path():
     try:
         recurrence.use_compiled(True)
         lstm = rnnkit.LSTM(D, 4).cell
-        assert recurrence.choose_path(lstm).name == "compiled"  # no input: the size rule cannot apply
-        with torch.no_grad():  # at inference
-            assert recurrence.choose_path(lstm, x=torch.randn(1024, 3, D)).name == "fused"  # 1024 x 4 >= 4096
-            assert recurrence.choose_path(lstm, x=torch.randn(1023, 3, D)).name == "compiled"
-        assert recurrence.choose_path(lstm, x=torch.randn(1024, 3, D)).name == "compiled"  # training
-        lstm.weight_hh.requires_grad_(False)  # training W_ih and the biases only: still training
-        assert recurrence.choose_path(lstm, x=torch.randn(1024, 3, D)).name == "compiled"
+        assert recurrence.choose_path(lstm).name == "compiled"
+        with torch.no_grad():  # at inference, however large (the probe is off in the tests)
+            assert recurrence.choose_path(lstm, x=torch.randn(1024, 3, D)).name == "compiled"
         assert recurrence.choose_path(lstm, padded=True).name == "compiled"
         assert recurrence.choose_path(lstm, recurrent_dropout=0.2, training=True).name == "compiled"
         assert rnnkit.LSTM(D, 4, layer_norm=True).path.name == "compiled"  # same rule as the GRU's
@@ -442,45 +438,13 @@ def test_pure_paths_when_the_extension_cannot_be_built(monkeypatch):
     assert out.shape == (B, T, 8)
 
 
-@pytest.mark.parametrize("B, H, grad, padded, bidirectional, want", [
-    (64, 128, False, False, True, "compiled"),  # both directions: the loop, inference or training,
-    (64, 128, True, False, True, "compiled"),   # however large the step
-    (16, 128, False, True, True, "compiled"),   # padded: torch leaves oneDNN anyway
-    (64, 64, True, False, False, "compiled"),   # one direction, batch x hidden >= 4096: the loop
-    (64, 64, False, False, False, "fused"),     # in training, oneDNN at inference
-    (63, 64, True, False, False, "compiled"),   # smaller: the loop
-    (63, 64, False, False, False, "compiled"),
-    (64, 64, True, True, False, "compiled"),    # padded: the loop
-])
-def test_lstm_routing_between_the_loop_and_onednn(B, H, grad, padded, bidirectional, want):
-    """Unpadded LSTM batches of one direction with a large step go to torch's oneDNN kernel at
-    inference, everything else to the C++ loop (the rule the benchmark sweeps found); both
-    compute the same."""
-    try:
-        recurrence.use_compiled(True)
-        layer = rnnkit.Bidirectional(rnnkit.LSTM(8, H)) if bidirectional else rnnkit.LSTM(8, H)
-        cell = layer.forward_layer.cell if bidirectional else layer.cell
-        x = torch.randn(B, 5, 8)
-        lengths = torch.tensor([5] * (B - 1) + [3]) if padded else None
-        with torch.set_grad_enabled(grad):
-            path = recurrence.choose_path(cell, x=x, padded=padded, bidirectional=bidirectional)
-            assert path.name == want
-            out, _ = layer(x, lengths=lengths)
-            recurrence._unpadded_lstm_on_torch = False  # every batch on the loop
-            assert recurrence.choose_path(cell, x=x, padded=padded, bidirectional=bidirectional).name == "compiled"
-            loop, _ = layer(x, lengths=lengths)
-        torch.testing.assert_close(out, loop, rtol=1e-5, atol=1e-6)
-    finally:
-        recurrence._unpadded_lstm_on_torch = True
-        recurrence.use_compiled(False)
-
-
 @pytest.mark.parametrize("case, grad, B, want", [
     ("bi", True, 4, {("compiled", 2)}),          # training: one C++ call for both directions
     ("bi-large", False, 32, {("compiled", 2)}),  # inference, batch x hidden >= 4096: still one C++ call
     ("uni", True, 4, {("compiled", 1)}),         # one direction, small step: the loop
-    ("uni-large", False, 256, {("fused", 1)}),   # one direction, batch x hidden >= 4096, inference: torch's kernel
-    ("uni-large-train", True, 256, {("compiled", 1)}),  # the same in training: the loop
+    ("uni-large", False, 256, {("compiled", 1)}),  # large, inference: the loop (no probe, no size rule)
+    ("uni-probed-slow", False, 4, {("fused", 1)}),  # where the probe found the loop slower: torch's kernel
+    ("bi-probed-slow", True, 4, {("fused", 2)}),    # both directions in one torch call
     ("bi-chunked", True, 4, {("compiled", 1)}),  # recompute_chunk: one direction at a time, each
     ("bi-chunked-large", True, 256, {("compiled", 1)}),  # routed as one direction in training
     ("bi-mixed", False, 32, {("compiled", 1), ("fused", 1)}),  # they disagree (an RNN cell has no
@@ -490,8 +454,7 @@ def test_lstm_routing_between_the_loop_and_onednn(B, H, grad, padded, bidirectio
 def test_reported_paths_are_the_ones_that_run(case, grad, B, want, monkeypatch):
     """The paths recurrence reports for an input are what the forward pass calls: the C++ loop
     or torch's kernel, for both directions at once or one at a time; a layer's ``.path`` (no
-    input) agrees wherever the batch size does not decide, and names the size rule where it
-    does."""
+    input) agrees, and names the probe's measurement where it sends a layer to torch's kernel."""
     recurrence.use_compiled(True)
     assert compiled.available(), compiled.error()
     calls = []
@@ -507,13 +470,16 @@ def test_reported_paths_are_the_ones_that_run(case, grad, B, want, monkeypatch):
 
     monkeypatch.setattr(compiled, "run", spy_compiled)
     monkeypatch.setattr(recurrence, "_fused", spy_fused)
+    if case.endswith("probed-slow"):
+        monkeypatch.setattr(recurrence._probe, "ratio", lambda *args: (0.5, "the probe measured 0.50x"))
     D, T = 8, 12
     layer = {
         "bi": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 16)),
         "bi-large": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 128)),
         "uni": lambda: rnnkit.LSTM(D, 16),
         "uni-large": lambda: rnnkit.LSTM(D, 16),
-        "uni-large-train": lambda: rnnkit.LSTM(D, 16),
+        "uni-probed-slow": lambda: rnnkit.LSTM(D, 16),
+        "bi-probed-slow": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 16)),
         "bi-chunked": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 16, recompute_chunk=4)),
         "bi-chunked-large": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 16, recompute_chunk=4)),
         "bi-mixed": lambda: rnnkit.Bidirectional(rnnkit.LSTM(D, 16), backward_layer=rnnkit.RNN(D, 16)),
@@ -535,7 +501,6 @@ def test_reported_paths_are_the_ones_that_run(case, grad, B, want, monkeypatch):
     assert {p.name for p in paths} == {kind for kind, _ in want}, given
     assert together == (want == {("compiled", 2)} or want == {("fused", 2)}), given
     reported = [path] if case.startswith("uni") else [path.forward, path.backward]
-    if case in ("uni-large", "uni-large-train"):  # the report names the rule deciding at run time
-        assert all(p.name == "compiled" and "runs torch's oneDNN kernel" in p.reason for p in reported), path
-    else:
-        assert {p.name for p in reported} == {kind for kind, _ in want}, path
+    assert {p.name for p in reported} == {kind for kind, _ in want}, path
+    if case.endswith("probed-slow"):
+        assert all("the probe measured 0.50x: torch's kernel is faster here" in p.reason for p in reported), path

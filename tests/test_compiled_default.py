@@ -132,6 +132,14 @@ def test_build_name_follows_source_flags_march_torch_and_environment(monkeypatch
     assert compiled._build_name() != before
 
 
+def test_test_counters_are_only_in_the_tests_build(monkeypatch):
+    monkeypatch.delenv("RNNKIT_TEST_HOOKS")
+    assert "-DRNNKIT_TEST_HOOKS" not in compiled._flags()  # what users build
+    monkeypatch.setenv("RNNKIT_TEST_HOOKS", "1")
+    assert "-DRNNKIT_TEST_HOOKS" in compiled._flags()  # what tests/conftest.py asks for
+    assert hasattr(compiled._ext, "jobs_on_workers") and hasattr(compiled._ext, "gemm_splits")
+
+
 def test_march_override_is_checked(monkeypatch):
     monkeypatch.setenv("RNNKIT_MARCH", "x86-64-v3")
     assert "-march=x86-64-v3" in compiled._flags()

@@ -3,7 +3,6 @@ that kind (and size) run on torch's kernel and say why; its verdicts are kept pe
 thread count, and it leaves torch's random state as it found it."""
 
 import json
-import math
 import re
 
 import pytest

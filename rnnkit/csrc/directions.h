@@ -196,7 +196,7 @@ template <typename T> void forward_direction(int kind, Direction<T>& d) {
         return;
       }
       if (begin == 1) {
-        if (at::get_thread_num() != 0) ++jobs_on_workers;
+        if (at::get_thread_num() != 0) RNNKIT_COUNT(jobs_on_workers, 1);
         gemm_workers = 1;
         for (int k = 0; k < chunks; ++k) {
           wait_until([&] { return done.load(std::memory_order_acquire) >= k - 1; });  // its buffer is free

@@ -366,9 +366,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // other Python threads (data loading, logging) run while the loop does.
   m.def("forward", &forward, "forward through time", py::call_guard<py::gil_scoped_release>());
   m.def("backward", &backward, "backward through time", py::call_guard<py::gil_scoped_release>());
+#if defined(RNNKIT_TEST_HOOKS)
   m.def("gemm_splits", [] { return gemm_splits.load(); }, "products split across two threads so far");
   m.def("jobs_on_workers", [] { return jobs_on_workers.load(); },
         "directions or product halves run so far by one of torch's threads other than the caller's");
+#endif
   m.def("set_projection_chunk_rows", [](int64_t rows) {
     TORCH_CHECK(rows >= 1, "rnnkit compiled recurrence: projection chunk rows must be >= 1, got ", rows);
     return projection_chunk_rows.exchange(rows);

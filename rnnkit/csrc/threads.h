@@ -22,11 +22,19 @@ namespace rnnkit {
 // worker -- with our own threads, 42 % of the CPU time of a BiLSTM (32, 50, 128) training
 // step on the C++ loop was libgomp's spin, and the step ran at half the speed it has here,
 // where the spinning worker is the one that picks up the second job.
-inline std::atomic<int64_t> jobs_on_workers{0};  // jobs run by a thread other than the caller's (tests)
+// Counters for the tests (tests/test_compiled_threads.py), only in a build with
+// -DRNNKIT_TEST_HOOKS (RNNKIT_TEST_HOOKS=1, which tests/conftest.py sets): how many jobs ran on
+// a thread other than the caller's, how many products were split across two threads.
+#if defined(RNNKIT_TEST_HOOKS)
+inline std::atomic<int64_t> jobs_on_workers{0}, gemm_splits{0};
+#define RNNKIT_COUNT(counter, n) (counter += (n))
+#else
+#define RNNKIT_COUNT(counter, n) ((void)0)
+#endif
 
 template <typename F> void on_torch_threads(int64_t n, const F& job) {
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-    if (at::get_thread_num() != 0) jobs_on_workers += end - begin;
+    if (at::get_thread_num() != 0) RNNKIT_COUNT(jobs_on_workers, end - begin);
     for (int64_t k = begin; k < end; ++k) job(k);
   });
 }
@@ -52,7 +60,6 @@ template <typename F> void wait_until(const F& ready) {
 // backward's weight and input gradients run), else 1. Set per job by the entry points; forward
 // with two threads pipelines its projections instead (forward_direction).
 inline thread_local int gemm_workers = 1;
-inline std::atomic<int64_t> gemm_splits{0};  // products split so far (tests check that it happens)
 
 // Rows (steps x batch) of the input projection per chunk (project_chunk, backward_chunk). A
 // BiLSTM (64, 100, 256) x 2 inference call, fresh processes: 61-63k tokens/s with all steps
@@ -84,7 +91,7 @@ void gemm_shared(int M, int N, int K, const T* A, int64_t lda, const T* P, T* C,
     gemm_packed<T, TRANS_A>(M, N, K, A, lda, P, C, ldc, accumulate);
     return;
   }
-  ++gemm_splits;
+  RNNKIT_COUNT(gemm_splits, 1);
   const T* A2 = TRANS_A ? A + half : A + static_cast<int64_t>(half) * lda;
   T* C2 = C + static_cast<int64_t>(half) * ldc;
   // gemm_packed allocates nothing and throws nothing: the workers need no exception guard.
