@@ -1,20 +1,27 @@
-"""The GEMM kernel of the compiled loop, checked against reference math for every instruction set.
+"""The GEMM kernel and the gate kernels of the compiled loop, checked against reference math for every ISA.
 
 The register tile of rnnkit/csrc/gemm.h is explicit SIMD, one version per ISA (AVX-512, AVX2+FMA,
-SSE2, NEON, plain C++), chosen when the code is compiled (simd.h): the extension built here only
-ever runs one of them. As the package checks every fast path against a reference, this file
-builds tests/csrc/gemm_check.cpp once per ISA (torch-free: gemm.h and vmath.h only) and runs it:
+SSE2, NEON, plain C++), chosen when the code is compiled (simd.h), and the per-row gate kernels of
+cells.h are loops the compiler vectorises for that ISA: the extension built here only ever runs
+one of them. As the package checks every fast path against a reference, this file builds
+tests/csrc/gemm_check.cpp once per ISA (torch-free: gemm.h, vmath.h and cells.h only) and runs it:
 products over shapes that hit every edge of the kernel (row remainders, partial panels, k-blocks),
-both layouts of A and B, with and without accumulation, against a double-precision reference,
-and vtanh / vsigmoid against libm. A wrong tile gives a wrong product, and the program exits 1.
+both layouts of A and B, with and without accumulation, against a double-precision reference;
+vtanh / vsigmoid against libm; and the row kernels (gru_row, lstm_row and their backwards,
+ln_stats, layer_norm_row and its backward), float and double, H from 1 to 100, against the
+equations in double, the backwards also against central differences of the reference step, with
+guards around every output. A wrong tile or gate term gives a wrong value, and the program exits 1.
 
 Targets this CPU cannot run (AVX-512 on Zen 3, NEON without qemu) are compiled only, which still
-checks that simd.h picks the expected ISA (the build fails otherwise).
+checks that simd.h picks the expected ISA (the build fails otherwise). The builds (most of this
+file's time) all start at once, as many at a time as there are cores; each test waits for its own.
 """
 
+import os
 import platform
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -75,12 +82,43 @@ TARGETS = {
 }
 
 
-def compile_check(compiler, flags, isa, out):
-    """Build gemm_check for `flags`; skip if the compiler does not know a flag, fail on any other error."""
+def build_command(compiler, flags, isa, out):
     cmd = [compiler, "-O2", "-std=c++17", "-I", str(CSRC), *flags, str(SOURCE), "-o", str(out)]
     if isa is not None:
         cmd.insert(-3, f'-DGEMM_CHECK_ISA="{isa}"')
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return cmd
+
+
+def buildable(target):
+    """None if `target` can be built here, else why not."""
+    compiler, _, _, x86_only, _ = TARGETS[target]
+    if x86_only and not X86:
+        return f"-march={target} is for x86-64 hosts, this is {MACHINE}"
+    if shutil.which(compiler) is None:
+        return f"{compiler} not on PATH"
+    return None
+
+
+@pytest.fixture(scope="module")
+def builds(request, tmp_path_factory):
+    """target -> (executable, future of its build): every selected target's build, started at once."""
+    selected = {item.callspec.params["target"] for item in request.session.items
+                if item.originalname == "test_kernel_matches_reference" and hasattr(item, "callspec")}
+    out = tmp_path_factory.mktemp("gemm_check")
+    started = {}
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for target in sorted(TARGETS, key=lambda t: TARGETS[t][0] == "g++"):  # the cross build (+ qemu) first
+            if target in selected and buildable(target) is None:
+                compiler, flags, isa, _, _ = TARGETS[target]
+                exe = out / f"gemm_check_{target}"
+                cmd = build_command(compiler, flags, isa, exe)
+                started[target] = (exe, cmd, pool.submit(subprocess.run, cmd, capture_output=True, text=True,
+                                                         timeout=300))
+        yield started
+
+
+def compile_check(compiler, flags, cmd, done):
+    """The outcome of building with `flags`: skip if the compiler does not know a flag, fail on any other error."""
     if done.returncode != 0:
         probe = subprocess.run([compiler, *flags, "-x", "c++", "-fsyntax-only", "-"], input="",
                                capture_output=True, text=True, timeout=60)
@@ -90,20 +128,19 @@ def compile_check(compiler, flags, isa, out):
 
 
 @pytest.mark.parametrize("target", list(TARGETS))
-def test_kernel_matches_reference(target, tmp_path):
+def test_kernel_matches_reference(target, builds):
     compiler, flags, isa, x86_only, runs = TARGETS[target]
-    if x86_only and not X86:
-        pytest.skip(f"-march={target} is for x86-64 hosts, this is {MACHINE}")
-    if shutil.which(compiler) is None:
-        pytest.skip(f"{compiler} not on PATH")
+    why = buildable(target)
+    if why is not None:
+        pytest.skip(why)
     runner = []
     if runs is None:
         qemu = shutil.which("qemu-aarch64") or shutil.which("qemu-aarch64-static")
         runs = qemu is not None
         runner = [qemu] if qemu else []
 
-    exe = tmp_path / f"gemm_check_{target}"
-    compile_check(compiler, flags, isa, exe)
+    exe, cmd, build = builds[target]
+    compile_check(compiler, flags, cmd, build.result())
     if not runs:
         return  # built, and simd.h chose `isa` (GEMM_CHECK_ISA): all this machine can check
 
