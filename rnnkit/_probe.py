@@ -37,6 +37,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 
 import torch
 
@@ -98,6 +99,8 @@ def ratio(cell, training: bool, bidirectional: bool, x: torch.Tensor | None) -> 
 
 
 def _judge(record: dict, name: str, w: int | None) -> tuple[float, str]:
+    if "error" in record:
+        return 0.0, f"the probe of this {record['isa']} build failed ({record['error']})"
     ratios, sizes = record["ratios"][name], record["sizes"]
     at = ", ".join(f"{r:.2f}x at {tuple(s)}" for r, s in zip(ratios, sizes))
     measured = (f"{describe(name)}: the compiled loop ran at {at} (B, T, H) against torch's kernel on this CPU "
@@ -138,8 +141,15 @@ def verdicts(*, again: bool = False) -> dict:
         if record is None:
             print("rnnkit: timing the compiled recurrence against torch's kernels on this CPU (once per "
                   "build and thread count; a few seconds)...", file=sys.stderr, flush=True)
-            record = run()
-            _write(threads, record)
+            try:
+                record = run()
+                _write(threads, record)
+            except Exception as exc:  # out of memory, a broken build, ...: torch's kernels, not kept
+                error = f"{type(exc).__name__}: {exc}".strip()
+                warnings.warn(f"rnnkit: the probe of the compiled recurrence failed ({error}); GRU and LSTM "
+                              "layers run on torch's kernels in this process", RuntimeWarning, stacklevel=2)
+                record = {"version": _VERSION, "error": error, "ratios": {}, "sizes": [], "isa": _compiled.isa(),
+                          "threads": threads, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
         _memo[threads] = record
         return record
 
@@ -148,7 +158,9 @@ def run(sizes=SIZES, rounds: int = ROUNDS) -> dict:
     """Measure now: the loop against torch.nn for each probed kind of layer (``_KEYS``) at each
     of the sizes."""
     ratios = {name: [] for name in _KEYS}
-    with torch.random.fork_rng(devices=[]):
+    # whatever mode the layer that asked runs in (no_grad, inference_mode): the probe times
+    # training steps too
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
         torch.manual_seed(0)
         for B, T, H in sizes:
             x = torch.randn(B, T, H)

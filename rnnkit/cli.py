@@ -95,6 +95,9 @@ def _build(args: argparse.Namespace) -> int:
         print("probe: off (RNNKIT_PROBE=0): GRU and LSTM layers run on the compiled loop wherever it can run them")
         return 0
     record = _probe.verdicts(again=args.probe)
+    if "error" in record:
+        print(f"probe: failed ({record['error']}): GRU and LSTM layers run on torch's kernels", file=sys.stderr)
+        return 1
     sizes = ", ".join(str(tuple(s)) for s in record["sizes"])
     print(f"probe ({record['when']}, {record['threads']} torch threads): the compiled loop's speed over torch's "
           f"kernel at (B, T, H) = {sizes}; a layer runs on the loop where the ratios around its "

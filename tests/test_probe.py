@@ -178,3 +178,22 @@ def test_build_says_when_the_probe_is_off(monkeypatch, capsys):
     monkeypatch.setenv("RNNKIT_PROBE", "0")
     assert main(["build"]) == 0
     assert "probe: off (RNNKIT_PROBE=0)" in capsys.readouterr().out
+
+
+def test_a_probe_asked_for_under_inference_mode_still_times_training():
+    with torch.inference_mode():
+        record = _probe.run(sizes=((2, 2, 4), (3, 2, 6), (4, 2, 8)), rounds=1)
+    assert all(len(v) == 3 and min(v) > 0 for v in record["ratios"].values())
+
+
+def test_a_failed_probe_sends_layers_to_torch_and_says_why(probe_on, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(_probe, "run", broken)
+    with pytest.warns(RuntimeWarning, match=r"the probe of the compiled recurrence failed \(MemoryError: no room\)"):
+        path = recurrence.choose_path(rnnkit.GRU(8, 16).cell, x=torch.randn(2, 3, 8))
+    assert path.name == "fused" and "the probe of this" in path.reason and "failed (MemoryError: no room)" in path.reason
+    assert not probe_on["file"].exists()  # not kept: the next process probes again
+    assert main(["build"]) == 1
+    assert "probe: failed (MemoryError: no room)" in capsys.readouterr().err
