@@ -19,12 +19,15 @@ file's time) all start at once, as many at a time as there are cores; each test 
 
 import os
 import platform
+import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from rnnkit import _compiled as compiled
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "rnnkit" / "csrc"
@@ -82,10 +85,16 @@ TARGETS = {
 }
 
 
+# The extension's own optimisation flags (rnnkit/_compiled.py), without its -march and defines:
+# what the row kernels are vectorised with is what this file checks.
+OPT_FLAGS = [f for f in compiled._flags() if not f.startswith(("-march", "-D"))]
+
+
 def build_command(compiler, flags, isa, out):
-    cmd = [compiler, "-O2", "-std=c++17", "-I", str(CSRC), *flags, str(SOURCE), "-o", str(out)]
+    cmd = [compiler, *OPT_FLAGS, "-std=c++17", "-I", str(CSRC), *flags, str(SOURCE), "-o", str(out),
+           f"-fopt-info-vec-optimized={out}.vec"]  # GCC's report of the loops it vectorised
     if isa is not None:
-        cmd.insert(-3, f'-DGEMM_CHECK_ISA="{isa}"')
+        cmd.insert(-4, f'-DGEMM_CHECK_ISA="{isa}"')
     return cmd
 
 
@@ -103,7 +112,8 @@ def buildable(target):
 def builds(request, tmp_path_factory):
     """target -> (executable, future of its build): every selected target's build, started at once."""
     selected = {item.callspec.params["target"] for item in request.session.items
-                if item.originalname == "test_kernel_matches_reference" and hasattr(item, "callspec")}
+                if item.originalname in ("test_kernel_matches_reference", "test_row_kernels_are_vectorised")
+                and hasattr(item, "callspec")}
     out = tmp_path_factory.mktemp("gemm_check")
     started = {}
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
@@ -153,3 +163,43 @@ def test_kernel_matches_reference(target, builds):
     else:  # x86 with unreadable /proc/cpuinfo: any of the x86 tiles
         assert lines[0] in ("isa: avx512", "isa: avx2", "isa: sse2"), report
     assert done.returncode == 0, report
+
+
+# The row kernels (cells.h) are the one part of the loop left to the auto-vectoriser: plain
+# loops over H lanes, marked RNNKIT_IVDEP. Not left to its luck: GCC must report each of them
+# vectorised, on every ISA, or this fails.
+ROW_KERNELS = ("gru_row", "lstm_row", "gru_row_backward", "lstm_row_backward")
+
+
+def ivdep_loops():
+    """(function, line) of the loop after each RNNKIT_IVDEP in cells.h, for ROW_KERNELS."""
+    loops, function, marked = [], None, False
+    for number, line in enumerate((CSRC / "cells.h").read_text().splitlines(), start=1):
+        m = re.search(r"\bvoid (\w+)\(", line)
+        if m:
+            function = m.group(1)
+        if "RNNKIT_IVDEP" in line and not line.lstrip().startswith("#"):
+            marked = True
+        elif marked and line.lstrip().startswith("for ("):
+            if function in ROW_KERNELS:
+                loops.append((function, number))
+            marked = False
+    return loops
+
+
+def test_the_row_kernels_are_found():
+    assert {f for f, _ in ivdep_loops()} == set(ROW_KERNELS)
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_row_kernels_are_vectorised(target, builds):
+    compiler, flags, _, _, _ = TARGETS[target]
+    why = buildable(target)
+    if why is not None:
+        pytest.skip(why)
+    exe, cmd, build = builds[target]
+    compile_check(compiler, flags, cmd, build.result())
+    report = Path(f"{exe}.vec").read_text()
+    vectorised = {int(m.group(1)) for m in re.finditer(r"cells\.h:(\d+):\d+: optimized: loop vectorized", report)}
+    missing = [f"{function} (cells.h:{line})" for function, line in ivdep_loops() if line not in vectorised]
+    assert not missing, f"{target}: not vectorised: {', '.join(missing)}"

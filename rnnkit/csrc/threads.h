@@ -15,13 +15,6 @@
 
 namespace rnnkit {
 
-// Runs job(0) .. job(n - 1) concurrently on torch's intra-op threads (at::parallel_for, one
-// job per thread; serially when torch has one thread or the caller already is inside a
-// parallel region). Not threads of our own: torch's OpenMP workers spin for a while after
-// each of torch's parallel ops, and a thread of ours then shared its core with a spinning
-// worker -- with our own threads, 42 % of the CPU time of a BiLSTM (32, 50, 128) training
-// step on the C++ loop was libgomp's spin, and the step ran at half the speed it has here,
-// where the spinning worker is the one that picks up the second job.
 // Counters for the tests (tests/test_compiled_threads.py), only in a build with
 // -DRNNKIT_TEST_HOOKS (RNNKIT_TEST_HOOKS=1, which tests/conftest.py sets): how many jobs ran on
 // a thread other than the caller's, how many products were split across two threads.
@@ -32,6 +25,13 @@ inline std::atomic<int64_t> jobs_on_workers{0}, gemm_splits{0};
 #define RNNKIT_COUNT(counter, n) ((void)0)
 #endif
 
+// Runs job(0) .. job(n - 1) concurrently on torch's intra-op threads (at::parallel_for, one
+// job per thread; serially when torch has one thread or the caller already is inside a
+// parallel region). Not threads of our own: torch's OpenMP workers spin for a while after
+// each of torch's parallel ops, and a thread of ours then shared its core with a spinning
+// worker -- with our own threads, 42 % of the CPU time of a BiLSTM (32, 50, 128) training
+// step on the C++ loop was libgomp's spin, and the step ran at half the speed it has here,
+// where the spinning worker is the one that picks up the second job.
 template <typename F> void on_torch_threads(int64_t n, const F& job) {
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
     if (at::get_thread_num() != 0) RNNKIT_COUNT(jobs_on_workers, end - begin);

@@ -67,7 +67,7 @@ template <typename T> inline T vtanh(T x) {
 // lanes it vectorises, which makes the layer norms' reductions about as cheap as their
 // elementwise passes.
 template <typename T, typename F> inline T lane_sum(int H, F f) {
-  constexpr int L = 64 / sizeof(T);  // one 512-bit vector
+  constexpr int L = 64 / sizeof(T);  // 64 bytes of partial sums: one AVX-512 vector, two AVX2 ones
   T acc[L] = {};
   int j = 0;
   for (; j + L <= H; j += L)
