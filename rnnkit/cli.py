@@ -4,7 +4,7 @@
     rnnkit train CONFIG.yaml [--set trainer.epochs=3 ...] [--resume]
     rnnkit evaluate CHECKPOINT DATA
     rnnkit predict CHECKPOINT [FILE|-] > predictions.jsonl
-    rnnkit build                      # compile the C++ recurrence now rather than on first use
+    rnnkit build [--probe]            # compile the C++ recurrence now, and show (or re-run) its probe
 
 Errors in a config, a data file or a checkpoint print one message naming the file and line
 (or field) and exit with status 2 (set RNNKIT_TRACEBACK=1 to see the traceback instead).
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser(
         "build", help="compile the C++ recurrence now (otherwise done on first use)",
         description="Build rnnkit's compiled GRU/LSTM time loop for this machine and torch version "
-                    "(a C++ compiler and ninja are needed; about 20 s), or report that it is already "
+                    "(a C++ compiler and ninja are needed; about 35 s), or report that it is already "
                     "built. Exits with status 1 and the reason if it cannot be built; rnnkit then "
                     "runs on the pure PyTorch paths. Then prints the probe: how fast the loop ran "
                     "against torch's kernels on this CPU, per kind of layer, and which one layers take.")
