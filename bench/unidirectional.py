@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(time_config(job["cell"], tuple(job["cfg"]), args)))
         return 0
     torch.set_num_threads(args.threads)
+    rnnkit.recurrence.prepare()  # the build and the probe now, not inside a worker's timing
     info = machine()
     rows = []
     for cell in args.cells.split(","):

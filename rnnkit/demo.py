@@ -249,12 +249,11 @@ def run_demo(out: str | Path = "runs/demo", *, train_size: int = 3000, test_size
           f"words after them decide;\n{train_size} training sentences, {test_size} test sentences, tags "
           f"{', '.join(TAGS)}. Same budget for both models: {epochs} epochs, batch {batch_size}, "
           f"Adam lr {lr}.", file=stream, flush=True)
-    # Build (or load) the compiled recurrence now, so that its one-time build is not counted as
-    # the first model's training time.
-    from . import _compiled, recurrence
+    # Build (or load) the compiled recurrence and its probe now, so that their one-time costs are
+    # not counted as the first model's training time.
+    from . import recurrence
 
-    if recurrence._use_compiled:
-        _compiled.available()
+    recurrence.prepare()
     results, trained, curves = {}, {}, {}
     for name, encoder in models:
         seed_everything(seed)

@@ -41,7 +41,7 @@ from . import _compiled, _probe
 from .cells import GRUCell, LSTMCell, RNNCell, State
 
 __all__ = ["Path", "BiPaths", "choose_path", "bidirectional_paths", "run", "run_bidirectional", "run_layers",
-           "reverse_padded", "length_mask", "use_compiled", "release_scratch"]
+           "reverse_padded", "length_mask", "use_compiled", "prepare", "release_scratch"]
 
 
 class Path(NamedTuple):
@@ -81,6 +81,15 @@ def use_compiled(enabled: bool = True) -> None:
     Python loop."""
     global _use_compiled
     _use_compiled = bool(enabled)
+
+
+def prepare() -> None:
+    """Build the compiled loop (once per machine) and run its probe (once per build and thread
+    count) now, if the compiled path is on: both happen on first use otherwise, inside the
+    first forward call that needs them (a benchmark or a demo would count them as its first
+    step)."""
+    if _use_compiled and _compiled.available() and _probe.enabled():
+        _probe.verdicts()
 
 
 def release_scratch() -> int:

@@ -197,3 +197,10 @@ def test_a_failed_probe_sends_layers_to_torch_and_says_why(probe_on, monkeypatch
     assert not probe_on["file"].exists()  # not kept: the next process probes again
     assert main(["build"]) == 1
     assert "probe: failed (MemoryError: no room)" in capsys.readouterr().err
+
+
+def test_prepare_runs_the_probe_before_the_first_layer_needs_it(probe_on):
+    recurrence.prepare()
+    assert probe_on["runs"] == 1
+    recurrence.choose_path(rnnkit.GRU(8, 16).cell, x=torch.randn(2, 3, 8))
+    assert probe_on["runs"] == 1  # the layer found it done
