@@ -250,9 +250,12 @@ def run_demo(out: str | Path = "runs/demo", *, train_size: int = 3000, test_size
           f"{', '.join(TAGS)}. Same budget for both models: {epochs} epochs, batch {batch_size}, "
           f"Adam lr {lr}.", file=stream, flush=True)
     # Build (or load) the compiled recurrence and its probe now, so that their one-time costs are
-    # not counted as the first model's training time.
+    # not counted as the first model's training time; the probe's verdicts are per thread count,
+    # so with the threads the models train with.
     from . import recurrence
 
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
     recurrence.prepare()
     results, trained, curves = {}, {}, {}
     for name, encoder in models:
