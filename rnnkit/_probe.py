@@ -31,6 +31,7 @@ seeded run gives the same numbers whether or not it probed first.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -139,19 +140,49 @@ def verdicts(*, again: bool = False) -> dict:
             return _memo[threads]
         record = None if again else _read(threads)
         if record is None:
-            print("rnnkit: timing the compiled recurrence against torch's kernels on this CPU (once per "
-                  "build and thread count; a few seconds)...", file=sys.stderr, flush=True)
-            try:
-                record = run()
-                _write(threads, record)
-            except Exception as exc:  # out of memory, a broken build, ...: torch's kernels, not kept
-                error = f"{type(exc).__name__}: {exc}".strip()
-                warnings.warn(f"rnnkit: the probe of the compiled recurrence failed ({error}); GRU and LSTM "
-                              "layers run on torch's kernels in this process", RuntimeWarning, stacklevel=2)
-                record = {"version": _VERSION, "error": error, "ratios": {}, "sizes": [], "isa": _compiled.isa(),
-                          "threads": threads, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+            # One process probes at a time (the workers of a torchrun job start together, and two
+            # probes at once would time each other); the others then read what it kept.
+            with _file_lock():
+                record = None if again else _read(threads)
+                if record is None:
+                    record = _measure(threads)
         _memo[threads] = record
         return record
+
+
+def _measure(threads: int) -> dict:
+    print("rnnkit: timing the compiled recurrence against torch's kernels on this CPU (once per build and "
+          "thread count; a few seconds)...", file=sys.stderr, flush=True)
+    try:
+        record = run()
+    except Exception as exc:  # out of memory, a broken build, ...: torch's kernels, not kept
+        error = f"{type(exc).__name__}: {exc}".strip()
+        warnings.warn(f"rnnkit: the probe of the compiled recurrence failed ({error}); GRU and LSTM layers run "
+                      "on torch's kernels in this process", RuntimeWarning, stacklevel=4)
+        return {"version": _VERSION, "error": error, "ratios": {}, "sizes": [], "isa": _compiled.isa(),
+                "threads": threads, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    _write(threads, record)
+    return record
+
+
+@contextlib.contextmanager
+def _file_lock():
+    """An exclusive lock on probe.json's lock file (POSIX), or nothing where there is none."""
+    path = _path()
+    try:
+        import fcntl
+        handle = open(f"{path}.lock", "a") if path else None
+    except (ImportError, OSError):
+        handle = None
+    if handle is None:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run(sizes=SIZES, rounds: int = ROUNDS) -> dict:

@@ -204,3 +204,11 @@ def test_prepare_runs_the_probe_before_the_first_layer_needs_it(probe_on):
     assert probe_on["runs"] == 1
     recurrence.choose_path(rnnkit.GRU(8, 16).cell, x=torch.randn(2, 3, 8))
     assert probe_on["runs"] == 1  # the layer found it done
+
+
+def test_a_probe_kept_by_another_process_while_this_one_waited_is_read_not_redone(probe_on, monkeypatch):
+    # this process found nothing, then waited for the lock while another process probed
+    reads = iter([None, {"version": _probe._VERSION, "ratios": {k: [3.0, 3.0, 3.0] for k in _probe._KEYS},
+                         "sizes": SIZES, "isa": "avx2", "threads": 2, "when": "then"}])
+    monkeypatch.setattr(_probe, "_read", lambda threads: next(reads))
+    assert _probe.verdicts()["when"] == "then" and probe_on["runs"] == 0
