@@ -87,7 +87,8 @@ def ratio(cell, training: bool, bidirectional: bool, x: torch.Tensor | None) -> 
     """The loop's speed over torch's taken for this layer (see the module's docstring), and the
     measurements it comes from; probing first if no verdict is kept for this build and thread
     count. None when nothing is probed (a cell the probe does not cover, the probe turned off,
-    or the loop not built). Without ``x`` (the batch size unknown) the lowest ratio measured."""
+    or the loop not built). Without ``x`` (the batch size unknown) the lowest ratio measured
+    where all sizes agree on the path, else the middle size's, with a reason that says so."""
     name = key(cell, training, bidirectional)
     if name is None or not enabled() or not _compiled.available():
         return None
@@ -106,8 +107,11 @@ def _judge(record: dict, name: str, w: int | None) -> tuple[float, str]:
     at = ", ".join(f"{r:.2f}x at {tuple(s)}" for r, s in zip(ratios, sizes))
     measured = (f"{describe(name)}: the compiled loop ran at {at} (B, T, H) against torch's kernel on this CPU "
                 f"(probe of this {record['isa']} build)")
-    if w is None:
-        return min(ratios), measured
+    if w is None:  # no batch to judge by: one verdict for all sizes where all agree, else the middle one's
+        if min(ratios) >= THRESHOLD or max(ratios) < THRESHOLD:
+            return min(ratios), measured
+        return ratios[len(ratios) // 2], (f"{measured}; the path follows each batch's size: the loop where the "
+                                          f"ratio around its B x H x (D + H) is at least {THRESHOLD}")
     taken = judged(ratios, [work(B, H, H) for B, _, H in sizes], w)
     return taken, f"{measured}; taken as {taken:.2f}x at this layer's B x H x (D + H) = {w:,}"
 

@@ -138,9 +138,10 @@ def _compiled_path(cell, dropout: bool, x: Tensor | None = None, bidirectional: 
         return Path("fused", f"{probed[1]}: torch's kernel is faster here")
     if probed is None:
         return Path("compiled", "C++ time loop, faster than torch's kernel on CPU")
-    where = "around this layer's size" if x is not None else "at least, at every size probed"
-    return Path("compiled", f"C++ time loop, {probed[0]:.2f}x torch's kernel {where} on this CPU "
-                            f"({_compiled.isa()} build)")
+    if x is None:  # the measurements, and whether the batch's size decides
+        return Path("compiled", f"C++ time loop: {probed[1]}")
+    return Path("compiled", f"C++ time loop, {probed[0]:.2f}x torch's kernel around this layer's size on this "
+                            f"CPU ({_compiled.isa()} build)")
 
 
 def choose_path(cell, *, recurrent_dropout: float = 0.0, training: bool = False,

@@ -103,8 +103,17 @@ def test_a_layer_path_names_the_ratio_it_was_judged_by(probe_on):
     with torch.no_grad():
         got, why = _probe.ratio(rnnkit.GRU(96, 96).cell, False, False, torch.randn(24, 2, 96))
     assert got == 1.5 and f"taken as 1.50x at this layer's B x H x (D + H) = {24 * 96 * 192:,}" in why
-    # the batch unknown (a layer asked for its path): the lowest measured
-    assert _probe.ratio(rnnkit.GRU(96, 96).cell, False, False, None)[0] == 0.5
+    # the batch unknown (a layer asked for its path): sizes disagree, so the middle one's, and why
+    got, why = _probe.ratio(rnnkit.GRU(96, 96).cell, False, False, None)
+    assert got == 1.5 and "the path follows each batch's size" in why
+    with torch.no_grad():
+        path = rnnkit.GRU(96, 96).path
+    assert path.name == "compiled" and "the path follows each batch's size" in path.reason
+    probe_on["ratios"]["gru/infer/uni"] = [2.0, 1.5, 1.2]  # all agree: the lowest
+    _probe._memo.clear()
+    probe_on["file"].unlink()
+    got, why = _probe.ratio(rnnkit.GRU(96, 96).cell, False, False, None)
+    assert got == 1.2 and "follows" not in why
 
 
 def test_cells_the_probe_does_not_cover_stay_on_the_loop(probe_on):
