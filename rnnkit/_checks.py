@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import os
+
 import torch
 from torch import Tensor
 
-__all__ = ["check_input", "check_lengths", "check_state", "check_choice", "check_rate"]
+__all__ = ["check_input", "check_lengths", "check_state", "check_choice", "check_rate", "env_flag"]
 
 
 def _shape(t) -> str:
@@ -72,3 +74,17 @@ def check_choice(name: str, value, allowed: Sequence[str]) -> None:
 def check_rate(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be a float in [0, 1); got {value!r}")
+
+
+def env_flag(name: str, default: bool, on: str, off: str) -> bool:
+    """The switch ``name`` in the environment: 1/true/yes/on or 0/false/no/off (any case; unset or
+    empty: ``default``); anything else raises, naming the variable, the value and what each
+    spelling does (``on`` / ``off``)."""
+    value = os.environ.get(name, "").strip().lower()
+    if value == "":
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={os.environ[name]!r}: expected 1/true/yes/on ({on}) or 0/false/no/off ({off})")

@@ -56,6 +56,7 @@ import torch
 from torch import Tensor
 
 
+from ._checks import env_flag
 from .cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell
 
 __all__ = ["available", "error", "isa", "supports", "run", "release_scratch"]
@@ -78,7 +79,8 @@ def _march() -> str:
 def _flags() -> list[str]:
     # RNNKIT_TEST_HOOKS=1 (tests/conftest.py sets it) adds the counters the thread tests read;
     # the build users run has none.
-    hooks = ["-DRNNKIT_TEST_HOOKS"] if os.environ.get("RNNKIT_TEST_HOOKS", "0") == "1" else []
+    hooks = ["-DRNNKIT_TEST_HOOKS"] if env_flag("RNNKIT_TEST_HOOKS", False, on="the tests' counters",
+                                                 off="none, as users build it") else []
     return ["-O3", f"-march={_march()}", "-fno-math-errno", "-fno-trapping-math", *hooks]
 # The directions run on torch's own intra-op threads (at::parallel_for). With torch's OpenMP
 # backend that is a `#pragma omp parallel` in an inline template of ATen's headers, i.e. in this
@@ -258,7 +260,8 @@ def set_projection_chunk_rows(rows: int) -> int:
 def set_batch_half_rows(rows: int) -> int:
     """Set the smallest half of a batch that a layer of one direction is split into: a batch of
     an even number of rows, at least twice this many, runs as two halves, one per thread (8 by
-    default, one register tile of the GEMM; docs/benchmarks.md); returns the previous value.
+    default, at least one register tile of the GEMM on every ISA; docs/benchmarks.md); returns
+    the previous value.
     For tests and benchmarks: results do not depend on it, weight gradients only by rounding
     (the halves' shares are summed)."""
     return _set_rows("set_batch_half_rows", rows)

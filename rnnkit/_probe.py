@@ -43,6 +43,7 @@ import warnings
 import torch
 
 from . import _compiled
+from ._checks import env_flag
 from .cells import GRUCell, LSTMCell
 
 __all__ = ["enabled", "verdicts", "ratio", "judged", "run", "describe", "work"]
@@ -61,13 +62,8 @@ _memo: dict[int, dict] = {}  # torch threads -> the record of that probe
 
 
 def enabled() -> bool:
-    value = os.environ.get("RNNKIT_PROBE", "1").strip().lower()
-    if value in ("1", "true", "yes", "on", ""):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"RNNKIT_PROBE={os.environ['RNNKIT_PROBE']!r}: expected 1/true/yes/on (probe the "
-                     "compiled loop against torch's kernels, the default) or 0/false/no/off (no probe)")
+    return env_flag("RNNKIT_PROBE", True, on="probe the compiled loop against torch's kernels, the default",
+                    off="no probe")
 
 
 def key(cell, training: bool, bidirectional: bool) -> str | None:

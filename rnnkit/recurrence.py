@@ -29,7 +29,6 @@ sequence from its own last token back to its first (never from the padding).
 
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 import torch
@@ -38,6 +37,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from torch.utils.checkpoint import checkpoint
 
 from . import _compiled, _probe
+from ._checks import env_flag
 from .cells import GRUCell, LSTMCell, RNNCell, State
 
 __all__ = ["Path", "BiPaths", "choose_path", "bidirectional_paths", "run", "run_bidirectional", "run_layers",
@@ -55,17 +55,16 @@ class Path(NamedTuple):
 
 
 _FUSED_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
 def _compiled_from_environment() -> bool:
-    value = os.environ.get("RNNKIT_COMPILED", "1").strip().lower()
-    if value in ("1", "true", "yes", "on", ""):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"RNNKIT_COMPILED={os.environ['RNNKIT_COMPILED']!r}: expected 1/true/yes/on "
-                     "(the compiled path, the default) or 0/false/no/off (torch's kernels and the loop)")
+    return env_flag("RNNKIT_COMPILED", True, on="the compiled path, the default",
+                    off="torch's kernels and the loop")
 
 
 _use_compiled = _compiled_from_environment()
+
+
 def _records_gradients(cell, x: Tensor | None) -> bool:
     """Training as the loop itself tells it (_compiled.run): gradients recorded for x or any of
     the cell's parameters (a learned initial state with every weight frozen is not seen here:

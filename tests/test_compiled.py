@@ -440,7 +440,7 @@ def test_pure_paths_when_the_extension_cannot_be_built(monkeypatch):
 
 @pytest.mark.parametrize("case, grad, B, want", [
     ("bi", True, 4, {("compiled", 2)}),          # training: one C++ call for both directions
-    ("bi-large", False, 32, {("compiled", 2)}),  # inference, batch x hidden >= 4096: still one C++ call
+    ("bi-large", False, 32, {("compiled", 2)}),  # inference, a large step: one C++ call for both
     ("uni", True, 4, {("compiled", 1)}),         # one direction, small step: the loop
     ("uni-large", False, 256, {("compiled", 1)}),  # large, inference: the loop (no probe, no size rule)
     ("uni-probed-slow", False, 4, {("fused", 1)}),  # where the probe found the loop slower: torch's kernel

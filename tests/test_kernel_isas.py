@@ -127,6 +127,17 @@ def builds(request, tmp_path_factory):
         yield started
 
 
+def built(target, builds):
+    """The executable of `target` once its build is done; skips where it cannot be built here."""
+    compiler, flags, _, _, _ = TARGETS[target]
+    why = buildable(target)
+    if why is not None:
+        pytest.skip(why)
+    exe, cmd, build = builds[target]
+    compile_check(compiler, flags, cmd, build.result())
+    return exe
+
+
 def compile_check(compiler, flags, cmd, done):
     """The outcome of building with `flags`: skip if the compiler does not know a flag, fail on any other error."""
     if done.returncode != 0:
@@ -139,18 +150,14 @@ def compile_check(compiler, flags, cmd, done):
 
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_kernel_matches_reference(target, builds):
-    compiler, flags, isa, x86_only, runs = TARGETS[target]
-    why = buildable(target)
-    if why is not None:
-        pytest.skip(why)
+    _, _, isa, _, runs = TARGETS[target]
+    exe = built(target, builds)
     runner = []
     if runs is None:
         qemu = shutil.which("qemu-aarch64") or shutil.which("qemu-aarch64-static")
         runs = qemu is not None
         runner = [qemu] if qemu else []
 
-    exe, cmd, build = builds[target]
-    compile_check(compiler, flags, cmd, build.result())
     if not runs:
         return  # built, and simd.h chose `isa` (GEMM_CHECK_ISA): all this machine can check
 
@@ -193,13 +200,7 @@ def test_the_row_kernels_are_found():
 
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_row_kernels_are_vectorised(target, builds):
-    compiler, flags, _, _, _ = TARGETS[target]
-    why = buildable(target)
-    if why is not None:
-        pytest.skip(why)
-    exe, cmd, build = builds[target]
-    compile_check(compiler, flags, cmd, build.result())
-    report = Path(f"{exe}.vec").read_text()
+    report = Path(f"{built(target, builds)}.vec").read_text()
     vectorised = {int(m.group(1)) for m in re.finditer(r"cells\.h:(\d+):\d+: optimized: loop vectorized", report)}
     missing = [f"{function} (cells.h:{line})" for function, line in ivdep_loops() if line not in vectorised]
     assert not missing, f"{target}: not vectorised: {', '.join(missing)}"
