@@ -10,11 +10,19 @@ import os
 import torch
 from torch import Tensor
 
-__all__ = ["check_input", "check_lengths", "check_state", "check_choice", "check_rate", "env_flag"]
+__all__ = ["check_input", "check_lengths", "check_state", "check_choice", "check_rate", "env_flag",
+           "exporting"]
 
 
 def _shape(t) -> str:
     return str(tuple(t.shape)) if isinstance(t, Tensor) else type(t).__name__
+
+
+def exporting() -> bool:
+    """True while ``torch.export`` (or the ONNX exporter built on it) captures a graph. Tensors
+    hold no values then, so checks of values -- not of shapes -- are made by the eager call
+    before export, and by ``rnnkit.export``'s parity check after it."""
+    return torch.compiler.is_exporting()
 
 
 def check_input(x, input_size: int, name: str = "x") -> None:
@@ -44,6 +52,8 @@ def check_lengths(lengths, B: int, T: int, device: torch.device) -> Tensor | Non
         raise TypeError(f"lengths must have an integer dtype; got {lengths.dtype}")
     if lengths.dim() != 1 or lengths.shape[0] != B:
         raise ValueError(f"lengths must have shape (B,) = ({B},); got {_shape(lengths)}")
+    if exporting():
+        return lengths.to(device=device, dtype=torch.long)
     lo, hi = int(lengths.min()), int(lengths.max())
     if lo < 1:
         raise ValueError(f"lengths must be >= 1 (every sequence needs a step); got min {lo}")
@@ -53,17 +63,21 @@ def check_lengths(lengths, B: int, T: int, device: torch.device) -> Tensor | Non
 
 
 def check_state(state, B: int, H: int, lstm: bool, name: str = "state") -> None:
-    want = f"(B, H) = ({B}, {H})"
+    # The expected shape is written out only for a message: formatting a symbolic B while a
+    # graph is captured would fix it to the example's size.
+    def want() -> str:
+        return f"(B, H) = ({B}, {H})"
+
     if lstm:
         if not (isinstance(state, (tuple, list)) and len(state) == 2):
-            raise TypeError(f"{name} of an LSTM must be a pair (h, c) of tensors {want}; got {_shape(state)}")
+            raise TypeError(f"{name} of an LSTM must be a pair (h, c) of tensors {want()}; got {_shape(state)}")
         for part, t in zip("hc", state):
             check_state(t, B, H, False, f"{name}[{'hc'.index(part)}] ({part})")
         return
     if not isinstance(state, Tensor):
-        raise TypeError(f"{name} must be a tensor of shape {want}; got {type(state).__name__}")
-    if tuple(state.shape) != (B, H):
-        raise ValueError(f"{name} must have shape {want}; got {_shape(state)}")
+        raise TypeError(f"{name} must be a tensor of shape {want()}; got {type(state).__name__}")
+    if state.dim() != 2 or state.shape[0] != B or state.shape[1] != H:
+        raise ValueError(f"{name} must have shape {want()}; got {_shape(state)}")
 
 
 def check_choice(name: str, value, allowed: Sequence[str]) -> None:

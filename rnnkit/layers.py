@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from . import interop, recurrence
-from ._checks import _shape, check_choice, check_input, check_lengths, check_rate, check_state
+from ._checks import _shape, check_choice, check_input, check_lengths, check_rate, check_state, exporting
 from .cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, RNNCell, State
 from .recurrence import Path
 from .scan import MinGRU, MinLSTM
@@ -438,7 +438,8 @@ class Stack(nn.Module):
             if fused is not None:
                 return fused
         valid = None  # only a norm's shift or a residual can write into the padding
-        if (self.layer_norm or self.residual) and lengths is not None and bool((lengths < T).any()):
+        if (self.layer_norm or self.residual) and lengths is not None and (
+                exporting() or bool((lengths < T).any())):
             valid = recurrence.length_mask(lengths, T)[..., None].to(x.dtype)  # (B, T, 1)
         finals = []
         last = self.num_layers - 1

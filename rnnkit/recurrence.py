@@ -21,6 +21,11 @@ Three paths compute the same function:
   ``torch.compile`` it is never taken (the fused and loop paths are plain torch ops those tools
   understand).
 
+While ``torch.export`` (or the ONNX exporter on it) captures a graph, a fourth path, ``graph``,
+runs the cell's ``recurrent_step`` inside one ``scan`` operator (ONNX ``Scan``): the same
+equations as ``loop``, but with T left dynamic and lengths handled by masks instead of data-
+dependent Python, so one exported graph takes any batch size, length and padding.
+
 ``choose_path`` says which one a configuration gets and why; layers report it through their
 ``path`` property. Lengths are handled here for every path: outputs are zero at padded steps,
 the final state is the state at each sequence's own last step, and ``reverse=True`` runs each
@@ -37,7 +42,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from torch.utils.checkpoint import checkpoint
 
 from . import _compiled, _probe
-from ._checks import env_flag
+from ._checks import env_flag, exporting
 from .cells import GRUCell, LSTMCell, RNNCell, State
 
 __all__ = ["Path", "BiPaths", "choose_path", "bidirectional_paths", "run", "run_bidirectional", "run_layers",
@@ -47,7 +52,7 @@ __all__ = ["Path", "BiPaths", "choose_path", "bidirectional_paths", "run", "run_
 class Path(NamedTuple):
     """Which execution path a layer runs, and if not the fused one, why."""
 
-    name: str  # "fused", "compiled", "loop" (here) or "scan" (rnnkit.scan)
+    name: str  # "fused", "compiled", "loop", "graph" (here) or "scan" (rnnkit.scan)
     reason: str | None = None
 
     def __str__(self) -> str:
@@ -151,6 +156,8 @@ def choose_path(cell, *, recurrent_dropout: float = 0.0, training: bool = False,
     together with the other; ``padded``: a batch with sequences shorter than T, which takes the
     path an unpadded one does -- the probe times unpadded batches, and torch's packed kernel is
     not faster than its unpadded one)."""
+    if exporting():
+        return Path("graph", "torch.export: the time loop as one scan operator, T and lengths dynamic")
     compiled = _compiled_path(cell, recurrent_dropout > 0 and training, x, bidirectional)
     if compiled is not None:
         return compiled
@@ -186,7 +193,7 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
 
 
 def _needs_lengths(lengths: Tensor | None, T: int) -> bool:
-    return lengths is not None and bool((lengths < T).any())
+    return lengths is not None and (exporting() or bool((lengths < T).any()))
 
 
 # ----------------------------------------------------------------------------- fused path
@@ -289,6 +296,37 @@ def _loop(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: boo
     return out, state
 
 
+# ----------------------------------------------------------------------------- graph path
+
+def _graph(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: bool,
+           mask: Tensor | None) -> tuple[Tensor, State]:
+    """``_loop`` as one ``scan`` operator: an exported graph loops over whatever T it is given.
+
+    Every row runs all T steps; at a padded step the state is kept (a select, not Python), so
+    the final state is the one at the row's own end, as on the other paths.
+    """
+    from torch._higher_order_ops.scan import scan
+
+    B, T = x.shape[:2]
+    if reverse:
+        x = reverse_padded(x, lengths)
+    lengths = lengths if lengths is not None else torch.full((B,), T, dtype=torch.long, device=x.device)
+    valid = length_mask(lengths.to(x.device), T)[..., None]  # (B, T, 1)
+    xi = cell.input_projection(x.masked_fill(~valid, 0.0))  # (B, T, G*H)
+
+    def step(carry, inputs):
+        xi_t, keep = inputs  # (B, G*H), (B, 1)
+        new = _select(keep, cell.recurrent_step(xi_t, carry, mask), carry)
+        h = new[0] if isinstance(new, tuple) else new
+        return new, h.clone()  # scan may not return an alias of its carry
+
+    final, out = scan(step, state, (xi.transpose(0, 1), valid.transpose(0, 1)))
+    out = out.transpose(0, 1) * valid  # (B, T, H), zeros at padding
+    if reverse:
+        out = reverse_padded(out, lengths)
+    return out, final
+
+
 # ------------------------------------------------------------------------------ the API
 
 def run(cell, x: Tensor, state: State | None = None, lengths: Tensor | None = None, *,
@@ -311,7 +349,8 @@ def run(cell, x: Tensor, state: State | None = None, lengths: Tensor | None = No
 
 
 def _chunked(recompute_chunk: int | None, x: Tensor) -> bool:
-    return bool(recompute_chunk) and torch.is_grad_enabled() and x.shape[1] > recompute_chunk
+    return (bool(recompute_chunk) and torch.is_grad_enabled() and not exporting()
+            and x.shape[1] > recompute_chunk)
 
 
 def _run(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: bool,
@@ -324,6 +363,8 @@ def _run(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: bool
         padded = lengths if needs_lengths else None
         out, (final,) = _compiled.run([cell], x, [state], padded, reverse=[reverse], masks=[mask])
         return out, final
+    if path.name == "graph":
+        return _graph(cell, x, state, lengths, reverse=reverse, mask=mask)
     if path.name == "fused":
         if reverse:
             out, (final,) = _fused([cell], reverse_padded(x, lengths), [state], lengths, training)

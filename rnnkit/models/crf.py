@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .._checks import exporting
 from ._common import check_choice, check_int, length_mask
 
 __all__ = ["CRF", "allowed_transitions", "SCHEMES"]
@@ -143,26 +144,68 @@ class CRF(nn.Module):
     @torch.no_grad()
     def decode(self, emissions: Tensor, lengths: Tensor) -> list[list[int]]:
         """Viterbi: the highest-scoring tag sequence of each row, as a list of its L tag ids."""
-        valid = self._check(emissions, lengths)
+        path = self.best_paths(emissions, lengths).tolist()
+        return [row[:n] for row, n in zip(path, lengths.tolist())]
+
+    def best_paths(self, emissions: Tensor, lengths: Tensor) -> Tensor:
+        """Viterbi as a tensor (B, T) of tag ids; past each row's length, its last tag repeats.
+        While exporting, both passes are ``scan`` operators, so the graph takes any T."""
+        valid = self._check(emissions, lengths) if not exporting() else length_mask(lengths, emissions.shape[1])
         trans, start, end = self._potentials()
         B, T, K = emissions.shape
-        delta = start + emissions[:, 0]
         keep = torch.arange(K, device=emissions.device).expand(B, K)
-        pointers = []
-        for t in range(1, T):
+
+        def forward_step(delta: Tensor, inputs: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            emit, on = inputs  # (B, K), (B, 1)
             best, arg = (delta[:, :, None] + trans).max(dim=1)  # (B, K_to)
-            on = valid[:, t, None]
-            delta = torch.where(on, best + emissions[:, t], delta)
             # Past a sequence's end the pointer is the identity, so backtracking from T-1
             # walks through the padding unchanged and reaches the true last tag.
-            pointers.append(torch.where(on, arg, keep))
-        tag = (delta + end).argmax(dim=1)  # (B,)
+            return torch.where(on, best + emit, delta), torch.where(on, arg, keep)
+
+        def back_step(tag: Tensor, arg: Tensor) -> tuple[Tensor, Tensor]:
+            tag = arg.gather(1, tag[:, None])[:, 0]
+            return tag, tag.clone()
+
+        if exporting():
+            return self._graph_paths(emissions, valid)
+        delta = start + emissions[:, 0]
+        steps = (emissions[:, 1:].transpose(0, 1), valid[:, 1:].transpose(0, 1)[..., None])  # (T-1, B, .)
+        pointers = []
+        for t in range(T - 1):
+            delta, arg = forward_step(delta, (steps[0][t], steps[1][t]))
+            pointers.append(arg)
+        tag = (delta + end).argmax(dim=1)
         path = [tag]
         for arg in reversed(pointers):
-            tag = arg.gather(1, tag[:, None])[:, 0]
+            tag, _ = back_step(tag, arg)
             path.append(tag)
-        path = torch.stack(path[::-1], dim=1).tolist()  # (B, T)
-        return [row[:n] for row, n in zip(path, lengths.tolist())]
+        return torch.stack(path[::-1], dim=1)
+
+    def _graph_paths(self, emissions: Tensor, valid: Tensor) -> Tensor:
+        """``best_paths`` as two ``scan`` operators over all T steps (a scan of T - 1 steps
+        would be empty for T = 1, which ONNX Runtime refuses): step 0 starts from zeros through
+        a transition matrix whose every row is ``start``, so it gives start + emissions[:, 0];
+        its pointers lead to a tag before the sequence, which the backward pass never emits."""
+        from torch._higher_order_ops.scan import scan
+
+        trans, start, end = self._potentials()
+        B, T, K = emissions.shape
+        first = (torch.arange(T, device=emissions.device) == 0)[:, None, None]  # (T, 1, 1)
+        from_start = start.expand(K, K)
+
+        def step(delta: Tensor, inputs):
+            emit, on, is_first = inputs
+            best, arg = (delta[:, :, None] + torch.where(is_first, from_start, trans)).max(dim=1)
+            keep = torch.arange(K, device=emit.device).expand_as(arg)
+            return torch.where(on, best + emit, delta), torch.where(on, arg, keep)
+
+        xs = (emissions.transpose(0, 1), valid.transpose(0, 1)[..., None], first)
+        delta, pointers = scan(step, emissions.new_zeros(B, K), xs)  # pointers (T, B, K)
+        def back_step(tag: Tensor, arg: Tensor) -> tuple[Tensor, Tensor]:
+            return arg.gather(1, tag[:, None])[:, 0], tag.clone()  # emits the tag it leaves
+
+        _, path = scan(back_step, (delta + end).argmax(dim=1), pointers.flip(0))  # tags T-1 .. 0
+        return path.flip(0).transpose(0, 1)
 
     def extra_repr(self) -> str:
         return f"num_tags={self.num_tags}"

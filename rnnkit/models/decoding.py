@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ._common import check_int, map_state
 
-__all__ = ["greedy", "sample", "beam_search", "forbid", "STRATEGIES", "Step"]
+__all__ = ["greedy", "greedy_tokens", "sample", "beam_search", "forbid", "STRATEGIES", "Step"]
 
 Step = Callable[[Tensor, object], tuple[Tensor, object]]
 STRATEGIES = ("greedy", "sample")
@@ -30,7 +30,13 @@ STRATEGIES = ("greedy", "sample")
 def forbid(log_probs: Tensor, ids: list[int]) -> Tensor:
     """``log_probs`` with the tokens ``ids`` made impossible (e.g. padding and BOS, which a
     decoder must never emit)."""
-    return log_probs.index_fill(-1, torch.tensor(ids, device=log_probs.device), float("-inf"))
+    # A comparison with arange, not an index tensor: a constant tensor made inside an exported
+    # loop's body cannot be serialised.
+    vocab = torch.arange(log_probs.shape[-1], device=log_probs.device)
+    banned = vocab == ids[0]
+    for i in ids[1:]:
+        banned = banned | (vocab == i)
+    return log_probs.masked_fill(banned, float("-inf"))
 
 
 def _trim(rows: list[list[int]], eos_id: int | None) -> list[list[int]]:
@@ -61,6 +67,28 @@ def greedy(step: Step, state, log_probs: Tensor, *, max_length: int,
     check_int("max_length", max_length)
     return _loop(step, state, log_probs, lambda lp: lp.argmax(dim=-1),
                  max_length=max_length, eos_id=eos_id)
+
+
+def greedy_tokens(step: Step, state, log_probs: Tensor, *, max_length: int) -> Tensor:
+    """``greedy`` as one tensor (B, max_length) of token ids, for an exported graph: all
+    ``max_length`` steps run as one ``scan`` operator (no early stop, which would need the
+    data); ``greedy``'s lists are each row cut before its first ``eos_id``."""
+    from torch._higher_order_ops.scan import scan
+
+    check_int("max_length", max_length)
+    first = log_probs.argmax(dim=-1)  # (B,)
+    if max_length == 1:
+        return first[:, None]
+
+    def body(carry, _):
+        token, state = carry
+        log_probs, state = step(token, state)
+        token = log_probs.argmax(dim=-1)
+        return (token, state), token.clone()
+
+    steps = log_probs.new_zeros(max_length - 1, 1)  # scan takes its length from a tensor's first axis
+    _, rest = scan(body, (first, state), steps)  # (max_length-1, B)
+    return torch.cat([first[:, None], rest.transpose(0, 1)], dim=1)
 
 
 def sample(step: Step, state, log_probs: Tensor, *, max_length: int, eos_id: int | None = None,

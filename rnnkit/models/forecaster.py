@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import exporting
 from ._common import (build_stack, check_batch, check_choice, check_int, check_rate, check_values,
                       encoder_config, final_features, final_size, last_step, length_mask)
 
@@ -125,7 +126,7 @@ class Forecaster(nn.Module):
         return self
 
     def _scaled_inputs(self, batch: dict) -> tuple[Tensor, Tensor]:
-        if not bool(self.fitted_):
+        if not exporting() and not bool(self.fitted_):
             raise ValueError("scaling='standard' needs the scaler fitted on training data first: call "
                              "model.fit_scaler(train_inputs) before loss or predict")
         x, lengths = check_values(batch, input_size=self.input_size, max_length=self.max_length,
@@ -135,7 +136,7 @@ class Forecaster(nn.Module):
     def _direct(self, x: Tensor, lengths: Tensor) -> Tensor:
         out, states = self.encoder(x, lengths=lengths)
         y = self.output(self.drop(final_features(out, states, lengths)))
-        return y.view(len(x), self.horizon, len(self.targets))
+        return y.view(x.shape[0], self.horizon, len(self.targets))
 
     def forward(self, batch: dict, teacher: Tensor | None = None) -> Tensor:
         """Scaled forecasts (B, horizon, D_out). In autoregressive mode, ``teacher`` (scaled true

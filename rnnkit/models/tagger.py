@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import exporting
 from ..layers import Stack
 from ._common import (InputLayer, build_stack, check_batch, check_choice, check_int,
                       check_rate, check_tokens, encoder_config, hidden_of, length_mask)
@@ -50,22 +51,27 @@ class CharFeatures(nn.Module):
         B, T, C = chars.shape
         words = chars.reshape(B * T, C)
         n = (words != 0).sum(1)  # characters per word
+        if exporting():
+            # No data-dependent selection in a graph: every slot runs, as a word of at least
+            # one character, and the empty ones are zeroed after.
+            return (self._features(words, n.clamp(min=1)) * (n > 0)[:, None]).view(B, T, self.output_size)
         out = words.new_zeros(B * T, self.output_size, dtype=self.embedding.weight.dtype)
         real = n > 0
         if bool(real.any()):
-            w, n_w = words[real], n[real]
-            e = self.embedding(w)  # (W, C, E)
-            if self.kind == "lstm":
-                _, states = self.rnn(e, lengths=n_w)
-                feats = hidden_of(states[-1])  # (W, 2H)
-            else:
-                # Padding chars embed to zeros, as the convolution's own zero padding does, so a
-                # word's features do not depend on C.
-                h = self.conv(e.transpose(1, 2)).transpose(1, 2)  # (W, C, H)
-                h = h.masked_fill(~length_mask(n_w, C)[..., None], float("-inf"))
-                feats = h.max(dim=1).values
-            out = out.index_put((real.nonzero()[:, 0],), feats)
+            out = out.index_put((real.nonzero()[:, 0],), self._features(words[real], n[real]))
         return out.view(B, T, self.output_size)
+
+    def _features(self, w: Tensor, n_w: Tensor) -> Tensor:
+        """Char ids (W, C) of W words with n_w >= 1 characters each -> (W, F)."""
+        e = self.embedding(w)  # (W, C, E)
+        if self.kind == "lstm":
+            _, states = self.rnn(e, lengths=n_w)
+            return hidden_of(states[-1])  # (W, 2H)
+        # Padding chars embed to zeros, as the convolution's own zero padding does, so a word's
+        # features do not depend on C.
+        h = self.conv(e.transpose(1, 2)).transpose(1, 2)  # (W, C, H)
+        h = h.masked_fill(~length_mask(n_w, w.shape[1])[..., None], float("-inf"))
+        return h.max(dim=1).values
 
 
 class SequenceTagger(nn.Module):
@@ -142,7 +148,7 @@ class SequenceTagger(nn.Module):
         if chars.dim() != 3 or tuple(chars.shape[:2]) != (B, T) or chars.is_floating_point() or chars.shape[2] < 1:
             raise ValueError(f"batch['chars'] must be int64 char ids of shape (B, T, C) = ({B}, {T}, C); "
                              f"got {chars.dtype} {tuple(chars.shape)}")
-        lo, hi = int(chars.min()), int(chars.max())
+        lo, hi = (int(chars.min()), int(chars.max())) if not exporting() else (0, 0)
         if lo < 0 or hi >= V:
             raise ValueError(f"batch['chars'] must hold char ids in [0, {V - 1}] (char_vocab_size = {V}); "
                              f"got min {lo}, max {hi}")

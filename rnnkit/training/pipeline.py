@@ -30,7 +30,7 @@ from .metrics import (BleuMetrics, ClassificationMetrics, PerplexityMetrics, Reg
                       TaggingMetrics)
 from .trainer import Trainer, evaluate_batches, seed_everything
 
-__all__ = ["Prepared", "prepare", "train", "evaluate", "predict"]
+__all__ = ["Prepared", "prepare", "train", "evaluate", "predict", "Predictor", "BACKENDS"]
 
 
 def _tokenizer(tc: TokenizerConfig) -> Tokenizer:
@@ -317,45 +317,108 @@ def _records(lines: Iterable[str], source: str) -> Iterator[tuple[str, dict]]:
             yield where, {"text": text}
 
 
-def predict(path: str | Path, lines: Iterable[str], *, source: str = "<stdin>",
-            batch_size: int = 64) -> Iterator[dict]:
-    """JSON-safe predictions, one dict per input line (see ``rnnkit predict --help``)."""
-    loaded, cfg, vocabs = _restore(path)
-    model, d, kind = loaded.model, cfg.data, cfg.model.type
-    if d.format == "ts":
-        yield from _predict_series(model, cfg, vocabs, source, batch_size)
-        return
-    tokenize = _tokenizer(getattr(d, "predict_tokenizer", None) or getattr(d, "tokenizer", None)
-                          or getattr(d, "source_tokenizer"))
-    encoder = _encoder(cfg, vocabs)
-    pending: list[tuple[str, dict, list[str]]] = []
+class Predictor:
+    """A checkpoint loaded once, answering for inputs: what ``rnnkit predict`` and ``rnnkit serve``
+    share. ``backend``: ``torch`` (the model itself) or ``onnxruntime`` (the ONNX file that
+    ``rnnkit export`` wrote for this checkpoint, ``model_file`` or ``CKPT.onnx``); both give the
+    same records."""
 
-    def flush():
-        example = TaggedExample if kind == "SequenceTagger" else TextExample  # unlabelled inputs
-        items = [encoder(example(tokens, None, where)) for where, _, tokens in pending]
-        if kind == "LanguageModel":
+    def __init__(self, path: str | Path, *, backend: str = "torch", model_file: str | Path | None = None) -> None:
+        from ..models._common import check_choice
+
+        check_choice("backend", backend, BACKENDS)
+        self.path = Path(path)
+        self.loaded, self.cfg, self.vocabs = _restore(path)
+        self.model, self.kind, self.backend = self.loaded.model, self.cfg.model.type, backend
+        d = self.cfg.data
+        self.series = d.format == "ts"
+        self._encoder = _encoder(self.cfg, self.vocabs)
+        self._tokenize = None if self.series else _tokenizer(
+            getattr(d, "predict_tokenizer", None) or getattr(d, "tokenizer", None) or getattr(d, "source_tokenizer"))
+        self._run = self.model.predict
+        if backend == "onnxruntime":
+            from ..export import OnnxRunner
+
+            self._run = OnnxRunner(self.loaded, model_file)
+
+    def tokens(self, obj: dict, where: str) -> list[str]:
+        """The tokens of one input: its ``tokens`` list, or its ``text`` tokenised as training was."""
+        if isinstance(obj.get("tokens"), list):
+            tokens = [str(t) for t in obj["tokens"]]
+        elif isinstance(obj.get("text"), str):
+            tokens = self._tokenize(obj["text"])
+        else:
+            raise ValueError(f'{where}: an input needs "text" (a string) or "tokens" (a list); got keys {sorted(obj)}')
+        if not tokens:
+            raise ValueError(f"{where}: no tokens in {obj.get('text', obj.get('tokens'))!r}")
+        return tokens
+
+    def batch(self, inputs: list[tuple[str, dict]], *, probabilities: bool = False) -> list[dict]:
+        """One record per (where, input) -- the input's fields plus the prediction -- in one batch.
+        ``probabilities``: a classifier's records also map every label to its probability."""
+        if self.series:
+            raise ValueError(f"{self.path}: a series classifier reads .ts files (rnnkit predict CKPT FILE.ts), "
+                             "not text")
+        tokens = [self.tokens(obj, where) for where, obj in inputs]
+        example = TaggedExample if self.kind == "SequenceTagger" else TextExample  # unlabelled inputs
+        items = [self._encoder(example(toks, None, where)) for (where, _), toks in zip(inputs, tokens)]
+        if self.kind == "LanguageModel":
             # the model learnt from one stream in which <eos> ends each line, so a prompt starts
             # as a line does: right after an <eos>
-            items = [{"inputs": [vocabs["words"].eos_id] + item["inputs"]} for item in items]
+            items = [{"inputs": [self.vocabs["words"].eos_id] + item["inputs"]} for item in items]
+        batch = collate(items)
         with torch.no_grad():
-            out = model.predict(collate(items))
+            out = self._run(batch)
         rows = out.tolist() if isinstance(out, torch.Tensor) else out
-        for (where, obj, tokens), row in zip(pending, rows):
-            yield {**obj, **_decode(kind, row, tokens, vocabs, d)}
-        pending.clear()
+        records = [{**obj, **_decode(self.kind, row, toks, self.vocabs, self.cfg.data)}
+                   for (_, obj), toks, row in zip(inputs, tokens, rows)]
+        if probabilities and self.kind == "SequenceClassifier" and "labels" in self.vocabs:
+            names = self.vocabs["labels"].itos_
+            with torch.no_grad():
+                p = self._logits(batch).softmax(-1).tolist()
+            for record, row in zip(records, p):
+                record["probabilities"] = {name: round(q, 6) for name, q in zip(names, row)}
+        return records
 
-    for where, obj in _records(lines, source):
-        tokens = obj["tokens"] if isinstance(obj.get("tokens"), list) else tokenize(obj["text"])
-        if not tokens:
-            raise ValueError(f"{where}: no tokens in {obj.get('text', '')!r}")
-        pending.append((where, obj, [str(t) for t in tokens]))
-        if len(pending) >= batch_size:
-            yield from flush()
-    if pending:
-        yield from flush()
+    def _logits(self, batch: dict) -> torch.Tensor:
+        logits = getattr(self._run, "logits", None)
+        return logits(batch) if logits is not None else self.model(batch)
+
+    def left_context(self, tokens: list[str]) -> list[str]:
+        """A tagger's tag for each token when it sees only the tokens up to it (its prefix): what
+        a left-to-right model could know. For a bidirectional tagger, the tokens whose tag
+        differs from ``batch``'s are the ones decided by later words."""
+        if self.kind != "SequenceTagger":
+            raise ValueError(f"left-context tags need a SequenceTagger; this checkpoint holds a {self.kind}")
+        prefixes = [("<left>", {"tokens": tokens[:n]}) for n in range(1, len(tokens) + 1)]
+        return [record["tags"][-1] for record in self.batch(prefixes)]
+
+    def records(self, lines: Iterable[str], *, source: str = "<stdin>", batch_size: int = 64) -> Iterator[dict]:
+        """JSON-safe predictions, one dict per input line (see ``rnnkit predict --help``)."""
+        if self.series:
+            yield from _predict_series(self._run, self.cfg, self.vocabs, source, batch_size)
+            return
+        pending: list[tuple[str, dict]] = []
+        for where, obj in _records(lines, source):
+            pending.append((where, obj))
+            if len(pending) >= batch_size:
+                yield from self.batch(pending)
+                pending.clear()
+        if pending:
+            yield from self.batch(pending)
 
 
-def _predict_series(model, cfg: Config, vocabs: dict, source: str, batch_size: int) -> Iterator[dict]:
+BACKENDS = ("torch", "onnxruntime")
+
+
+def predict(path: str | Path, lines: Iterable[str], *, source: str = "<stdin>",
+            batch_size: int = 64, backend: str = "torch", model_file: str | Path | None = None) -> Iterator[dict]:
+    """JSON-safe predictions, one dict per input line (see ``rnnkit predict --help``)."""
+    yield from Predictor(path, backend=backend, model_file=model_file).records(
+        lines, source=source, batch_size=batch_size)
+
+
+def _predict_series(run, cfg: Config, vocabs: dict, source: str, batch_size: int) -> Iterator[dict]:
     """Class of each series of a .ts file (its labels, if any, are reported as ``gold``)."""
     from dataclasses import replace
 
@@ -368,7 +431,7 @@ def _predict_series(model, cfg: Config, vocabs: dict, source: str, batch_size: i
     names = vocabs["labels"].itos_
     for start in range(0, len(items), batch_size):
         with torch.no_grad():
-            ids = model.predict(collate(items[start:start + batch_size])).tolist()
+            ids = run(collate(items[start:start + batch_size])).tolist()
         for ex, label, i in zip(examples[start:], gold[start:], ids):
             yield {"where": ex.where, "label": names[i], **({"gold": label} if label is not None else {})}
 
