@@ -1,9 +1,12 @@
-"""The ``rnnkit`` command: ``demo``, ``train``, ``evaluate``, ``predict``, ``build``.
+"""The ``rnnkit`` command: ``demo``, ``train``, ``evaluate``, ``predict``, ``export``, ``serve``, ``build``.
 
     rnnkit demo [--out runs/demo]
     rnnkit train CONFIG.yaml [--set trainer.epochs=3 ...] [--resume]
     rnnkit evaluate CHECKPOINT DATA
     rnnkit predict CHECKPOINT [FILE|-] > predictions.jsonl
+    rnnkit predict CHECKPOINT FILE --backend onnxruntime           # through the exported ONNX file
+    rnnkit export CHECKPOINT [--format onnx|pt2] [-o FILE]         # ONNX / torch.export, checked
+    rnnkit serve CHECKPOINT [--host 127.0.0.1] [--port 8000]       # HTTP API and a page to try it
     rnnkit build [--probe]            # compile the C++ recurrence now, and show (or re-run) its probe
 
 Errors in a config, a data file or a checkpoint print one message naming the file and line
@@ -62,9 +65,48 @@ def _predict(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.file}: cannot read ({e.strerror})") from None
         lines, source = handle, args.file
     out = sys.stdout
-    for record in predict(args.checkpoint, lines, source=source, batch_size=args.batch_size):
+    for record in predict(args.checkpoint, lines, source=source, batch_size=args.batch_size,
+                          backend=args.backend, model_file=args.model):
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
     out.flush()
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .training.pipeline import export_checkpoint
+
+    if args.format == "onnx":
+        missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if not _importable(m)]
+        if missing:
+            print(f"rnnkit export: error: ONNX export needs {', '.join(missing)}; install with: "
+                  "pip install 'rnnkit[export]'", file=sys.stderr)
+            return 2
+    report = export_checkpoint(args.checkpoint, args.output, format=args.format,
+                               max_new_tokens=args.max_new_tokens)
+    print(f"exported {args.checkpoint} -> {report['file']} (+ {report['meta']})\n"
+          f"checked against the model on {report['sequences']} sequences (held out: {report['held_out']}; "
+          f"the rest generated, padded, batch 1 included): max abs difference {report['max_abs_diff']:.2g} "
+          f"<= {report['tolerance']:g}, decoded labels identical", file=sys.stderr)
+    print(json.dumps(report))
+    return 0
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve import serve
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in ("fastapi", "uvicorn", "starlette"):
+            raise
+        print(f"rnnkit serve: error: serving needs fastapi and uvicorn ({e.name} is not installed); "
+              "install them with: pip install 'rnnkit[serve]'", file=sys.stderr)
+        return 2
+    serve(args.checkpoint, host=args.host, port=args.port, backend=args.backend, model_file=args.model)
     return 0
 
 
@@ -115,6 +157,16 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 65535; got {text}")
     return value
 
 
@@ -174,7 +226,48 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder (e.g. runs/x/best)")
     predict.add_argument("file", metavar="FILE", nargs="?", default="-", help="input file, or - for stdin")
     predict.add_argument("--batch-size", type=_positive, default=64, help="inputs per batch (default: 64)")
+    predict.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                         help="torch (default) or onnxruntime: run the ONNX file `rnnkit export` wrote "
+                              "(same output; needs rnnkit[export])")
+    predict.add_argument("--model", metavar="FILE", default=None,
+                         help="the exported ONNX file for --backend onnxruntime (default: CHECKPOINT.onnx)")
+
+    export = sub.add_parser(
+        "export", help="export a checkpoint to ONNX or a torch.export program, checked against it",
+        description="Export the checkpoint's model through torch.export: ONNX (for ONNX Runtime, "
+                    "Triton; needs rnnkit[export]) or .pt2 (torch.export.load). Batch size, length "
+                    "and padding stay dynamic (lengths is an input). Writes FILE and FILE's name "
+                    "with .json: input and output names, dims, vocabularies, labels, tokenizer. "
+                    "The export is run against the model on held-out examples (the run's test or "
+                    "dev file) and generated padded batches, and kept only if logits agree within "
+                    "1e-4 and every decoded label is the same. See docs/serving.md.")
+    export.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder (e.g. runs/x/best)")
+    export.add_argument("--format", choices=("onnx", "pt2"), default="onnx", help="default: onnx")
+    export.add_argument("-o", "--output", metavar="FILE", default=None,
+                        help="file to write (default: CHECKPOINT.onnx / CHECKPOINT.pt2 beside the folder)")
+    export.add_argument("--max-new-tokens", type=_positive, default=None,
+                        help="tokens a language model or seq2seq graph decodes (default: what predict decodes)")
+    export.set_defaults(func=_export)
     predict.set_defaults(func=_predict)
+
+    serve = sub.add_parser(
+        "serve", help="serve a checkpoint over HTTP, with a page to try it",
+        description="Load CHECKPOINT once and answer POST /predict with {\"text\": ...}, {\"texts\": [...]} "
+                    "or {\"tokens\": [...]} (the records `rnnkit predict` prints; \"left_context\": true "
+                    "for a tagger, \"probabilities\": true for a classifier); GET /info, GET /health, and "
+                    "GET / for a page that tags (classifies, continues, translates) what you type. "
+                    "Requests that arrive together share one model call. Ctrl-C stops. Needs "
+                    "pip install 'rnnkit[serve]'.")
+    serve.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder (e.g. runs/demo/bigru/best)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: all)")
+    serve.add_argument("--port", type=_port, default=8000, help="TCP port (default: 8000; 0: any free port)")
+    serve.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                       help="torch (default) or onnxruntime: run the ONNX file `rnnkit export` wrote "
+                            "(same output; needs rnnkit[export])")
+    serve.add_argument("--model", metavar="FILE", default=None,
+                       help="the exported ONNX file for --backend onnxruntime (default: CHECKPOINT.onnx)")
+    serve.set_defaults(func=_serve)
 
     build = sub.add_parser(
         "build", help="compile the C++ recurrence now (otherwise done on first use)",

@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -278,16 +279,33 @@ def _example(model: nn.Module, interface: dict) -> tuple[Tensor, ...]:
 def _capture(graph: nn.Module, interface: dict, example: tuple[Tensor, ...], path: Path, fmt: str) -> None:
     shapes = _dynamic_shapes(interface)
     dynamic = tuple(shapes[name] for name in _input_names(interface))
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's own deprecation chatter, not the user's concern
-        if fmt == "pt2":
-            program = torch.export.export(graph, example, dynamic_shapes=dynamic)
-            torch.export.save(program, str(path))
-            return
-        program = torch.onnx.export(graph, example, dynamo=True, dynamic_shapes=dynamic,
-                                    input_names=_input_names(interface),
-                                    output_names=[o["name"] for o in interface["outputs"]], verbose=False)
-        program.save(str(path))
+    chatter = logging.getLogger("torch.onnx")  # e.g. "torchvision is not installed", once per op
+    level = chatter.level
+    chatter.setLevel(logging.ERROR)
+    # An inference graph: weights that record gradients would make torch.export trace the
+    # backward of the scan operators too, which it cannot always do.
+    frozen = [p for p in graph.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's own deprecation chatter, not the user's concern
+            _write(graph, interface, example, dynamic, path, fmt)
+    finally:
+        chatter.setLevel(level)
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def _write(graph: nn.Module, interface: dict, example: tuple[Tensor, ...], dynamic: tuple, path: Path,
+           fmt: str) -> None:
+    if fmt == "pt2":
+        torch.export.save(torch.export.export(graph, example, dynamic_shapes=dynamic), str(path))
+        return
+    program = torch.onnx.export(graph, example, dynamo=True, dynamic_shapes=dynamic,
+                                input_names=_input_names(interface),
+                                output_names=[o["name"] for o in interface["outputs"]], verbose=False)
+    program.save(str(path))
 
 
 def _loader(path: Path, fmt: str, interface: dict) -> Callable[[dict], list[Tensor]]:

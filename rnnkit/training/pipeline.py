@@ -30,7 +30,7 @@ from .metrics import (BleuMetrics, ClassificationMetrics, PerplexityMetrics, Reg
                       TaggingMetrics)
 from .trainer import Trainer, evaluate_batches, seed_everything
 
-__all__ = ["Prepared", "prepare", "train", "evaluate", "predict", "Predictor", "BACKENDS"]
+__all__ = ["Prepared", "prepare", "train", "evaluate", "predict", "Predictor", "BACKENDS", "export_checkpoint"]
 
 
 def _tokenizer(tc: TokenizerConfig) -> Tokenizer:
@@ -450,3 +450,51 @@ def _decode(kind: str, row, tokens: list[str], vocabs: dict, d) -> dict:
     join = "" if tokenizer is not None and tokenizer.level in ("char", "cjk") else " "
     key = "translation" if kind == "Seq2Seq" else "continuation"
     return {key: join.join(words)}
+
+
+# ------------------------------------------------------------------------------- export
+
+def export_checkpoint(path: str | Path, out: str | Path | None = None, *, format: str = "onnx",
+                      max_new_tokens: int | None = None, check_examples: int = 64) -> dict:
+    """``rnnkit export``: the checkpoint's model to ``out`` (default: beside the checkpoint
+    folder, ``runs/x/best`` -> ``runs/x/best.onnx``), with a ``.json`` beside it holding what a
+    consumer needs (input names and dims, vocabularies, labels, tokenizer, special ids), checked
+    against the model on up to ``check_examples`` held-out examples (the run's test file, else
+    its dev file) and on generated padded batches."""
+    from ..export import export
+
+    loaded, cfg, vocabs = _restore(path)
+    out = Path(out) if out is not None else Path(path).with_suffix(f".{format}")
+    check, held_out = _held_out(cfg, vocabs, check_examples)
+    d = cfg.data
+    tokenizer = getattr(d, "predict_tokenizer", None) or getattr(d, "tokenizer", None) or getattr(d, "source_tokenizer", None)
+    labels = vocabs["labels"].itos_ if "labels" in vocabs else None
+    meta = {"checkpoint": {"path": str(path), "weights_sha256": loaded.manifest["files"]["model.safetensors"]["sha256"]},
+            "labels": list(labels) if labels is not None else None, "vocabs": loaded.vocabs,
+            "tokenizer": tokenizer.model_dump(mode="json") if tokenizer is not None else None,
+            "max_length": d.max_length, "truncate": d.truncate, "held_out": held_out}
+    report = export(loaded.model, out, format=format, check=check, meta=meta, max_new_tokens=max_new_tokens)
+    return {**report, "held_out": held_out}
+
+
+def _held_out(cfg: Config, vocabs: dict, limit: int) -> tuple[list[dict], str]:
+    """Up to ``limit`` examples of the run's test (else dev) file, batched as evaluation batches
+    them; ([], why not) when the file is not there (the check then uses generated inputs)."""
+    for name in ("test", "dev"):
+        path = getattr(cfg.data, name)
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            return [], f"none (the run's {name} file {path} is not here)"
+        examples = _read(cfg, path)
+        small = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"batch_size": 16})})
+        if cfg.data.format == "lm_text":
+            examples = examples[:limit * 8]
+        batches, n = [], 0
+        for batch in _batches(small, vocabs, examples if cfg.data.format == "lm_text" else examples[:limit], train=False):
+            batches.append(batch)
+            n += len(batch["lengths"])
+            if n >= limit:
+                break
+        return batches, f"{n} sequences of {path}"
+    return [], "none (the run has no test or dev file)"
