@@ -472,6 +472,7 @@ def export_checkpoint(path: str | Path, out: str | Path | None = None, *, format
     meta = {"checkpoint": {"path": str(path), "weights_sha256": loaded.manifest["files"]["model.safetensors"]["sha256"]},
             "labels": list(labels) if labels is not None else None, "vocabs": loaded.vocabs,
             "tokenizer": tokenizer.model_dump(mode="json") if tokenizer is not None else None,
+            "lowercase": bool(getattr(d, "lowercase", False)),  # CoNLL-U word forms lowercased on reading
             "max_length": d.max_length, "truncate": d.truncate, "held_out": held_out}
     report = export(loaded.model, out, format=format, check=check, meta=meta, max_new_tokens=max_new_tokens)
     return {**report, "held_out": held_out}
