@@ -66,8 +66,8 @@ class _Job:
 class _Batcher:
     """The queue of pending inputs and the one worker that runs them through the predictor."""
 
-    def __init__(self, predictor, stats: dict, *, max_batch: int, max_wait_ms: float) -> None:
-        self.predictor, self.stats = predictor, stats
+    def __init__(self, predictor, stats: dict, *, max_batch: int, max_wait_ms: float, max_pending: int) -> None:
+        self.predictor, self.stats, self.max_pending = predictor, stats, max_pending
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self._pending: deque[tuple[_Job, int]] = deque()
         self._arrived: asyncio.Event | None = None
@@ -79,6 +79,9 @@ class _Batcher:
         if self.task is None:  # started on first use: also runs where no lifespan is sent
             self._arrived = asyncio.Event()
             self.task = asyncio.get_running_loop().create_task(self._work())
+        if len(self._pending) + len(inputs) > self.max_pending:
+            raise _Refusal(503, f"busy: {len(self._pending)} inputs are waiting for the model and this request "
+                                f"brings {len(inputs)}; at most max_pending = {self.max_pending} may wait: try again")
         job = _Job(inputs, probabilities, left_context, asyncio.get_running_loop().create_future(),
                    [None] * len(inputs), len(inputs))
         self._pending.extend((job, i) for i in range(len(inputs)))
@@ -274,28 +277,29 @@ def _info(predictor, limits: dict) -> dict:
 
 
 def create_app(predictor, *, max_batch: int = 64, max_wait_ms: float = 5, max_texts: int = 256,
-               max_chars: int = 10_000, max_body: int = 1_000_000) -> FastAPI:
+               max_chars: int = 10_000, max_body: int = 1_000_000, max_pending: int = 4096) -> FastAPI:
     """The HTTP service of a loaded ``Predictor`` (see the module docstring).
 
     max_batch: most inputs in one model call. max_wait_ms: how long the first pending input
     waits for others to join its batch. max_texts, max_chars, max_body: the most texts in one
     request, characters in one text (or in one request's tokens) and bytes in one body; more is
-    answered with HTTP 413.
+    answered with HTTP 413. max_pending: the most inputs waiting for the model; a request that
+    would queue more is answered with HTTP 503 (busy), not left to wait without end.
     """
     if predictor.series:
         raise ValueError(f"{predictor.path}: a series classifier reads .ts files, not text, so it cannot be "
                          f"served; run `rnnkit predict {predictor.path} FILE.ts` instead")
     for name, value in (("max_batch", max_batch), ("max_texts", max_texts), ("max_chars", max_chars),
-                        ("max_body", max_body)):
+                        ("max_body", max_body), ("max_pending", max_pending)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
     if isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float)) or max_wait_ms < 0:
         raise ValueError(f"max_wait_ms must be a number >= 0; got {max_wait_ms!r}")
     limits = {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_texts": max_texts,
-              "max_chars": max_chars, "max_body": max_body}
+              "max_chars": max_chars, "max_body": max_body, "max_pending": max_pending}
     page = resources.files("rnnkit").joinpath("static/index.html").read_text(encoding="utf-8")
     stats = {"requests": 0, "inputs": 0, "batches": 0}
-    batcher = _Batcher(predictor, stats, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    batcher = _Batcher(predictor, stats, max_batch=max_batch, max_wait_ms=max_wait_ms, max_pending=max_pending)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from html.parser import HTMLParser
@@ -149,6 +150,24 @@ def test_requests_arriving_together_share_one_batch_and_a_bad_one_fails_alone(ta
         assert client.get("/health").json() == {"status": "ok"}
 
 
+def test_a_full_queue_answers_busy_instead_of_waiting_without_end(tagger_path):
+    # One request of 3 inputs waits (a long max_wait_ms and max_batch above what is pending);
+    # with max_pending = 4, a second request of 2 would queue 5: it is answered 503 at once.
+    app = create_app(Predictor(tagger_path), max_batch=64, max_wait_ms=3_000, max_pending=4)
+    texts = _texts(5, seed=3)
+    with running(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(client.post, "/predict", json={"texts": texts[:3]})
+            deadline = time.monotonic() + 10
+            while app.state.stats["inputs"] < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            busy = client.post("/predict", json={"texts": texts[3:]})
+            assert busy.status_code == 503
+            assert "3 inputs are waiting" in busy.json()["error"] and "max_pending = 4" in busy.json()["error"]
+            assert first.result().status_code == 200
+        assert client.post("/predict", json={"texts": texts[3:]}).status_code == 200
+
+
 def bad(body, status: int, message: str, why: str):
     return pytest.param(body if isinstance(body, bytes) else json.dumps(body).encode(), status, message, id=why)
 
@@ -248,7 +267,7 @@ def test_info_describes_the_model_checkpoint_and_limits(tagger, tagger_path):
     assert info["sizes"]["encoder"] == {"cell": "gru", "hidden_sizes": [16], "bidirectional": True}
     assert info["checkpoint"] == str(tagger_path) and info["backend"] == "torch"
     assert info["sha256"] == hashlib.sha256((tagger_path / "model.safetensors").read_bytes()).hexdigest()
-    assert info["limits"] == {"max_batch": 64, "max_wait_ms": 5, **LIMITS}
+    assert info["limits"] == {"max_batch": 64, "max_wait_ms": 5, "max_pending": 4096, **LIMITS}
     assert set(info["stats"]) == {"requests", "inputs", "batches"}
 
 
