@@ -128,7 +128,8 @@ def _functorch_active() -> bool:
         return False
 
 
-def _compiled_path(cell, dropout: bool, x: Tensor | None = None, bidirectional: bool = False) -> Path | None:
+def _compiled_path(cell, dropout: bool, x: Tensor | None = None, bidirectional: bool = False,
+                   fill: float = 1.0) -> Path | None:
     if not _use_compiled or _compiled.supports(cell) is not None or _graph_capture() is not None:
         return None
     if x is not None and (x.dtype != cell.weight_hh.dtype or x.device != cell.weight_hh.device):
@@ -140,6 +141,11 @@ def _compiled_path(cell, dropout: bool, x: Tensor | None = None, bidirectional: 
     probed = _probe.ratio(cell, _records_gradients(cell, x), bidirectional, x)
     if probed is not None and probed[0] < _probe.THRESHOLD:
         return Path("fused", f"{probed[1]}: torch's kernel is faster here")
+    if probed is not None and probed[0] * fill < _probe.THRESHOLD:
+        # The loop runs every row up to the longest sequence; torch's packed kernel only the
+        # real steps. The probe timed full batches, so its ratio shrinks by the real share.
+        return Path("fused", f"{probed[1]}; {fill:.0%} of this padded batch's steps are real, so "
+                             f"about {probed[0] * fill:.2f}x: torch's packed kernel is faster here")
     if probed is None:
         return Path("compiled", "C++ time loop, faster than torch's kernel on CPU")
     if x is None:  # the measurements, and whether the batch's size decides
@@ -149,16 +155,18 @@ def _compiled_path(cell, dropout: bool, x: Tensor | None = None, bidirectional: 
 
 
 def choose_path(cell, *, recurrent_dropout: float = 0.0, training: bool = False,
-                padded: bool = False, x: Tensor | None = None, bidirectional: bool = False) -> Path:
+                padded: bool = False, x: Tensor | None = None, bidirectional: bool = False,
+                fill: float = 1.0) -> Path:
     """The path ``run`` takes for this cell and configuration (``x``: the input, whose dtype and
     device must be the weights' for the compiled loop, and whose size the probe's verdict
     follows; ``bidirectional``: the cell is one direction of a bidirectional layer, run
-    together with the other; ``padded``: a batch with sequences shorter than T, which takes the
-    path an unpadded one does -- the probe times unpadded batches, and torch's packed kernel is
-    not faster than its unpadded one)."""
+    together with the other; ``fill``: the share of real steps in a padded batch,
+    sum(lengths) / (B x max(lengths)) (see ``padding_fill``): the compiled loop runs every row
+    to the longest sequence and torch's packed kernel only the real steps, so the probe's ratio
+    is taken times ``fill``; ``padded`` is kept for callers and changes nothing by itself)."""
     if exporting():
         return Path("graph", "torch.export: the time loop as one scan operator, T and lengths dynamic")
-    compiled = _compiled_path(cell, recurrent_dropout > 0 and training, x, bidirectional)
+    compiled = _compiled_path(cell, recurrent_dropout > 0 and training, x, bidirectional, fill)
     if compiled is not None:
         return compiled
     if type(cell) not in (RNNCell, GRUCell, LSTMCell):
@@ -190,6 +198,14 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     index = torch.where(t < lens, lens - 1 - t, t)  # (B, T)
     index = index.view(B, T, *([1] * (x.dim() - 2))).expand_as(x)
     return x.gather(1, index)
+
+
+def padding_fill(lengths: Tensor | None, T: int) -> float:
+    """The share of real steps in the box the compiled loop runs: sum(lengths) / (B x
+    max(lengths)); 1.0 without lengths."""
+    if lengths is None or exporting():
+        return 1.0
+    return float(lengths.sum()) / (lengths.shape[0] * max(int(lengths.max()), 1))
 
 
 def _needs_lengths(lengths: Tensor | None, T: int) -> bool:
@@ -358,7 +374,7 @@ def _run(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: bool
     needs_lengths = _needs_lengths(lengths, x.shape[1])
     # A mask exists only for recurrent dropout in training: that is all choose_path asks.
     path = choose_path(cell, recurrent_dropout=float(mask is not None), training=training,
-                       padded=needs_lengths, x=x)
+                       padded=needs_lengths, x=x, fill=padding_fill(lengths, x.shape[1]) if needs_lengths else 1.0)
     if path.name == "compiled":
         padded = lengths if needs_lengths else None
         out, (final,) = _compiled.run([cell], x, [state], padded, reverse=[reverse], masks=[mask])
@@ -431,7 +447,9 @@ def run_layers(cells: list[list], x: Tensor, states: list[State | None], lengths
     flat = [c for layer in cells for c in layer]
     padded = _needs_lengths(lengths, x.shape[1])
     bidirectional = [len(layer) == 2 for layer in cells for _ in layer]
-    if any(choose_path(c, recurrent_dropout=p, training=training, padded=padded, x=x, bidirectional=bi).name
+    fill = padding_fill(lengths, x.shape[1]) if padded else 1.0
+    if any(choose_path(c, recurrent_dropout=p, training=training, padded=padded, x=x, bidirectional=bi,
+                       fill=fill).name
            != "fused" for c, p, bi in zip(flat, recurrent_dropout, bidirectional)):
         return None
     if len({len(layer) for layer in cells}) != 1 or not all(_same_kernel(flat[0], c) for c in flat[1:]):
@@ -451,8 +469,10 @@ class BiPaths(NamedTuple):
 
 def bidirectional_paths(fw_cell, bw_cell, *, recurrent_dropout: tuple[float, float] = (0.0, 0.0),
                         training: bool = False, padded: bool = False, x: Tensor | None = None,
-                        recompute_chunk: tuple[int | None, int | None] = (None, None)) -> BiPaths:
-    """The paths ``run_bidirectional`` takes for the two directions. One call runs both when
+                        recompute_chunk: tuple[int | None, int | None] = (None, None),
+                        fill: float = 1.0) -> BiPaths:
+    """The paths ``run_bidirectional`` takes for the two directions (``fill``: as ``choose_path``'s).
+    One call runs both when
     they choose the same path and can share it: one compiled call (the same cell type and
     dtype) or one torch call (the same kernel and sizes). Otherwise -- and when
     ``recompute_chunk`` applies, which runs the directions one at a time -- each direction runs
@@ -464,14 +484,15 @@ def bidirectional_paths(fw_cell, bw_cell, *, recurrent_dropout: tuple[float, flo
         chunked = any(recompute_chunk) and torch.is_grad_enabled()
     cells = (fw_cell, bw_cell)
     if not chunked:
-        fw, bw = (choose_path(c, recurrent_dropout=p, training=training, padded=padded, x=x, bidirectional=True)
+        fw, bw = (choose_path(c, recurrent_dropout=p, training=training, padded=padded, x=x, bidirectional=True,
+                              fill=fill)
                   for c, p in zip(cells, recurrent_dropout))
         if fw.name == bw.name == "compiled" and type(fw_cell) is type(bw_cell) and (
                 fw_cell.weight_hh.dtype == bw_cell.weight_hh.dtype):
             return BiPaths(fw, bw, True)
         if fw.name == bw.name == "fused" and _same_kernel(fw_cell, bw_cell):
             return BiPaths(fw, bw, True)
-    fw, bw = (choose_path(c, recurrent_dropout=p, training=training, padded=padded, x=x)
+    fw, bw = (choose_path(c, recurrent_dropout=p, training=training, padded=padded, x=x, fill=fill)
               for c, p in zip(cells, recurrent_dropout))
     return BiPaths(fw, bw, False)
 
@@ -495,7 +516,8 @@ def run_bidirectional(fw_cell, bw_cell, x: Tensor, states: tuple[State | None, S
     bw_state = states[1] if states[1] is not None else bw_cell.initial_state(B, x)
     needs_lengths = _needs_lengths(lengths, x.shape[1])
     paths = bidirectional_paths(fw_cell, bw_cell, recurrent_dropout=recurrent_dropout, training=training,
-                                padded=needs_lengths, x=x, recompute_chunk=recompute_chunk)
+                                padded=needs_lengths, x=x, recompute_chunk=recompute_chunk,
+                                fill=padding_fill(lengths, x.shape[1]) if needs_lengths else 1.0)
     names = {paths.forward.name, paths.backward.name} if paths.together else set()
     if names == {"compiled"}:
         # One C++ call runs both directions, each on its own core.

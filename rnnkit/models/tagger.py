@@ -52,9 +52,13 @@ class CharFeatures(nn.Module):
         words = chars.reshape(B * T, C)
         n = (words != 0).sum(1)  # characters per word
         if exporting():
-            # No data-dependent selection in a graph: every slot runs, as a word of at least
-            # one character, and the empty ones are zeroed after.
-            return (self._features(words, n.clamp(min=1)) * (n > 0)[:, None]).view(B, T, self.output_size)
+            # The words that are there, chosen by the data: W is a size only known when the
+            # graph runs (a padded batch holds many empty slots, and characters cost per slot).
+            real = (n > 0).nonzero()[:, 0]  # (W,)
+            torch._check(real.shape[0] >= 1)  # every sequence has a first word
+            feats = self._features(words.index_select(0, real), n.index_select(0, real))
+            out = words.new_zeros(B * T, self.output_size, dtype=feats.dtype).index_copy(0, real, feats)
+            return out.view(B, T, self.output_size)
         out = words.new_zeros(B * T, self.output_size, dtype=self.embedding.weight.dtype)
         real = n > 0
         if bool(real.any()):
