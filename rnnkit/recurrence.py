@@ -141,7 +141,7 @@ def _compiled_path(cell, dropout: bool, x: Tensor | None = None, bidirectional: 
     probed = _probe.ratio(cell, _records_gradients(cell, x), bidirectional, x)
     if probed is not None and probed[0] < _probe.THRESHOLD:
         return Path("fused", f"{probed[1]}: torch's kernel is faster here")
-    if probed is not None and probed[0] * fill < _probe.THRESHOLD:
+    if probed is not None and probed[0] * fill < _probe.THRESHOLD and _work_bound(cell, x):
         # The loop runs every row up to the longest sequence; torch's packed kernel only the
         # real steps. The probe timed full batches, so its ratio shrinks by the real share.
         return Path("fused", f"{probed[1]}; {fill:.0%} of this padded batch's steps are real, so "
@@ -152,6 +152,18 @@ def _compiled_path(cell, dropout: bool, x: Tensor | None = None, bidirectional: 
         return Path("compiled", f"C++ time loop: {probed[1]}")
     return Path("compiled", f"C++ time loop, {probed[0]:.2f}x torch's kernel around this layer's size on this "
                             f"CPU ({_compiled.isa()} build)")
+
+
+def _work_bound(cell, x: Tensor | None) -> bool:
+    """Whether a step of this layer is mostly arithmetic, so that padded rows cost what real
+    ones do: at least the work of the probe's middle size. Below it a step's fixed costs (one
+    kernel call per step on either path) dominate, and torch's packed kernel saves little by
+    skipping rows (a UD tagger, character BiLSTM included, tagged one sentence at a time 1.2x
+    faster on the loop than on torch's packed kernels; docs/benchmarks.md, section 5)."""
+    if x is None:
+        return False
+    B, _, H = _probe.SIZES[len(_probe.SIZES) // 2]
+    return _probe.work(x.shape[0], x.shape[-1], cell.hidden_size) >= _probe.work(B, H, H)
 
 
 def choose_path(cell, *, recurrent_dropout: float = 0.0, training: bool = False,
