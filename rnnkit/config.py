@@ -171,7 +171,59 @@ class Config(Strict):
         if self.data.format not in formats:
             raise ValueError(f"model.type {self.model.type} cannot learn from data.format "
                              f"{self.data.format!r}; it takes {', '.join(formats)}")
+        _build_on_meta(self.model, self.data)
         return self
+
+
+def _stand_ins(model: ModelConfig, data) -> dict:
+    """Small values for the head arguments the data decides, so that the head can be built
+    before any data is read."""
+    kind, options = model.type, model.options
+    if kind == "SequenceTagger":
+        tags = {"bio": ["O", "B-X", "I-X"], "iobes": ["O", "B-X", "I-X", "E-X", "S-X"]}.get(
+            options.get("constraints"), ["O", "B-X", "I-X"])
+        return dict(vocab_size=8, num_tags=len(tags), tags=tags,
+                    char_vocab_size=8 if getattr(data, "chars", False) else None)
+    if kind == "SequenceClassifier":
+        sizes = dict(input_size=2) if data.format == "ts" else dict(vocab_size=8)
+        return dict(num_classes=1 if options.get("task") == "regression" else 2, **sizes)
+    if kind == "LanguageModel":
+        return dict(vocab_size=8, carry_state=True, eos_id=3)
+    return dict(source_vocab_size=8, target_vocab_size=8, bos_id=2, eos_id=3)
+
+
+def _build_on_meta(model: ModelConfig, data) -> None:
+    """Build the head on torch's meta device (shapes, no memory), so that every error its
+    constructor finds in ``model.options`` -- ``cell: gruu``, an empty ``hidden_sizes``, a
+    bidirectional language model -- is reported with the config's file and line, before the
+    data is read. The message names the option it is about, found among the option keys."""
+    import torch
+
+    from . import models
+
+    try:
+        with torch.device("meta"):
+            getattr(models, model.type)(**{**model.options, **_stand_ins(model, data)})
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"options.{_option_named(str(e), model.options)}: {e}") from None
+
+
+def _option_named(message: str, options: dict) -> str:
+    """The dotted path of the option a head's error message is about: a nested key of a dict
+    option (``encoder.cell``) if the message names one, else a top-level key, else the first."""
+    def named(key: str) -> bool:
+        return re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", message) is not None
+
+    for key, value in options.items():
+        if isinstance(value, dict) and named(key):
+            inner = next((k for k in value if named(k)), None)
+            return f"{key}.{inner}" if inner else key
+    for key, value in options.items():
+        if isinstance(value, dict):
+            inner = next((k for k in value if named(k)), None)
+            if inner:
+                return f"{key}.{inner}"
+    return next((k for k in options if named(k)), next(iter(options), "(head)"))
 
 
 # --------------------------------------------------------------------------- loading
@@ -248,11 +300,11 @@ def _format_errors(e: ValidationError, *, source: str, root=None, raw=None) -> s
             lines.append(f"{where}: data.format: must be one of {', '.join(DATA_FORMATS)}; "
                          f"got {err['input'].get('format') if isinstance(err['input'], dict) else err['input']!r}")
         elif err["type"] == "value_error" and loc in ((), ("model",)):
-            option = re.match(r"options\.(\w+)", msg)
+            option = re.match(r"options\.([\w.]+)", msg)
             if option and root is not None:
-                line = _line_of(root, ("model", "options", option.group(1))) or line
+                line = _line_of(root, ("model", "options", *option.group(1).split("."))) or line
                 where = f"{source}:{line}" if line else source
-            lines.append(f"{where}: {'model.' if loc else ''}{msg}")
+            lines.append(f"{where}: {'model.' if loc or option else ''}{msg}")
         else:
             lines.append(f"{where}: {path}: {msg} (got {err.get('input')!r})")
     return "\n".join(lines)

@@ -128,3 +128,28 @@ def test_plateau_patience_cross_check():
            "trainer": {"patience": 1, "scheduler": {"name": "plateau", "patience": 2}}}
     with pytest.raises(ConfigError, match=r"trainer: patience \(1\) must exceed scheduler.patience \(2\)"):
         parse_config(raw)
+
+
+@pytest.mark.parametrize("encoder, line, message", [
+    ("{cell: gruu, hidden_sizes: [8]}", 10, r"model\.options\.encoder\.cell: cell must be one of rnn, gru, lstm"),
+    ("{cell: gru, hidden_sizes: []}", 10, r"model\.options\.encoder\.hidden_sizes: hidden_sizes must name at least one"),
+    ("{cell: gru, dropout: 1.5}", 10, r"model\.options\.encoder\.dropout: .*dropout"),
+])
+def test_encoder_errors_name_file_line_before_any_data_is_read(tmp_path, encoder, line, message):
+    # train.txt does not exist: the error must come from the config, before reading data
+    text = GOOD.replace("encoder: {cell: gru, hidden_sizes: [8], bidirectional: true}", f"encoder: {encoder}")
+    with pytest.raises(ConfigError, match=rf"c\.yaml:{line}: {message}"):
+        load_config(write(tmp_path, text))
+
+
+def test_a_bidirectional_language_model_is_refused_at_its_line(tmp_path):
+    text = ("data: {format: lm_text, train: x.txt}\nmodel:\n  type: LanguageModel\n  options:\n"
+            "    encoder: {cell: lstm, bidirectional: true}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:5: model\.options\.encoder\.bidirectional: .*must be False"):
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("value", ["true", "2.5", "'8'"])
+def test_counts_take_integers_only(tmp_path, value):
+    with pytest.raises(ConfigError, match=r"c\.yaml:13: trainer\.batch_size: Input should be a valid integer"):
+        load_config(write(tmp_path, GOOD.replace("  epochs: 2", f"  epochs: 2\n  batch_size: {value}")))

@@ -16,7 +16,8 @@ __all__ = ["Strict", "OptimizerConfig", "SchedulerConfig", "TrainerConfig"]
 class Strict(BaseModel):
     """Base of every config section: unknown fields are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
+    # strict: a count given as true or 2.5 is an error, not 1 or 2
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
 
 
 class OptimizerConfig(Strict):
