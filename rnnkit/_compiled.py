@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
 import shutil
 import sys
 import threading
@@ -104,6 +105,7 @@ def _load():
             from torch.utils.cpp_extension import load
 
             _ninja_on_path()
+            _compiler_on_path()
             _ext = _build_with_or_without_openmp(load)
         except Exception as exc:  # no compiler, no ninja, a -march it does not know, a bad RNNKIT_MARCH, ...
             _error = _reason(exc)
@@ -121,7 +123,9 @@ def _build_with_or_without_openmp(load):
     try:
         return _build(load)
     except Exception as exc:
-        if not _OPENMP:
+        # Only a failure that is about OpenMP (the flag rejected, omp.h or libgomp missing) is
+        # worth a second build: any other would fail again, twice as slowly.
+        if not _OPENMP or not re.search(r"openmp|omp\.h|gomp|libomp", str(exc), re.IGNORECASE):
             raise
         first = _reason(exc)
         _OPENMP = []
@@ -224,6 +228,16 @@ def _build(load):
             outcome = "ready" if ok else "failed"
             print(f"rnnkit: compiled recurrence {outcome} ({time.monotonic() - start:.0f} s)",
                   file=sys.stderr, flush=True)
+
+
+def _compiler_on_path() -> None:
+    """Fail at once, in one line, when there is no C++ compiler: torch's own check would first
+    print two long warnings about the compiler's version and ABI."""
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler.split()[0] if compiler.strip() else "c++") is None:
+        where = "$CXX" if "CXX" in os.environ else "c++"
+        raise RuntimeError(f"no C++ compiler: {where} = {compiler!r} is not on PATH (install g++ or "
+                           "clang++, or set CXX)")
 
 
 def _ninja_on_path() -> None:

@@ -206,3 +206,31 @@ def test_a_compiler_without_openmp_still_builds_the_loop(monkeypatch):
     monkeypatch.setattr(compiled, "_build", lambda load: (_ for _ in ()).throw(RuntimeError("no compiler")))
     with pytest.raises(RuntimeError, match="no compiler"):
         compiled._build_with_or_without_openmp(None)
+
+
+def test_only_an_openmp_failure_is_built_again_without_it(monkeypatch):
+    calls = []
+
+    def fake_build(load):
+        calls.append(list(compiled._OPENMP))
+        raise RuntimeError("recurrence.cpp:12:3: error: 'foo' was not declared in this scope")
+
+    monkeypatch.setattr(compiled, "_OPENMP", ["-fopenmp"])
+    monkeypatch.setattr(compiled, "_build", fake_build)
+    with pytest.raises(RuntimeError, match="was not declared"):
+        compiled._build_with_or_without_openmp(None)
+    assert calls == [["-fopenmp"]]  # one build: the error was not about OpenMP
+
+
+def test_no_compiler_is_one_line_without_torchs_banners(monkeypatch, tmp_path, recwarn, capfd):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no c++, no ninja
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(compiled, "_ext", None)
+    monkeypatch.setattr(compiled, "_error", None)
+    monkeypatch.setattr(compiled, "_ninja_on_path", lambda: None)
+    assert compiled._load() is None
+    assert compiled.error() == ("RuntimeError: no C++ compiler: c++ = 'c++' is not on PATH (install g++ or "
+                                "clang++, or set CXX)")
+    messages = [str(w.message) for w in recwarn]
+    assert len(messages) == 1 and "could not be built (RuntimeError: no C++ compiler" in messages[0]
+    assert capfd.readouterr().err == ""  # no compiler-version banners from torch
