@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="rnnkit layers take the compiled path where it applies (the default since "
                             "it became rnnkit's default; kept for the recorded commands)")
     paths.add_argument("--pure", action="store_true",
-                       help="compiled path off (recurrence.use_compiled(False)): torch's fused "
+                       help="compiled path off (recurrence.set_compiled(False)): torch's fused "
                             "kernels and the Python loop, as in the runs recorded before it was the default")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--rounds", type=int, default=11, help="timed rounds per implementation (median)")
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.target, args.warmup = job["rounds"], job["target"], job["warmup"]
         torch.set_num_threads(job["threads"])
         from rnnkit import recurrence
-        recurrence.use_compiled(job["compiled"])
+        recurrence.set_compiled(job["compiled"])
         if job["kind"] == "base":
             impls = base_impls(job["cell"], tuple(job["cfg"]), job["padded"])[0]
         else:
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         args.configs = args.configs.split(",")[0]
     torch.set_num_threads(args.threads)
     from rnnkit import recurrence
-    recurrence.use_compiled(not args.pure)
+    recurrence.set_compiled(not args.pure)
     args.compiled = not args.pure
     configs = [parse_config(c) for c in args.configs.split(",")]
     cells = args.cells.split(",")

@@ -24,7 +24,7 @@ timing, as ``rnnkit predict`` does; what is timed:
 
 * ``torch`` -- ``model.predict(batch)`` under ``torch.inference_mode()``: rnnkit's default, the
   compiled C++ loop wherever the probe of this build found it faster than torch's kernel.
-* ``torch, compiled off`` -- the same after ``recurrence.use_compiled(False)``
+* ``torch, compiled off`` -- the same after ``recurrence.set_compiled(False)``
   (``RNNKIT_COMPILED=0``): torch's fused GRU/LSTM kernels, packed for padding.
 * ``ORT session.run`` -- ``InferenceSession.run`` on int64 numpy inputs prepared before timing:
   ONNX Runtime alone. Its outputs are emissions and tag ids, so it decodes as predict does.
@@ -185,7 +185,7 @@ def implementations(group: str, model, runner, sess) -> dict:
 
     def eager(compiled: bool):
         def call(batch, feed):
-            recurrence.use_compiled(compiled)
+            recurrence.set_compiled(compiled)
             with torch.inference_mode():
                 return model.predict(batch)
         return call
@@ -234,11 +234,11 @@ def differences(model, runner, sess, batches: list[dict], feeds: list[dict]) -> 
         onnx = torch.from_numpy(sess.run(None, feed)[0])  # (B, T, K)
         valid = recurrence.length_mask(batch["lengths"], batch["inputs"].shape[1])  # (B, T)
         for key, on in (("compiled", True), ("compiled off", False)):
-            recurrence.use_compiled(on)
+            recurrence.set_compiled(on)
             with torch.inference_mode():
                 eager = model(batch)
             worst[key] = max(worst[key], float((eager - onnx).abs()[valid].max()))
-        recurrence.use_compiled(True)
+        recurrence.set_compiled(True)
         with torch.inference_mode():
             tags_equal &= model.predict(batch) == runner(batch)
     return {"max_abs_diff": worst, "tags_equal": tags_equal}
@@ -252,7 +252,7 @@ def time_worker(job: dict) -> dict:
     from rnnkit.training.pipeline import Predictor
 
     torch.set_num_threads(job["threads"])
-    recurrence.use_compiled(True)
+    recurrence.set_compiled(True)
     recurrence.prepare()  # the probe's verdicts for this thread count, before any timing
     predictor = Predictor(job["checkpoint"])
     model = predictor.model.eval()
@@ -283,7 +283,7 @@ def time_worker(job: dict) -> dict:
     if ort:
         for key, (batches, feeds) in sets.items():
             out[f"diff {key}"] = differences(model, runner, sess, batches, feeds)
-    recurrence.use_compiled(True)
+    recurrence.set_compiled(True)
     return out
 
 

@@ -13,7 +13,7 @@ measures an AVX2 build on a newer CPU), and the machine record names the ISA its
 was built for (``rnnkit_isa``):
 
 * ``rnnkit`` -- ``rnnkit.Stack(..., bidirectional=True)`` as rnnkit runs it by default: the
-  compiled path on (``recurrence.use_compiled(True)``), routed by the probe of this build
+  compiled path on (``recurrence.set_compiled(True)``), routed by the probe of this build
   (rnnkit/_probe.py: a kind of layer whose loop measured slower than torch's kernel on this
   CPU runs torch's kernel).
 * ``rnnkit-cpp`` -- the same with every batch on the C++ loop, whatever the probe says: what
@@ -134,7 +134,7 @@ def rnnkit_impl(stack, x, compiled: bool, *, forced: bool = False):
     """``forced``: every batch on the C++ loop -- the probe off and the LSTM routing rule off --
     whatever rnnkit's default would route (the "rnnkit-cpp" rows)."""
     def forward(training):
-        recurrence.use_compiled(compiled)
+        recurrence.set_compiled(compiled)
         os.environ["RNNKIT_PROBE"] = "0" if forced else _DEFAULT_PROBE
         stack.train(training)
         return stack(x)[0]
@@ -162,7 +162,7 @@ def time_config(cell: str, cfg, args) -> dict:
     for mode, k in (("train", 0), ("infer", 1)):
         times[mode] = interleaved({n: f[k] for n, f in impls.items()}, rounds=args.rounds,
                                   target=args.target, warmup=args.warmup)
-    recurrence.use_compiled(True)
+    recurrence.set_compiled(True)
     os.environ["RNNKIT_PROBE"] = _DEFAULT_PROBE
     return times
 
@@ -231,7 +231,7 @@ def memory_worker(cell: str, cfg, impl: str, window: int | None) -> None:
         name, _, chunk = impl.partition(" +recompute ")
         model = rnnkit.Stack(H, [H] * L, cell=cell, bidirectional=True,
                              recompute_chunk=int(chunk) if chunk else None)
-        recurrence.use_compiled(name != "rnnkit-fused")
+        recurrence.set_compiled(name != "rnnkit-fused")
         os.environ["RNNKIT_PROBE"] = "0" if name == "rnnkit-cpp" else _DEFAULT_PROBE
     # A short step first, so that library start-up (thread pools, kernel JITs, the extension)
     # is not counted as the step's memory.
@@ -307,12 +307,12 @@ def main(argv: list[str] | None = None) -> int:
         job = json.loads(args.time_worker)
         args.rounds, args.target, args.warmup = job["rounds"], job["target"], job["warmup"]
         torch.set_num_threads(job["threads"])
-        recurrence.use_compiled(True)
+        recurrence.set_compiled(True)
         print(json.dumps(time_config(job["cell"], tuple(job["cfg"]), args)))
         return 0
     if args.quick:
         args.rounds, args.target = 3, 0.1
-    recurrence.use_compiled(True)
+    recurrence.set_compiled(True)
     from rnnkit import _compiled
     if not _compiled.available():
         print(f"NOTE: the compiled path is not available ({_compiled.error()}); 'rnnkit' runs the pure paths")

@@ -1,17 +1,17 @@
-"""Argument and input checks shared by the layers: each raises ValueError/TypeError naming the
-argument, what was expected, what came in and what is allowed."""
+"""Argument and input checks, one module for the whole package (layers, heads, the CLI's
+wiring): each raises ValueError/TypeError naming the argument, what was expected, what came in
+and what is allowed."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import os
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["check_input", "check_lengths", "check_state", "check_choice", "check_rate", "env_flag",
-           "exporting"]
+__all__ = ["check_input", "check_lengths", "check_state", "check_choice", "check_int", "check_rate",
+           "check_bool", "env_flag", "exporting"]
 
 
 def _shape(t) -> str:
@@ -80,14 +80,28 @@ def check_state(state, B: int, H: int, lstm: bool, name: str = "state") -> None:
         raise ValueError(f"{name} must have shape {want()}; got {_shape(state)}")
 
 
-def check_choice(name: str, value, allowed: Sequence[str]) -> None:
+def check_choice(name: str, value, allowed: Sequence) -> None:
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
 
 
-def check_rate(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be a float in [0, 1); got {value!r}")
+def check_int(name: str, value, *, low: int = 1, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}{' or None' if optional else ''}; got {value!r}")
+
+
+def check_rate(name: str, value, *, high: float = 1.0, closed: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        0.0 <= value <= high if closed else 0.0 <= value < high)
+    if not ok:
+        raise ValueError(f"{name} must be a float in [0, {high:g}{']' if closed else ')'}; got {value!r}")
+
+
+def check_bool(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool (True or False); got {value!r}")
 
 
 def env_flag(name: str, default: bool, on: str, off: str) -> bool:

@@ -34,11 +34,11 @@ more than a second says so on stderr, and how long it took; ``rnnkit build`` run
 time. A build lock older than ten minutes (a build that was killed) is removed with a warning.
 If it cannot be built (no compiler, a -march the compiler does not know), ``available()`` is
 False, rnnkit warns once and runs the pure paths. Layers use it by default where rnnkit/_probe.py
-measured it faster than torch's kernel on this CPU (``recurrence.use_compiled``;
+measured it faster than torch's kernel on this CPU (``recurrence.set_compiled``;
 ``RNNKIT_COMPILED=0`` turns it off, and then nothing is built).
 
 Gradients: first order only. A second derivative through the loop (``create_graph=True``)
-raises; turn the path off (``recurrence.use_compiled(False)``) for that.
+raises; turn the path off (``recurrence.set_compiled(False)``) for that.
 """
 
 from __future__ import annotations
@@ -356,7 +356,7 @@ def _first_order_only() -> None:
         raise RuntimeError(
             "rnnkit's compiled recurrence computes first-order gradients only, and this backward "
             "was asked for a graph of them (create_graph=True: a second derivative, hessian or "
-            "gradient penalty). Run the model with rnnkit.recurrence.use_compiled(False) (or "
+            "gradient penalty). Run the model with rnnkit.recurrence.set_compiled(False) (or "
             "RNNKIT_COMPILED=0) for that: torch's kernels and the Python loop are twice "
             "differentiable.")
 

@@ -319,9 +319,3 @@ def _print_examples(models: dict, index: dict[str, int], stream) -> None:
         for name, tags in rows.items():
             print("  " + f"{name:6s} " + " ".join(t.ljust(n) for t, n in zip(tags, widths)), file=stream)
         print(file=stream)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .cli import main as cli_main
-
-    return cli_main(["demo", *(argv if argv is not None else sys.argv[1:])])

@@ -16,7 +16,7 @@ Three paths compute the same function:
   sizes, once per build) found it at least 0.97x torch's kernel around the layer's size
   (docs/benchmarks.md, section 2). The extension is built on first use (once per machine,
   -march and torch version, about 35 s; ``rnnkit build`` does it ahead of time). If it cannot
-  be built, rnnkit warns once and the other paths run. ``use_compiled(False)`` or
+  be built, rnnkit warns once and the other paths run. ``set_compiled(False)`` or
   ``RNNKIT_COMPILED=0`` turns it off; while tracing, scripting, exporting or under
   ``torch.compile`` it is never taken (the fused and loop paths are plain torch ops those tools
   understand).
@@ -46,7 +46,8 @@ from ._checks import env_flag, exporting
 from .cells import GRUCell, LSTMCell, RNNCell, State
 
 __all__ = ["Path", "BiPaths", "choose_path", "bidirectional_paths", "run", "run_bidirectional", "run_layers",
-           "reverse_padded", "length_mask", "use_compiled", "prepare", "release_scratch"]
+           "reverse_padded", "length_mask", "set_compiled", "compiled_enabled", "use_compiled", "prepare",
+           "release_scratch", "padding_fill"]
 
 
 class Path(NamedTuple):
@@ -79,12 +80,26 @@ def _records_gradients(cell, x: Tensor | None) -> bool:
     return (x is not None and x.requires_grad) or any(p.requires_grad for p in cell.parameters())
 
 
-def use_compiled(enabled: bool = True) -> None:
+def set_compiled(enabled: bool = True) -> None:
     """Switch the compiled path on (the default) or off for the cells it supports, in this
     process. Off, GRU and LSTM layers run torch's fused kernels and layer-norm cells the
     Python loop."""
     global _use_compiled
     _use_compiled = bool(enabled)
+
+
+def compiled_enabled() -> bool:
+    """Whether the compiled path is on in this process (``RNNKIT_COMPILED``, ``set_compiled``)."""
+    return _use_compiled
+
+
+def use_compiled(enabled: bool = True) -> None:
+    """The old name of ``set_compiled`` (a ``use_*`` name reads as a bool); kept for scripts
+    that call it."""
+    import warnings
+
+    warnings.warn("rnnkit.recurrence.use_compiled is renamed set_compiled", DeprecationWarning, stacklevel=2)
+    set_compiled(enabled)
 
 
 def prepare() -> None:

@@ -19,12 +19,12 @@ from rnnkit import recurrence  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _compiled_default():
-    before = recurrence._use_compiled
+    before = recurrence.compiled_enabled()
     yield
-    recurrence.use_compiled(before)
+    recurrence.set_compiled(before)
 
 
 @pytest.fixture
 def pure_paths():
     """The compiled path off: for tests of torch's fused kernels and the Python loop."""
-    recurrence.use_compiled(False)
+    recurrence.set_compiled(False)

@@ -217,7 +217,7 @@ def on_and_off(stack, x):
     first with the compiled path on, then off (conftest restores the default after the test)."""
     results = []
     for on in (True, False):
-        recurrence.use_compiled(on)
+        recurrence.set_compiled(on)
         out, _ = stack(x, lengths=LENGTHS)
         grads = torch.autograd.grad(out.square().sum(), [x, *stack.parameters()])
         path = recurrence.choose_path(stack.layers[0].forward_layer.cell, padded=True)  # LENGTHS pads
@@ -244,12 +244,12 @@ def test_recurrent_dropout_runs_compiled_with_one_mask_per_sequence():
     layer = rnnkit.GRU(D, 4, recurrent_dropout=0.5)
     x = torch.randn(B, T, D)
     try:
-        recurrence.use_compiled(True)
+        recurrence.set_compiled(True)
         path = layer.path
         torch.manual_seed(5)
         out, _ = layer(x, lengths=LENGTHS)
     finally:
-        recurrence.use_compiled(False)
+        recurrence.set_compiled(False)
     assert path.name == "compiled" and "recurrent dropout" in path.reason
     torch.manual_seed(5)  # the loop path draws the same mask from the same seed
     want, _ = layer(x, lengths=LENGTHS)
@@ -258,7 +258,7 @@ def test_recurrent_dropout_runs_compiled_with_one_mask_per_sequence():
 
 def test_unsupported_cells_keep_their_path():
     try:
-        recurrence.use_compiled(True)
+        recurrence.set_compiled(True)
         lstm = rnnkit.LSTM(D, 4).cell
         assert recurrence.choose_path(lstm).name == "compiled"
         with torch.no_grad():  # at inference, however large (the probe is off in the tests)
@@ -269,7 +269,7 @@ def test_unsupported_cells_keep_their_path():
         assert rnnkit.GRU(D, 4, layer_norm=True).path.name == "compiled"
         assert rnnkit.RNN(D, 4).path.name == "fused"
     finally:
-        recurrence.use_compiled(False)
+        recurrence.set_compiled(False)
 
 
 @pytest.mark.parametrize("cls", [GRUCell, LSTMCell], ids=["gru", "lstm"])
@@ -393,7 +393,7 @@ def test_pool_after_inference_mode_serves_training():
     autograd: an inference tensor in the pool made a padded training backward raise
     ("Inplace update to inference tensor outside InferenceMode")."""
     try:
-        recurrence.use_compiled(True)
+        recurrence.set_compiled(True)
         torch.manual_seed(0)
         Bn, Tn, H = 16, 64, 32
         bi = rnnkit.Bidirectional(rnnkit.GRU(2 * H, H))
@@ -409,7 +409,7 @@ def test_pool_after_inference_mode_serves_training():
         out = bi(x, lengths=lengths)[0]
         out.sum().backward()
     finally:
-        recurrence.use_compiled(False)
+        recurrence.set_compiled(False)
     torch.testing.assert_close(out.detach(), want, rtol=0, atol=0)
     assert x.grad is not None and bool(x.grad.isfinite().all())
     assert (x.grad[3, 20:] == 0).all()  # padding gets no gradient
@@ -428,13 +428,13 @@ def test_pure_paths_when_the_extension_cannot_be_built(monkeypatch):
     monkeypatch.setattr(compiled, "_ext", None)
     monkeypatch.setattr(compiled, "_error", "no C++ compiler")
     try:
-        recurrence.use_compiled(True)
+        recurrence.set_compiled(True)
         assert rnnkit.GRU(D, 4).path.name == "fused"
         assert rnnkit.GRU(D, 4, layer_norm=True).path.name == "loop"
         assert rnnkit.LSTM(D, 4, layer_norm=True).path.name == "loop"
         out, _ = rnnkit.Bidirectional(rnnkit.LSTM(D, 4))(torch.randn(B, T, D), lengths=LENGTHS)
     finally:
-        recurrence.use_compiled(False)
+        recurrence.set_compiled(False)
     assert out.shape == (B, T, 8)
 
 
@@ -455,7 +455,7 @@ def test_reported_paths_are_the_ones_that_run(case, grad, B, want, monkeypatch):
     """The paths recurrence reports for an input are what the forward pass calls: the C++ loop
     or torch's kernel, for both directions at once or one at a time; a layer's ``.path`` (no
     input) agrees, and names the probe's measurement where it sends a layer to torch's kernel."""
-    recurrence.use_compiled(True)
+    recurrence.set_compiled(True)
     assert compiled.available(), compiled.error()
     calls = []
     real_compiled, real_fused = compiled.run, recurrence._fused

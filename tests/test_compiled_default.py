@@ -52,11 +52,11 @@ def test_second_derivatives_raise_instead_of_being_wrong(loss):
     x = torch.randn(B, T, D, requires_grad=True)
     out = layer(x)[0]
     y = out.sum() if loss == "linear" else out.square().sum()  # linear: torch's own check sees nothing
-    with pytest.raises(RuntimeError, match=r"first-order gradients only.*use_compiled\(False\)"):
+    with pytest.raises(RuntimeError, match=r"first-order gradients only.*set_compiled\(False\)"):
         torch.autograd.grad(y, x, create_graph=True)
     with pytest.raises(RuntimeError, match="first-order gradients only"):
         torch.autograd.functional.hessian(lambda v: layer(v)[0].sum(), x)
-    recurrence.use_compiled(False)  # the documented way out
+    recurrence.set_compiled(False)  # the documented way out
     (g,) = torch.autograd.grad(layer(x)[0].square().sum(), x, create_graph=True)
     g.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
@@ -179,10 +179,10 @@ def test_transforms_autocast_and_other_dtypes_take_the_torch_paths():
     # float64 input, float32 weights: the error torch's own path gives, not the C++ loop's
     with pytest.raises(RuntimeError) as ours:
         layer(x.double())
-    recurrence.use_compiled(False)
+    recurrence.set_compiled(False)
     with pytest.raises(RuntimeError) as pure:
         layer(x.double())
-    recurrence.use_compiled(True)
+    recurrence.set_compiled(True)
     assert str(ours.value) == str(pure.value)
     torch.testing.assert_close(layer(x)[0], want)
 

@@ -245,10 +245,10 @@ def test_state_errors(x):
 
 @pytest.fixture(params=[False, True], ids=["pure", "compiled"])
 def compiled_on(request):
-    before = recurrence._use_compiled
-    recurrence.use_compiled(request.param)
+    before = recurrence.compiled_enabled()
+    recurrence.set_compiled(request.param)
     yield request.param
-    recurrence.use_compiled(before)
+    recurrence.set_compiled(before)
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)

@@ -17,7 +17,7 @@ KINDS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 def paths(request):
     """Every parity test twice: with the default paths (the compiled loop where it applies) and
     with the compiled path off (torch's kernels: what runs without a C++ compiler)."""
-    recurrence.use_compiled(request.param)
+    recurrence.set_compiled(request.param)
 
 
 def torch_run(module, x, lengths):

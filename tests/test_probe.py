@@ -258,8 +258,8 @@ def test_a_mostly_padded_batch_goes_to_torchs_packed_kernel(probe_on):
             assert calls
         finally:
             recurrence._compiled.run = real_run
-        recurrence.use_compiled(False)
+        recurrence.set_compiled(False)
         try:
             torch.testing.assert_close(out_sparse, layer(x, lengths=sparse)[0])
         finally:
-            recurrence.use_compiled(True)
+            recurrence.set_compiled(True)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .._checks import exporting
+from .._checks import _shape, check_bool, check_choice, check_int, check_rate, exporting
 from ..layers import MERGES, Bidirectional, BiState, Stack
 from ..recurrence import length_mask
 
@@ -43,30 +43,6 @@ _CELL_OPTIONS = ("nonlinearity", "forget_bias", "bias")
 
 
 # ------------------------------------------------------------------------- arguments
-
-def check_choice(name: str, value, allowed: Sequence) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
-
-
-def check_int(name: str, value, *, low: int = 1, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}{' or None' if optional else ''}; got {value!r}")
-
-
-def check_rate(name: str, value, *, high: float = 1.0, closed: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-        0.0 <= value <= high if closed else 0.0 <= value < high)
-    if not ok:
-        raise ValueError(f"{name} must be a float in [0, {high:g}{']' if closed else ')'}; got {value!r}")
-
-
-def check_bool(name: str, value) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be a bool (True or False); got {value!r}")
-
 
 def encoder_config(encoder: dict | None, *, name: str = "encoder",
                    unidirectional_reason: str | None = None) -> dict:
@@ -194,10 +170,6 @@ def final_features(out: Tensor, states: list, lengths: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- batches
-
-def _shape(t) -> str:
-    return str(tuple(t.shape)) if isinstance(t, Tensor) else type(t).__name__
-
 
 def check_batch(batch, required: Sequence[str]) -> int:
     """Check that ``batch`` is a dict holding tensors under ``required``; return B (> 0)."""
