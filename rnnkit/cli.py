@@ -54,21 +54,27 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from .data._io import decode_lines, open_bytes
     from .training.pipeline import predict
 
-    if args.file == "-":
-        lines, source = sys.stdin, "<stdin>"
-    else:
-        try:
-            handle = open(args.file, encoding="utf-8")
-        except OSError as e:
-            raise ValueError(f"{args.file}: cannot read ({e.strerror})") from None
-        lines, source = handle, args.file
-    out = sys.stdout
-    for record in predict(args.checkpoint, lines, source=source, batch_size=args.batch_size,
-                          backend=args.backend, model_file=args.model):
-        out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    out.flush()
+    # Bytes are decoded the way the data readers decode them: a byte-order mark is dropped (it
+    # would otherwise stick to the first token and change its tag) and an invalid byte is an
+    # error naming FILE:line (<stdin>:line).
+    hint = "rnnkit predict reads UTF-8; convert the input first (e.g. iconv -f latin1 -t utf-8)"
+    with contextlib.ExitStack() as stack:
+        if args.file == "-":
+            source, raw = "<stdin>", getattr(sys.stdin, "buffer", None)
+        else:
+            source, raw = args.file, stack.enter_context(open_bytes(args.file))
+        # A stdin replaced by a text stream with no bytes underneath (io.StringIO) is decoded already.
+        lines = sys.stdin if raw is None else (line for _, line in decode_lines(raw, source, hint=hint))
+        out = sys.stdout
+        for record in predict(args.checkpoint, lines, source=source, batch_size=args.batch_size,
+                              backend=args.backend, model_file=args.model):
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        out.flush()
     return 0
 
 

@@ -2,26 +2,39 @@
 
 Lines are split on ``\n`` only, never with ``str.splitlines``: that also breaks at U+0085 (NEL),
 which is an ordinary character in Latin-1 files such as MR's ``rt-polarity.*``. A decode error
-names the line, the byte offset in the file and the ``encoding=`` option.
+names the line, the byte offset in the file and the ``encoding=`` option. Every reader opens
+its file through ``open_bytes``, so a folder or an unreadable path is one clear error for all.
 """
 
 from __future__ import annotations
 
 import codecs
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 PathLike = str | os.PathLike
 
 
+def open_bytes(path: PathLike):
+    """``open(path, "rb")``, with the errors a person can act on: FileNotFoundError for a missing
+    path, ValueError for a folder or a file that cannot be read (permissions...)."""
+    # Checked before opening: on Linux open() raises IsADirectoryError, on Windows PermissionError.
+    if Path(path).is_dir():
+        raise ValueError(f"{path}: is a folder; give a file")
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
+
+
 def read_text(path: PathLike, encoding: str = "utf-8") -> str:
     """Return the decoded contents of ``path``; raise ValueError if it is empty or undecodable."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
+    with open_bytes(path) as f:
+        data = f.read()
     if not data:
         raise ValueError(f"{path}: file is empty (0 bytes)")
     try:
@@ -51,48 +64,56 @@ def iter_lines(path: PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, s
     files are decoded whole instead.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    if size == 0:
-        raise ValueError(f"{path}: file is empty (0 bytes)")
-    try:
-        codec = codecs.lookup(encoding).name
-    except LookupError:
-        raise ValueError(f"unknown encoding {encoding!r} for {path}") from None
-    if codec.startswith(("utf-16", "utf-32")):
-        lines = read_text(path, encoding).split("\n")
-        if lines[-1] == "":
-            lines.pop()
-        for number, line in enumerate(lines, start=1):
-            yield number, line[:-1] if line.endswith("\r") else line
-        return
-    offset = 0
-    content = False
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode(encoding)
-            except UnicodeDecodeError as e:
-                raise _decode_error(path, number, offset, raw, e, encoding) from None
-            if number == 1 and line.startswith("\ufeff"):
-                line = line[1:]
-            offset += len(raw)
-            line = line[:-1] if line.endswith("\n") else line
-            line = line[:-1] if line.endswith("\r") else line
+    with open_bytes(path) as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise ValueError(f"{path}: file is empty (0 bytes)")
+        try:
+            codec = codecs.lookup(encoding).name
+        except LookupError:
+            raise ValueError(f"unknown encoding {encoding!r} for {path}") from None
+        if codec.startswith(("utf-16", "utf-32")):
+            lines = read_text(path, encoding).split("\n")
+            if lines[-1] == "":
+                lines.pop()
+            for number, line in enumerate(lines, start=1):
+                yield number, line[:-1] if line.endswith("\r") else line
+            return
+        content = False
+        for number, line in decode_lines(f, path, encoding):
             content = content or bool(line.strip())
             yield number, line
     if not content:
         raise ValueError(f"{path}: file contains only whitespace")
 
 
+ENCODING_HINT = "if the file uses another encoding, pass encoding=..., e.g. encoding='latin-1'"
+
+
+def decode_lines(stream: Iterable[bytes], name, encoding: str = "utf-8",
+                 hint: str = ENCODING_HINT) -> Iterator[tuple[int, str]]:
+    """``(line_number, line)`` of a binary stream (an open file, ``sys.stdin.buffer``), decoded
+    as ``iter_lines`` does: a leading byte-order mark dropped, ``\n`` / ``\r\n`` removed, and
+    undecodable bytes an error naming ``name:line``, ending with ``hint``. Empty input yields
+    nothing. Not for UTF-16/32, whose bytes cannot be split at ``\n``."""
+    offset = 0
+    for number, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode(encoding)
+        except UnicodeDecodeError as e:
+            raise _decode_error(name, number, offset, raw, e, encoding, hint) from None
+        if number == 1 and line.startswith("\ufeff"):
+            line = line[1:]
+        offset += len(raw)
+        line = line[:-1] if line.endswith("\n") else line
+        line = line[:-1] if line.endswith("\r") else line
+        yield number, line
+
+
 def _decode_error(path, line: int, line_offset: int, raw: bytes, e: UnicodeDecodeError,
-                  encoding: str) -> ValueError:
+                  encoding: str, hint: str = ENCODING_HINT) -> ValueError:
     return ValueError(
         f"{path}:{line}: cannot decode byte 0x{raw[e.start]:02x} at byte offset {line_offset + e.start} "
-        f"(column {e.start + 1}) as {encoding}: {e.reason}; if the file uses another encoding, "
-        f"pass encoding=..., e.g. encoding='latin-1'")
+        f"(column {e.start + 1}) as {encoding}: {e.reason}; {hint}")
 
 
 def show(line: str, limit: int = 80) -> str:

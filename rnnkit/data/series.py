@@ -43,6 +43,27 @@ class TSData:
     header: dict = field(default_factory=dict)  # every @key as written (lower-cased key)
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _to_float32(value: float) -> float:
+    """``value`` as float32 would hold it (inf past the range), without numpy's overflow warning.
+    The cast is the test, not ``|value| > max``: values just past max still round down to max."""
+    with np.errstate(over="ignore"):
+        return float(np.float32(value))
+
+
+def _target(raw: str, where: str, what: str, note: str = "") -> float:
+    """A regression target: a finite number (it stays a Python float, so float64's range)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{where}: {what} {raw!r} is not a number{note}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {what} {raw!r} is not a finite number{note}")
+    return value
+
+
 def _check_policy(missing: str) -> None:
     if missing not in MISSING_POLICIES:
         raise ValueError(f"missing must be one of {', '.join(MISSING_POLICIES)}; got {missing!r}")
@@ -66,6 +87,10 @@ def _parse_values(fields: list[str], where: str, what: str, missing: str) -> tup
             gaps.append(t)
         elif math.isinf(values[t]):
             raise ValueError(f"{where}: {what}, position {t + 1}: value {text!r} is infinite")
+        elif math.isinf(_to_float32(values[t])):  # series are stored as float32; 1e39 would become inf
+            raise ValueError(f"{where}: {what}, position {t + 1}: value {text!r} is beyond float32's "
+                             f"range (|x| <= {_FLOAT32_MAX:.7g}); series are stored as float32, "
+                             f"so rescale the data")
     if gaps and missing == "error":
         raise ValueError(f"{where}: {what}, position {gaps[0] + 1}: missing value "
                          f"{fields[gaps[0]].strip()!r} ({len(gaps)} in this line); pass "
@@ -174,10 +199,7 @@ def read_ts(path: PathLike, *, missing: str = "error", encoding: str = "utf-8") 
         if labelled:
             raw = parts[-1].strip()
             if target:
-                try:
-                    label = float(raw)
-                except ValueError:
-                    raise ValueError(f"{where}: target value {raw!r} is not a number") from None
+                label = _target(raw, where, "target value")
             else:
                 if raw not in data.class_labels:
                     raise ValueError(f"{where}: class label {raw!r} is not declared in @classLabel "
@@ -248,10 +270,7 @@ def read_series_csv(path: PathLike, *, label_column: int | None = 0, delimiter: 
             if not raw:
                 raise ValueError(f"{where}: empty label in column {label_column}")
             if label_type == "float":
-                try:
-                    label = float(raw)
-                except ValueError:
-                    raise ValueError(f"{where}: label {raw!r} is not a number (label_type='float')") from None
+                label = _target(raw, where, "label", " (label_type='float')")
             else:
                 label = raw
         if not fields:

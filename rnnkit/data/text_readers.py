@@ -61,12 +61,20 @@ def _tokens(text, tokenize: TokenizeFn, where: str, column: str) -> list[str]:
             raise ValueError(f"{where}: {column} must be a string or a list of strings")
         tokens = list(text)
     elif isinstance(text, str):
-        tokens = tokenize(text)
+        tokens = _split(tokenize, text, where)
     else:
         raise ValueError(f"{where}: {column} must be a string or a list of strings; got {type(text).__name__}")
     if not tokens:
         raise _EmptyText(f"{where}: {column} is empty (no tokens), an example needs at least one")
     return tokens
+
+
+def _split(tokenize: TokenizeFn, text: str, where: str) -> list:
+    """``tokenize(text)``, its errors (a regex pattern that took too long) prefixed with ``where``."""
+    try:
+        return tokenize(text)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 class _EmptyText(ValueError):
@@ -332,12 +340,12 @@ def read_lm_text(path: PathLike, *, tokenizer: TokenizeFn | None = None, eos: st
     """
     tokenize = _tokenizer(tokenizer)
     stream: list[str] = []
-    for _, line in iter_lines(path, encoding):
+    for line_no, line in iter_lines(path, encoding):
         if not line.strip():
             if not skip_blank and eos is not None:
                 stream.append(eos)
             continue
-        stream.extend(tokenize(line))
+        stream.extend(_split(tokenize, line, f"{path}:{line_no}"))
         if eos is not None:
             stream.append(eos)
     if not stream:

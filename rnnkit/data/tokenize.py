@@ -9,6 +9,12 @@ Levels:
   pre-tokenised text).
 * ``"regex"`` -- every match of ``pattern`` is a token; the default pattern keeps runs of word
   characters and splits off each punctuation mark: ``"Don't!" -> ["Don", "'", "t", "!"]``.
+  Patterns are compiled with the ``regex`` package (a superset of ``re``'s syntax) and every
+  match runs under a time limit of ``REGEX_TIMEOUT`` seconds per text: a pattern comes from a
+  config or a checkpoint, i.e. from elsewhere, and one that backtracks catastrophically
+  (``(a|a)+$`` on 30 ``a``s and a ``!``) would otherwise hang training or ``rnnkit predict``.
+  Past the limit, a ValueError names the pattern and the text. Any pattern is accepted; the
+  limit, not a restricted syntax, is the safeguard.
 * ``"char"`` -- every character is a token; whitespace is kept unless ``keep_spaces=False``
   (a character language model must see the spaces it has to predict).
 * ``"cjk"`` -- each Chinese/Japanese character (Han, kana, CJK punctuation, full-width forms) is
@@ -20,11 +26,16 @@ from __future__ import annotations
 
 import re
 
+import regex
+
+from ._io import show
+
 __all__ = ["Tokenizer", "LEVELS"]
 
 LEVELS = ("whitespace", "regex", "char", "cjk")
 
 DEFAULT_PATTERN = r"\w+|[^\w\s]"
+REGEX_TIMEOUT = 1.0  # seconds one text may take to tokenise with level="regex"
 
 # Han (incl. extension A and compatibility ideographs), hiragana, katakana, CJK symbols and
 # punctuation, full-width and half-width forms.
@@ -39,7 +50,8 @@ class Tokenizer:
 
     Args:
         level: one of ``whitespace``, ``regex``, ``char``, ``cjk`` (see the module docstring).
-        pattern: the token regex for ``level="regex"`` (default ``\\w+|[^\\w\\s]``).
+        pattern: the token regex for ``level="regex"`` (default ``\\w+|[^\\w\\s]``), compiled
+            with the ``regex`` package and matched under ``REGEX_TIMEOUT`` (module docstring).
         lowercase: apply ``str.lower()`` before splitting.
         normalize_digits: replace every digit with ``0`` (``"1984" -> "0000"``), so numbers share
             vocabulary entries.
@@ -61,8 +73,8 @@ class Tokenizer:
         self.normalize_digits = bool(normalize_digits)
         self.keep_spaces = bool(keep_spaces)
         try:
-            self._regex = re.compile(pattern or DEFAULT_PATTERN) if level == "regex" else None
-        except re.error as e:
+            self._regex = regex.compile(pattern or DEFAULT_PATTERN) if level == "regex" else None
+        except regex.error as e:
             raise ValueError(f"pattern is not a valid regular expression: {e}; got {pattern!r}") from None
 
     def __call__(self, text: str) -> list[str]:
@@ -73,7 +85,13 @@ class Tokenizer:
         if self.level == "whitespace":
             return text.split()
         if self.level == "regex":
-            return self._regex.findall(text)
+            try:
+                return self._regex.findall(text, timeout=REGEX_TIMEOUT)
+            except TimeoutError:
+                raise ValueError(
+                    f"tokenizer pattern {self._regex.pattern!r} took longer than {REGEX_TIMEOUT:g} s on "
+                    f"{show(text)}: the pattern backtracks catastrophically; simplify it (no nested "
+                    f"or overlapping repeats such as (a+)+ or (a|a)+)") from None
         if self.level == "char":
             return list(text) if self.keep_spaces else [c for c in text if not c.isspace()]
         return _CJK_RE.findall(text)

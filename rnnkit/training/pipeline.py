@@ -300,6 +300,8 @@ def _records(lines: Iterable[str], source: str) -> Iterator[tuple[str, dict]]:
     """(where, {"text": ...} or {"tokens": [...]}) per non-blank line; JSON objects allowed."""
     for n, line in enumerate(lines, 1):
         text = line.rstrip("\n")
+        if n == 1 and text.startswith("\ufeff"):  # a byte-order mark is not part of the first token
+            text = text[1:]
         if not text.strip():
             continue
         where = f"{source}:{n}"
