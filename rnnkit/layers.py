@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from . import interop, recurrence
 from ._checks import _shape, check_choice, check_input, check_lengths, check_rate, check_state, exporting
 from .cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, RNNCell, State
-from .recurrence import Path
+from .recurrence import BiPaths, Path
 from .scan import MinGRU, MinLSTM
 
 __all__ = ["Recurrent", "RNN", "GRU", "LSTM", "Bidirectional", "BiState", "Stack", "MERGES", "CELLS"]
@@ -228,16 +228,16 @@ class Bidirectional(nn.Module):
         return f + b if self.merge == "concat" else f
 
     @property
-    def path(self) -> BiState:
-        """The path each direction takes in the current mode: together in one call where both
-        can share it, else each as a single direction (recurrence.bidirectional_paths)."""
+    def path(self) -> BiPaths:
+        """The path each direction takes in the current mode, and whether one call runs both
+        (``together``): where both can share it, else each as a single direction
+        (recurrence.bidirectional_paths)."""
         fw, bw = self.forward_layer, self.backward_layer
         if not (isinstance(fw, Recurrent) and isinstance(bw, Recurrent)):
-            return BiState(fw.path, bw.path)  # parallel-scan layers have a single path
-        paths = recurrence.bidirectional_paths(
+            return BiPaths(fw.path, bw.path, False)  # parallel-scan layers each run on their own
+        return recurrence.bidirectional_paths(
             fw.cell, bw.cell, recurrent_dropout=(fw.recurrent_dropout, bw.recurrent_dropout),
             training=self.training, recompute_chunk=(fw.recompute_chunk, bw.recompute_chunk))
-        return BiState(paths.forward, paths.backward)
 
     def reset_parameters(self) -> None:
         self.forward_layer.reset_parameters()
@@ -420,7 +420,7 @@ class Stack(nn.Module):
 
     @property
     def paths(self) -> list:
-        """Per layer, the execution path (a ``BiState`` of two for bidirectional layers)."""
+        """Per layer, the execution path (a ``BiPaths`` of two for bidirectional layers)."""
         return [layer.path for layer in self.layers]
 
     def forward(self, x: Tensor, states: Sequence | None = None, *,

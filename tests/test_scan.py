@@ -140,7 +140,7 @@ def test_stack_with_scan_cells(cell):
     out, states = stack(x, lengths=[7, 2])
     assert out.shape == (2, 7, 8) and len(states) == 2
     assert states[0].forward.shape == (2, 5) and out[1, 2:].abs().max() == 0
-    assert all(p.name == "scan" for layer_paths in stack.paths for p in layer_paths)
+    assert all(p.name == "scan" for layer_paths in stack.paths for p in (layer_paths.forward, layer_paths.backward))
     out.sum().backward()
     assert all(p.grad is not None for p in stack.parameters())
     uni = rnnkit.Stack(3, [5, 4], cell=cell).eval()
