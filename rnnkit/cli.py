@@ -289,16 +289,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Errors a person can act on -- a bad config, data file or checkpoint, a
+    training run that diverged (``TrainingError``), a file that cannot be opened (any OSError
+    naming a file: missing, permission denied, a directory) -- print one line
+    ``rnnkit COMMAND: error: ...`` and return 2; RNNKIT_TRACEBACK=1 re-raises them instead."""
     from .checkpoint import CheckpointError
     from .config import ConfigError
+    from .training.trainer import TrainingError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, ValueError, TrainingError, OSError) as e:
         if os.environ.get("RNNKIT_TRACEBACK"):
             raise
+        if isinstance(e, OSError):
+            if e.filename is None and not isinstance(e, FileNotFoundError):
+                raise  # no file to name (a socket, a full disk mid-write): the traceback says more
+            if e.filename is not None and e.strerror:
+                files = f"{e.filename} -> {e.filename2}" if e.filename2 is not None else f"{e.filename}"
+                e = f"{files}: {e.strerror}"
         print(f"rnnkit {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -3,7 +3,8 @@
 * classification: accuracy and macro-F1 (scikit-learn);
 * tagging: token accuracy and span F1 (seqeval: conlleval-compatible by default, or strict
   IOB1 / IOB2 / IOBES);
-* language models: perplexity, exp of the mean token negative log-likelihood;
+* language models: perplexity, exp of the mean token negative log-likelihood (``inf`` when that
+  overflows);
 * translation: corpus BLEU (sacrebleu);
 * regression and forecasting: MAE, RMSE, MAPE (scikit-learn).
 
@@ -80,10 +81,18 @@ def span_f1(y_true: list[list[str]], y_pred: list[list[str]], scheme: str = "con
 
 
 def perplexity(total_nll: float, num_tokens: int) -> float:
-    """exp(total negative log-likelihood in nats / number of predicted tokens)."""
+    """exp(total negative log-likelihood in nats / number of predicted tokens).
+
+    A mean NLL past ~709.78 nats (float64's largest exponent) gives ``inf``, as does an infinite
+    NLL; a NaN NLL gives NaN. Such a model has diverged: the trainer never makes it ``best``, and
+    JSON output writes the value as ``null``.
+    """
     if num_tokens <= 0:
         raise ValueError(f"perplexity needs at least one token; got num_tokens={num_tokens}")
-    return math.exp(total_nll / num_tokens)
+    try:
+        return math.exp(total_nll / num_tokens)
+    except OverflowError:
+        return math.inf
 
 
 def bleu(hypotheses: list[str], references: list[str], tokenize: str = "13a") -> float:

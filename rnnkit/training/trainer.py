@@ -13,10 +13,34 @@ language models when ``bptt`` is set), evaluate on dev, step the schedule, then 
 
 Under ``torchrun`` (WORLD_SIZE > 1) each process takes every WORLD_SIZE-th batch, gradients are
 averaged by DistributedDataParallel, and only rank 0 evaluates, logs and writes files.
+
+Divergence. Training stops with a ``TrainingError`` naming the step (1-based, counted over the
+run) and the loss when, before the optimizer step:
+
+* the step's loss is NaN or infinite;
+* the step's loss explodes: it exceeds ``EXPLODE_FACTOR`` (1e6) times the run's first loss,
+  floored at 1 (``1e6 * max(first_loss, 1)``). The first loss is the untrained model's, e.g.
+  about ln V nats for a language model, so a healthy run never comes near it; the floor keeps a
+  near-zero first loss (regression on small targets) from making ordinary noise look like
+  divergence. The first loss is kept in the trainer state, so a resumed run keeps its bound;
+* the gradient norm is NaN or infinite (the step would write NaN into the weights);
+
+and at the end of an epoch, before anything is evaluated or saved, when a weight is NaN or
+infinite. So ``out_dir/last`` and ``out_dir/best`` only ever hold epochs that ended healthy (the
+message names the epoch ``last`` still holds): the diverged state is never saved. A dev value that is NaN or infinite (e.g. perplexity
+overflowing ``exp``) never makes an epoch ``best``; when no epoch had a finite monitored value,
+``fit`` ends with a ``TrainingError`` (there is no best model to use). Under torchrun, a
+divergence seen by one process only stops that process; the others wait for it.
+
+JSON. Strict JSON has no NaN or Infinity, so every non-finite value the trainer reports --
+``evaluate_batches``' result (``rnnkit evaluate``, results.json's ``test``), the dev metrics of
+log.jsonl, the history and the checkpoint manifests -- is ``None`` (``null``), with a note on
+stderr when an evaluation produced one.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import sys
@@ -29,11 +53,20 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
-from .callbacks import Callback, CurvePlotter, EarlyStopping, JsonlLogger
+from .callbacks import Callback, CurvePlotter, EarlyStopping, JsonlLogger, json_safe
 from .metrics import HIGHER_IS_BETTER
 from .options import TrainerConfig
 
-__all__ = ["Trainer", "evaluate_batches", "seed_everything", "build_optimizer", "build_scheduler"]
+__all__ = ["Trainer", "TrainingError", "EXPLODE_FACTOR", "evaluate_batches", "seed_everything",
+           "build_optimizer", "build_scheduler"]
+
+# A step's loss over this many times the run's first loss (floored at 1) is divergence.
+EXPLODE_FACTOR = 1e6
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (the loss diverged, the weights became NaN, no epoch was usable);
+    the message says what happened, where, and which checkpoint is still good."""
 
 
 def seed_everything(seed: int) -> None:
@@ -137,6 +170,8 @@ class Trainer:
         self.step = 0   # optimizer steps taken
         self.best_value: float | None = None
         self.best_epoch = 0
+        self.first_loss: float | None = None  # the run's first step loss, the divergence bound's base
+        self._saved_epoch: int | None = None  # epoch in out_dir/last, for the divergence message
         self.should_stop = False
         self._shown = ""  # the monitored dev value, as the progress bar shows it
         self.loss_module = _LossOf(model)
@@ -170,6 +205,8 @@ class Trainer:
         self.higher_is_better = HIGHER_IS_BETTER[self.monitor]
 
     def _improved(self, value: float) -> bool:
+        if not math.isfinite(value):  # a diverged (or overflowing) metric is never best
+            return False
         if self.best_value is None:
             return True
         return value > self.best_value if self.higher_is_better else value < self.best_value
@@ -227,14 +264,45 @@ class Trainer:
         return float(loss.detach())
 
     def _backward(self, loss) -> None:
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {float(loss)} at step {self.step} (epoch {self.epoch + 1}); "
-                                     "lower optimizer.lr or set trainer.clip_grad_norm")
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise self._diverged(f"loss is {value}")
+        if self.first_loss is None:
+            self.first_loss = value
+        bound = EXPLODE_FACTOR * max(self.first_loss, 1.0)
+        if value > bound:
+            raise self._diverged(f"loss is {value:.4g}, over {EXPLODE_FACTOR:g} x max(the run's first "
+                                 f"loss {self.first_loss:.4g}, 1) = {bound:.4g}")
         loss.backward()
-        if self.config.clip_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+        # clip_grad_norm_ measures the norm either way; with no limit it scales by exactly 1
+        limit = self.config.clip_grad_norm if self.config.clip_grad_norm is not None else math.inf
+        norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), limit))
+        if not math.isfinite(norm):
+            raise self._diverged(f"the gradient norm is {norm} (loss {value:.4g})")
         self.optimizer.step()
         self.step += 1
+
+    def _kept(self) -> str:
+        if self._saved_epoch is None:
+            return "no checkpoint was written in this run"
+        return f"{self.out_dir / 'last'} still holds epoch {self._saved_epoch}, unchanged"
+
+    def _diverged(self, what: str) -> TrainingError:
+        return TrainingError(
+            f"training diverged at step {self.step + 1} (epoch {self.epoch + 1}): {what}; stopped "
+            f"before the step, {self._kept()}. Lower optimizer.lr "
+            f"(now {self.optimizer.param_groups[0]['lr']:g}) or trainer.clip_grad_norm "
+            f"(now {self.config.clip_grad_norm})")
+
+    def _check_weights(self, epoch: int) -> None:
+        """A non-finite weight after the epoch's last step would be evaluated and saved: stop."""
+        for name, p in self.model.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                raise TrainingError(
+                    f"training diverged: weight {name} holds NaN or infinite values after step "
+                    f"{self.step} (epoch {epoch}); nothing of this epoch was saved, {self._kept()}. "
+                    f"Lower optimizer.lr (now {self.optimizer.param_groups[0]['lr']:g}) or "
+                    f"trainer.clip_grad_norm (now {self.config.clip_grad_norm})")
 
     def _bptt_step(self, batch: dict) -> float:
         """Truncated BPTT: cut (B, T) inputs and labels into windows of ``bptt`` steps and take one
@@ -300,6 +368,12 @@ class Trainer:
         if self.rank == 0:
             for cb in self.callbacks:
                 cb.on_train_end(self)
+            if self.epoch > 0 and self.best_epoch == 0:
+                raise TrainingError(
+                    f"no epoch had a finite dev {self.monitor} (epochs 1 to {self.epoch}: "
+                    f"{', '.join(str(r.get('dev', {}).get(self.monitor)) for r in self.history)}), so this "
+                    f"run wrote no {self.out_dir / 'best'}; {self._kept()}. The model diverged or the "
+                    "dev data gives non-finite values (see log.jsonl)")
         return self.history
 
     def _run_epoch(self) -> None:
@@ -324,6 +398,7 @@ class Trainer:
                 bar.update(1)
         if steps == 0:
             raise ValueError("training data is empty: no batches in this epoch")
+        self._check_weights(epoch)
         seconds = time.perf_counter() - start
         record = {"epoch": epoch, "step": self.step, "train_loss": loss_sum / steps,
                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
@@ -338,6 +413,10 @@ class Trainer:
                 if self.higher_is_better is None:
                     self._resolve_monitor(dev)
                 value = dev[self.monitor]
+                if value is None:  # evaluate_batches' JSON-safe stand-in for NaN or infinity
+                    value = math.nan
+                    print(f"rnnkit: epoch {epoch}: dev {self.monitor} is not finite; this epoch "
+                          "cannot become best", file=sys.stderr)
             else:  # without dev data, the best model is the one of lowest training loss
                 self.monitor, self.higher_is_better = "train_loss", False
                 value = record["train_loss"]
@@ -361,6 +440,7 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_epoch_end(self, record)
             self._save(best=record.get("best", False))
+            self._saved_epoch = epoch
             shared[1] = float(self.should_stop)
         if bar is not None:
             bar.close()
@@ -400,6 +480,7 @@ class Trainer:
         return {"epoch": self.epoch, "step": self.step, "best_value": self.best_value,
                 "best_epoch": self.best_epoch, "monitor": self.monitor,
                 "higher_is_better": self.higher_is_better, "history": self.history,
+                "first_loss": self.first_loss,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
@@ -419,6 +500,13 @@ class Trainer:
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
         self.monitor, self.higher_is_better = state["monitor"], state["higher_is_better"]
         self.history = state["history"]
+        # trainer states written before the divergence bound have no first_loss: the first
+        # epoch's mean loss is the closest stand-in (None: the next step's loss sets it)
+        self.first_loss = state.get("first_loss")
+        if self.first_loss is None and self.history:
+            self.first_loss = self.history[0].get("train_loss")
+        if path == self.out_dir / "last":
+            self._saved_epoch = self.epoch
         saved_epochs = state["config"]["epochs"]
         if self.config.scheduler.name == "cosine" and saved_epochs != self.config.epochs:
             raise ValueError(f"{path}: its cosine schedule spans trainer.epochs = {saved_epochs}; resuming "
@@ -444,7 +532,10 @@ class Trainer:
 @torch.no_grad()
 def evaluate_batches(model: nn.Module, batches: Iterable[dict], metrics=None) -> dict:
     """Mean loss (weighted by batch size) and ``metrics`` of ``model`` over ``batches``, in eval
-    mode; a carried LM state is reset before and after."""
+    mode; a carried LM state is reset before and after.
+
+    A NaN or infinite value comes back as ``None`` (so that the result is valid JSON, where it is
+    ``null``), with a line on stderr naming it."""
     was_training = model.training
     model.eval()
     reset = getattr(model, "reset_state", None)
@@ -472,7 +563,11 @@ def evaluate_batches(model: nn.Module, batches: Iterable[dict], metrics=None) ->
     out = {"loss": total / count}
     if metrics is not None:
         out.update(metrics.compute())
-    return out
+    bad = [f"{k} is {v}" for k, v in out.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        print(f"rnnkit: evaluation: {', '.join(bad)} (written as null: JSON has no NaN or Infinity)",
+              file=sys.stderr)
+    return json_safe(out)
 
 
 def _detach(state):
