@@ -356,7 +356,8 @@ class Stack(nn.Module):
             raise ValueError("merge='none' keeps the directions on a separate axis, which no next layer "
                              "or residual can take; it is allowed only for a single-layer Stack without "
                              "residual. Use concat, sum, mul or mean")
-        self.cell, self.merge, self.residual = cell, merge, bool(residual)
+        # the cell's name; each layer's .cell is the cell module itself
+        self.cell_type, self.merge, self.residual = cell, merge, bool(residual)
         self.dropout = float(dropout)
         options = {"recurrent_dropout": recurrent_dropout}
         if cell in ("rnn", "gru", "lstm"):
