@@ -130,13 +130,15 @@ def _encode(tokens: list[str], index: dict[str, int]) -> list[int]:
 
 
 def _batches(sentences, index: dict[str, int], batch_size: int) -> list[dict]:
+    from .data.batching import IGNORE_INDEX
+
     tag_id = {t: i for i, t in enumerate(TAGS)}
     out = []
     for start in range(0, len(sentences), batch_size):
         chunk = sentences[start:start + batch_size]
         T = max(len(tokens) for tokens, _ in chunk)
         inputs = torch.zeros(len(chunk), T, dtype=torch.long)
-        labels = torch.full((len(chunk), T), -100, dtype=torch.long)
+        labels = torch.full((len(chunk), T), IGNORE_INDEX, dtype=torch.long)
         for b, (tokens, tags) in enumerate(chunk):
             inputs[b, :len(tokens)] = torch.tensor(_encode(tokens, index))
             labels[b, :len(tags)] = torch.tensor([tag_id[t] for t in tags])

@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.batching import IGNORE_INDEX
 from ._common import (InputLayer, build_stack, check_batch, check_bool, check_choice, check_int,
                       check_rate, check_tokens, detach_state, encoder_config, last_step, length_mask)
 from .decoding import STRATEGIES, forbid, greedy, sample
 
 __all__ = ["LanguageModel", "BIDIRECTIONAL_LM_ERROR"]
 
-IGNORE = -100
 BIDIRECTIONAL_LM_ERROR = (
     "a language model predicts each next token from the tokens before it, and a backward "
     "direction reads the very tokens it must predict: it trains to a near-perfect perplexity "
@@ -114,7 +114,7 @@ class LanguageModel(nn.Module):
             raise ValueError(f"batch['labels'] must be int64 next-token ids of shape (B, T) = ({B}, {T}); "
                              f"got {y.dtype} {tuple(y.shape)}")
         y = y.long().to(self.device)
-        keep = length_mask(batch["lengths"].long().to(self.device), T) & (y != IGNORE) & (y != 0)
+        keep = length_mask(batch["lengths"].long().to(self.device), T) & (y != IGNORE_INDEX) & (y != 0)
         real = y[keep]
         if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.vocab_size):
             raise ValueError(f"batch['labels'] must hold token ids in [0, {self.vocab_size - 1}] (or -100 "

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import exporting
+from ..data.batching import IGNORE_INDEX
 from ..layers import Stack
 from ._common import (InputLayer, build_stack, check_batch, check_choice, check_int,
                       check_rate, check_tokens, encoder_config, hidden_of, length_mask)
@@ -25,7 +26,6 @@ __all__ = ["SequenceTagger", "CharFeatures", "OUTPUTS", "CHAR_ENCODERS"]
 
 OUTPUTS = ("softmax", "crf")
 CHAR_ENCODERS = ("lstm", "cnn")
-IGNORE = -100  # tag id at padding (and at tokens without a label, softmax output only)
 
 
 class CharFeatures(nn.Module):
@@ -180,13 +180,13 @@ class SequenceTagger(nn.Module):
         real = y[valid]
         ok = (real >= 0) & (real < self.num_tags)
         if self.crf is None:
-            ok |= real == IGNORE
+            ok |= real == IGNORE_INDEX
         if not bool(ok.all()):
             bad = real[~ok]
-            extra = "" if self.crf is not None else f" or {IGNORE} (ignored)"
+            extra = "" if self.crf is not None else f" or {IGNORE_INDEX} (ignored)"
             raise ValueError(f"batch['labels'] must hold tag ids in [0, {self.num_tags - 1}] (num_tags = "
                              f"{self.num_tags}){extra} at every real token; got {bad[:5].tolist()}")
-        return y.masked_fill(~valid, IGNORE)
+        return y.masked_fill(~valid, IGNORE_INDEX)
 
     def loss(self, batch: dict) -> Tensor:
         """Softmax: mean cross-entropy per labelled token. CRF: mean NLL per sentence."""
@@ -194,7 +194,7 @@ class SequenceTagger(nn.Module):
         lengths = batch["lengths"].long().to(self.device)
         y = self._labels(batch, lengths)
         if self.crf is None:
-            return F.cross_entropy(scores.reshape(-1, self.num_tags), y.reshape(-1), ignore_index=IGNORE)
+            return F.cross_entropy(scores.reshape(-1, self.num_tags), y.reshape(-1), ignore_index=IGNORE_INDEX)
         return self.crf.nll(scores, y.clamp(min=0), lengths).mean()
 
     @torch.no_grad()
