@@ -56,8 +56,8 @@ import warnings
 import torch
 from torch import Tensor
 
-
 from ._checks import env_flag
+from ._log import get_logger
 from .cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell
 
 __all__ = ["available", "error", "isa", "supports", "run", "release_scratch"]
@@ -90,6 +90,7 @@ def _flags() -> list[str]:
 # so there is one OpenMP runtime and one thread pool. Other backends need no flag.
 _OPENMP = ["-fopenmp"] if "parallel backend: OpenMP" in torch.__config__.parallel_info() else []
 _lock = threading.Lock()
+_log = get_logger(__name__)
 _ext = None
 _error: str | None = None
 
@@ -210,8 +211,8 @@ def _build(load):
 
     def tell():
         shown.set()
-        print("rnnkit: building the compiled recurrence for this CPU and torch version (C++, once; "
-              "or waiting for another process that builds it)...", file=sys.stderr, flush=True)
+        _log.info("rnnkit: building the compiled recurrence for this CPU and torch version (C++, once; "
+                  "or waiting for another process that builds it)...")
 
     notice = threading.Timer(1.0, tell)
     notice.daemon = True
@@ -226,8 +227,7 @@ def _build(load):
         notice.cancel()
         if shown.is_set():
             outcome = "ready" if ok else "failed"
-            print(f"rnnkit: compiled recurrence {outcome} ({time.monotonic() - start:.0f} s)",
-                  file=sys.stderr, flush=True)
+            _log.info("rnnkit: compiled recurrence %s (%.0f s)", outcome, time.monotonic() - start)
 
 
 def _compiler_on_path() -> None:

@@ -35,7 +35,6 @@ import contextlib
 import json
 import math
 import os
-import sys
 import threading
 import time
 import warnings
@@ -44,6 +43,7 @@ import torch
 
 from . import _compiled
 from ._checks import env_flag
+from ._log import get_logger
 from .cells import GRUCell, LSTMCell
 
 __all__ = ["enabled", "verdicts", "ratio", "judged", "run", "describe", "work"]
@@ -58,6 +58,7 @@ THRESHOLD = 0.97
 _KEYS = [f"{cell}/{mode}/{way}" for cell in ("gru", "lstm") for mode in ("train", "infer") for way in ("uni", "bi")]
 _VERSION = 3
 _lock = threading.Lock()
+_log = get_logger(__name__)
 _memo: dict[int, dict] = {}  # torch threads -> the record of that probe
 
 
@@ -151,8 +152,8 @@ def verdicts(*, again: bool = False) -> dict:
 
 
 def _measure(threads: int) -> dict:
-    print("rnnkit: timing the compiled recurrence against torch's kernels on this CPU (once per build and "
-          "thread count; a few seconds)...", file=sys.stderr, flush=True)
+    _log.info("rnnkit: timing the compiled recurrence against torch's kernels on this CPU (once per build "
+              "and thread count; a few seconds)...")
     try:
         record = run()
     except Exception as exc:  # out of memory, a broken build, ...: torch's kernels, not kept

@@ -125,7 +125,7 @@ def _build(args: argparse.Namespace) -> int:
 
     from . import recurrence
 
-    if not recurrence._use_compiled:
+    if not recurrence.compiled_enabled():
         print(f"rnnkit build: nothing to do: RNNKIT_COMPILED={os.environ.get('RNNKIT_COMPILED')} turns "
               "the compiled recurrence off", file=sys.stderr)
         return 1

@@ -53,12 +53,15 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
+from .._log import get_logger
 from .callbacks import Callback, CurvePlotter, EarlyStopping, JsonlLogger, json_safe
 from .metrics import HIGHER_IS_BETTER
 from .options import TrainerConfig
 
 __all__ = ["Trainer", "TrainingError", "EXPLODE_FACTOR", "evaluate_batches", "seed_everything",
            "build_optimizer", "build_scheduler"]
+
+_log = get_logger(__name__)
 
 # A step's loss over this many times the run's first loss (floored at 1) is divergence.
 EXPLODE_FACTOR = 1e6
@@ -360,8 +363,8 @@ class Trainer:
         if self.world > 1 and isinstance(self.train_data, Sequence) and self.rank == 0:
             left = len(self.train_data) % self.world
             if left:
-                print(f"rnnkit: {len(self.train_data)} batches over {self.world} processes: each epoch "
-                      f"leaves out {left} (a different {left} each epoch, by the shuffle)", file=sys.stderr)
+                _log.info("rnnkit: %d batches over %d processes: each epoch leaves out %d (a different %d "
+                          "each epoch, by the shuffle)", len(self.train_data), self.world, left, left)
         self.model.train()
         while self.epoch < cfg.epochs and not self.should_stop:
             self._run_epoch()
@@ -415,8 +418,8 @@ class Trainer:
                 value = dev[self.monitor]
                 if value is None:  # evaluate_batches' JSON-safe stand-in for NaN or infinity
                     value = math.nan
-                    print(f"rnnkit: epoch {epoch}: dev {self.monitor} is not finite; this epoch "
-                          "cannot become best", file=sys.stderr)
+                    _log.warning("rnnkit: epoch %d: dev %s is not finite; this epoch cannot become best",
+                                 epoch, self.monitor)
             else:  # without dev data, the best model is the one of lowest training loss
                 self.monitor, self.higher_is_better = "train_loss", False
                 value = record["train_loss"]
@@ -525,8 +528,8 @@ class Trainer:
         np.random.set_state(rng["numpy"])
         torch.set_rng_state(rng["torch"])
         if self.epoch >= self.config.epochs:
-            print(f"rnnkit: {path} has already trained {self.epoch} of {self.config.epochs} epochs; "
-                  "nothing to do (raise trainer.epochs to train on)", file=sys.stderr)
+            _log.info("rnnkit: %s has already trained %d of %d epochs; nothing to do (raise trainer.epochs "
+                      "to train on)", path, self.epoch, self.config.epochs)
 
 
 @torch.no_grad()
@@ -565,8 +568,7 @@ def evaluate_batches(model: nn.Module, batches: Iterable[dict], metrics=None) ->
         out.update(metrics.compute())
     bad = [f"{k} is {v}" for k, v in out.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
-        print(f"rnnkit: evaluation: {', '.join(bad)} (written as null: JSON has no NaN or Infinity)",
-              file=sys.stderr)
+        _log.warning("rnnkit: evaluation: %s (written as null: JSON has no NaN or Infinity)", ", ".join(bad))
     return json_safe(out)
 
 
