@@ -123,7 +123,7 @@ def train_models(args, work: Path) -> dict[str, dict]:
 
 def export_models(models: dict[str, dict]) -> None:
     """``rnnkit export`` each checkpoint to CKPT.onnx (checked there against the model)."""
-    from rnnkit.training.pipeline import export_checkpoint
+    from rnnkit.run import export_checkpoint
 
     for name, m in models.items():
         onnx = Path(m["checkpoint"]).with_suffix(".onnx")
@@ -249,7 +249,7 @@ def time_worker(job: dict) -> dict:
     set; the ONNX Runtime process then checks the exported graph against the eager model."""
     from rnnkit import recurrence
     from rnnkit.export import OnnxRunner
-    from rnnkit.training.pipeline import Predictor
+    from rnnkit.run import Predictor
 
     torch.set_num_threads(job["threads"])
     recurrence.set_compiled(True)

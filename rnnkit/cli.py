@@ -31,7 +31,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .training.pipeline import train
+    from .run import train
 
     overrides = list(args.set or [])
     if args.out is not None:
@@ -46,7 +46,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .training.pipeline import evaluate
+    from .run import evaluate
 
     metrics = evaluate(args.checkpoint, args.data, batch_size=args.batch_size)
     print(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), **metrics}))
@@ -57,7 +57,7 @@ def _predict(args: argparse.Namespace) -> int:
     import contextlib
 
     from .data._io import decode_lines, open_bytes
-    from .training.pipeline import predict
+    from .run import predict
 
     # Bytes are decoded the way the data readers decode them: a byte-order mark is dropped (it
     # would otherwise stick to the first token and change its tag) and an invalid byte is an
@@ -79,7 +79,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .training.pipeline import export_checkpoint
+    from .run import export_checkpoint
 
     if args.format == "onnx":
         missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if not _importable(m)]

@@ -393,7 +393,7 @@ def serve(path: str | Path, *, host: str = "127.0.0.1", port: int = 8000, backen
           model_file: str | Path | None = None, **limits) -> None:
     """Load the checkpoint at ``path`` once and serve it until interrupted (Ctrl-C).
     ``backend``, ``model_file``: as ``Predictor``'s; ``limits``: ``create_app``'s keyword arguments."""
-    from .training.pipeline import Predictor
+    from .run import Predictor
 
     sock = listen(host, port)
     try:

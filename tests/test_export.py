@@ -176,7 +176,7 @@ def test_an_export_that_differs_from_its_model_is_not_kept(tmp_path, monkeypatch
 def test_cli_export_then_predict_through_onnxruntime(tmp_path, capsys):
     from rnnkit.cli import main
     from rnnkit.config import parse_config
-    from rnnkit.training.pipeline import train
+    from rnnkit.run import train
 
     data = tmp_path / "ner.conll"
     rows = [("Teddy", "B-PER"), ("Roosevelt", "I-PER"), ("was", "O"), ("president", "O")], \

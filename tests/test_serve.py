@@ -26,7 +26,7 @@ from rnnkit.cli import main  # noqa: E402
 from rnnkit.config import parse_config  # noqa: E402
 from rnnkit.demo import make_corpus  # noqa: E402
 from rnnkit.serve import create_app, listen  # noqa: E402
-from rnnkit.training.pipeline import Predictor, predict, train  # noqa: E402
+from rnnkit.run import Predictor, predict, train  # noqa: E402
 
 TRAINER = {"batch_size": 16, "progress": False, "plots": False, "num_threads": 1,
            "optimizer": {"name": "adam", "lr": 0.01}}

@@ -58,7 +58,7 @@ from .callbacks import Callback, CurvePlotter, EarlyStopping, JsonlLogger, json_
 from .metrics import HIGHER_IS_BETTER
 from .options import TrainerConfig
 
-__all__ = ["Trainer", "TrainingError", "EXPLODE_FACTOR", "evaluate_batches", "seed_everything",
+__all__ = ["Trainer", "TrainingError", "EXPLODE_FACTOR", "evaluate_batches", "seed_everything", "setup_distributed",
            "build_optimizer", "build_scheduler"]
 
 _log = get_logger(__name__)
@@ -158,7 +158,7 @@ class Trainer:
         self.metrics, self.vocabs, self.extra = metrics, vocabs or {}, extra or {}
         self.name = name or type(model).__name__
         self.out_dir = Path(self.config.out_dir)
-        self.rank, self.world = _setup_distributed()
+        self.rank, self.world = setup_distributed()
         self.monitor = self.config.monitor or ("loss" if metrics is None else None)
         self.higher_is_better: bool | None = None
         self.optimizer = build_optimizer(model, self.config)
@@ -590,7 +590,7 @@ def _progress(*, total, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, leave=True, dynamic_ncols=True, file=sys.stderr)
 
 
-def _setup_distributed() -> tuple[int, int]:
+def setup_distributed() -> tuple[int, int]:
     """(rank, world size); joins the process group that torchrun describes in the environment."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:

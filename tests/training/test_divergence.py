@@ -258,7 +258,7 @@ def test_cli_names_a_file_it_cannot_open(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("RNNKIT_TRACEBACK", raising=False)
     assert main(["train", str(tmp_path)]) == 2  # a directory where the config file should be
     assert capsys.readouterr().err.strip() == f"rnnkit train: error: {tmp_path}: Is a directory"
-    import rnnkit.training.pipeline as pipeline
+    import rnnkit.run as pipeline
 
     def denied(*a, **k):
         raise PermissionError(13, "Permission denied", str(tmp_path / "x.txt"))
