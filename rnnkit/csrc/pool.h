@@ -24,9 +24,9 @@ namespace rnnkit {
 //   to the pool when torch frees it, typically when backward is done with it.
 // A request takes the smallest free buffer of the dtype that is large enough and at most
 // twice as large (or allocates one), so concurrent calls never share one. Of equal sizes it
-// takes the last given back: taking the first, inference after training rotated through
-// same-size buffers and found none of them in cache (a BiLSTM (16, 500, 64) inference call ran
-// at 1.5M tokens/s after training steps, and 2.0-2.3M with this order). Results below
+// takes the last given back, the one most likely still in cache: taking the first, inference
+// after training steps rotated through same-size buffers and found none of them in cache
+// (measured in docs/benchmarks.md, section 2). Results below
 // kPoolMinBytes come from torch's allocator as usual; scratch of every size is pooled. The pool keeps at most kPoolKeep free
 // buffers, none above kPoolMaxBytes and kPoolTotalBytes in all; release_scratch() empties it.
 constexpr size_t kPoolKeep = 32;

@@ -61,9 +61,9 @@ template <typename F> void wait_until(const F& ready) {
 // with two threads pipelines its projections instead (forward_direction).
 inline thread_local int gemm_workers = 1;
 
-// Rows (steps x batch) of the input projection per chunk (project_chunk, backward_chunk). A
-// BiLSTM (64, 100, 256) x 2 inference call, fresh processes: 61-63k tokens/s with all steps
-// projected at once, 70-73k with chunks of 1024 rows, 76-81k with 64-256.
+// Rows (steps x batch) of the input projection per chunk (project_chunk, backward_chunk): a
+// chunk small enough that its projections are still in cache when its steps read them, which
+// all steps projected at once are not (the A/B is in docs/benchmarks.md, section 2).
 inline std::atomic<int64_t> projection_chunk_rows{256};
 inline int chunk_steps(int B, int steps) {
   const int64_t rows = projection_chunk_rows.load();
