@@ -1,9 +1,15 @@
-"""What happens at the end of each epoch, one concern per callback.
+"""What happens after each training step and at the end of each epoch, one concern per callback.
 
-A callback has ``on_epoch_end(trainer, record)`` (``record`` is the epoch's JSON-safe log line:
-a non-finite value is ``None``, see ``json_safe``)
-and optionally ``on_train_end(trainer)``. The trainer calls them on rank 0 only, in order;
-early stopping sets ``trainer.should_stop``, which the trainer then broadcasts to all ranks.
+A callback has ``on_step(trainer, record)`` after every training batch (``record``: ``step``,
+``epoch``, ``loss``, ``lr``, ``grad_norm`` before clipping and ``grad_norm_clipped`` after it,
+``tokens_per_s`` of that batch), ``on_epoch_end(trainer, record)`` (``record`` is the epoch's
+JSON-safe log line: a non-finite value is ``None``, see ``json_safe``) and ``on_train_end(trainer)``;
+each does nothing unless overridden. The trainer calls them on rank 0 only, in order; early
+stopping sets ``trainer.should_stop``, which the trainer then broadcasts to all ranks.
+
+``TensorBoardLogger`` and ``MLflowLogger`` (``trainer.loggers: [tensorboard, mlflow]``, each an
+extra: ``pip install 'rnnkit[tensorboard]'`` / ``'rnnkit[mlflow]'``) log every step's record and
+every epoch's dev metrics.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ import json
 import math
 from pathlib import Path
 
-__all__ = ["Callback", "EarlyStopping", "JsonlLogger", "CurvePlotter", "json_safe"]
+__all__ = ["Callback", "EarlyStopping", "JsonlLogger", "CurvePlotter", "TensorBoardLogger", "MLflowLogger",
+           "LOGGERS", "make_logger", "json_safe"]
 
 
 def json_safe(obj):
@@ -28,6 +35,9 @@ def json_safe(obj):
 
 
 class Callback:
+    def on_step(self, trainer, record: dict) -> None:
+        pass
+
     def on_epoch_end(self, trainer, record: dict) -> None:
         pass
 
@@ -122,3 +132,98 @@ def plot_history(history: list[dict], path: str | Path, *, title: str = "") -> P
 
 def _value(v) -> float:
     return math.nan if v is None else float(v)
+
+
+def _scalars(record: dict, prefix: str = "") -> dict[str, float]:
+    """The finite numbers of a (nested) record, flattened: {"dev": {"f1": 0.9}} -> {"dev/f1": 0.9}."""
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(_scalars(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[f"{prefix}{key}"] = float(value)
+    return out
+
+
+def _missing(logger: str, package: str) -> ImportError:
+    return ImportError(f"trainer.loggers: {logger} needs the {package} package; install it with "
+                       f"pip install 'rnnkit[{logger}]'")
+
+
+class TensorBoardLogger(Callback):
+    """Scalars for TensorBoard in ``log_dir``: ``train/*`` per step, the epoch's line per epoch."""
+
+    def __init__(self, log_dir: str | Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise _missing("tensorboard", "tensorboard") from None
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def on_step(self, trainer, record: dict) -> None:
+        for key, value in _scalars(record).items():
+            if key not in ("step", "epoch"):
+                self.writer.add_scalar(f"train/{key}", value, record["step"])
+
+    def on_epoch_end(self, trainer, record: dict) -> None:
+        for key, value in _scalars(record).items():
+            if key not in ("step", "epoch"):
+                self.writer.add_scalar(f"epoch/{key}", value, record["epoch"])
+        self.writer.flush()
+
+    def on_train_end(self, trainer) -> None:
+        self.writer.close()
+
+
+class MLflowLogger(Callback):
+    """One MLflow run per training run: its parameters (the trainer's config) once, every step's
+    record and every epoch's line as metrics. Runs go where ``MLFLOW_TRACKING_URI`` says, else to
+    the SQLite database ``store`` (MLflow's folder store is deprecated); ``mlflow ui
+    --backend-store-uri sqlite:///STORE`` shows them."""
+
+    def __init__(self, store: str | Path, run_name: str = "", params: dict | None = None) -> None:
+        try:
+            import mlflow
+        except ImportError:
+            raise _missing("mlflow", "mlflow (mlflow-skinny, with sqlalchemy and alembic)") from None
+        import os
+
+        self.mlflow = mlflow
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            mlflow.set_tracking_uri(f"sqlite:///{Path(store).resolve()}")
+        self.run = mlflow.start_run(run_name=run_name or None)
+        if params:
+            mlflow.log_params({k: str(v)[:500] for k, v in _flat(params).items()})
+
+    def on_step(self, trainer, record: dict) -> None:
+        self.mlflow.log_metrics({f"train_{k}": v for k, v in _scalars(record).items()
+                                 if k not in ("step", "epoch")}, step=record["step"])
+
+    def on_epoch_end(self, trainer, record: dict) -> None:
+        self.mlflow.log_metrics({f"epoch_{k.replace('/', '_')}": v for k, v in _scalars(record).items()
+                                 if k not in ("step", "epoch")}, step=record["epoch"])
+
+    def on_train_end(self, trainer) -> None:
+        self.mlflow.end_run()
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+LOGGERS = ("tensorboard", "mlflow")
+
+
+def make_logger(name: str, out_dir: Path, *, run_name: str = "", params: dict | None = None) -> Callback:
+    """The logger ``name`` (one of ``LOGGERS``) writing under ``out_dir``."""
+    if name == "tensorboard":
+        return TensorBoardLogger(out_dir / "tensorboard")
+    if name == "mlflow":
+        return MLflowLogger(out_dir / "mlflow.db", run_name=run_name, params=params)
+    raise ValueError(f"trainer.loggers: {name!r} is not a logger; allowed: {', '.join(LOGGERS)}")

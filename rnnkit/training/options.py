@@ -53,6 +53,7 @@ class TrainerConfig(Strict):
     progress: bool = True                              # tqdm progress bar
     plots: bool = True                                 # write curves.png after each epoch
     num_threads: int | None = Field(None, ge=1)        # torch CPU threads; null: torch's default
+    loggers: list[Literal["tensorboard", "mlflow"]] = []  # per-step and per-epoch metrics (extras)
 
     @model_validator(mode="after")
     def _check(self):

@@ -54,7 +54,7 @@ from torch import nn
 
 from .. import checkpoint as ckpt
 from .._log import get_logger
-from .callbacks import Callback, CurvePlotter, EarlyStopping, JsonlLogger, json_safe
+from .callbacks import Callback, CurvePlotter, EarlyStopping, JsonlLogger, json_safe, make_logger
 from .metrics import HIGHER_IS_BETTER
 from .options import TrainerConfig
 
@@ -189,6 +189,11 @@ class Trainer:
         if self.config.patience is not None:
             self.callbacks.append(EarlyStopping(self.config.patience))
         self.callbacks += list(callbacks)
+        if self.rank == 0:
+            for logger in self.config.loggers:
+                self.callbacks.append(make_logger(logger, self.out_dir, run_name=name,
+                                                  params=self.config.model_dump(mode="json")))
+        self._grad_norms = (math.nan, math.nan)
         self._check_bptt()
 
     # ----------------------------------------------------------------- monitored metric
@@ -284,6 +289,15 @@ class Trainer:
             raise self._diverged(f"the gradient norm is {norm} (loss {value:.4g})")
         self.optimizer.step()
         self.step += 1
+        self._grad_norms = (norm, min(norm, limit))  # before and after clipping, for on_step
+
+    def _on_step(self, epoch: int, loss: float, tokens_per_s: float) -> None:
+        before, after = self._grad_norms
+        record = {"step": self.step, "epoch": epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
+                  "grad_norm": before, "grad_norm_clipped": after,
+                  "tokens_per_s": round(tokens_per_s * self.world, 1)}
+        for cb in self.callbacks:
+            cb.on_step(self, record)
 
     def _kept(self) -> str:
         if self._saved_epoch is None:
@@ -387,13 +401,18 @@ class Trainer:
         start, tokens, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
         self.model.train()
         self._reset_state()
+        per_step = self.rank == 0 and any(type(cb).on_step is not Callback.on_step for cb in self.callbacks)
         for i, batch in enumerate(batches):
             if cfg.max_steps_per_epoch is not None and i >= cfg.max_steps_per_epoch:
                 break
             batch = self._to_device(batch)
-            loss_sum += self._train_step(batch)
+            began = time.perf_counter()
+            loss = self._train_step(batch)
+            loss_sum += loss
             tokens += _tokens(batch)
             steps += 1
+            if per_step:
+                self._on_step(epoch, loss, _tokens(batch) / max(time.perf_counter() - began, 1e-9))
             if bar is not None:
                 rate = tokens / max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix_str(f"loss {loss_sum / steps:.4f}, {self._shown}{rate:,.0f} tok/s",
