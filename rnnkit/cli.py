@@ -294,7 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     naming a file: missing, permission denied, a directory) -- print one line
     ``rnnkit COMMAND: error: ...`` and return 2; RNNKIT_TRACEBACK=1 re-raises them instead."""
     from .checkpoint import CheckpointError
-    from .config import ConfigError
+
+    try:
+        from .config import ConfigError
+    except ModuleNotFoundError as e:  # a layers-and-heads install: the CLI needs the train extra
+        print(f"rnnkit: the command line needs the packages of rnnkit[train] ({e.name} is not installed); "
+              "install them with: pip install 'rnnkit[train]'", file=sys.stderr)
+        return 2
     from .training.trainer import TrainingError
 
     parser = build_parser()

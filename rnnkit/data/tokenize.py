@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import re
 
-import regex
-
 from ._io import show
 
 __all__ = ["Tokenizer", "LEVELS"]
@@ -72,8 +70,13 @@ class Tokenizer:
         self.lowercase = bool(lowercase)
         self.normalize_digits = bool(normalize_digits)
         self.keep_spaces = bool(keep_spaces)
+        self._regex = None
+        if level != "regex":
+            return
+        import regex  # rnnkit[train]; imported here so that the layers and heads do not need it
+
         try:
-            self._regex = regex.compile(pattern or DEFAULT_PATTERN) if level == "regex" else None
+            self._regex = regex.compile(pattern or DEFAULT_PATTERN)
         except regex.error as e:
             raise ValueError(f"pattern is not a valid regular expression: {e}; got {pattern!r}") from None
 

@@ -297,7 +297,8 @@ class Trainer:
                   "grad_norm": before, "grad_norm_clipped": after,
                   "tokens_per_s": round(tokens_per_s * self.world, 1)}
         for cb in self.callbacks:
-            cb.on_step(self, record)
+            if hasattr(cb, "on_step"):
+                cb.on_step(self, record)
 
     def _kept(self) -> str:
         if self._saved_epoch is None:
@@ -366,9 +367,13 @@ class Trainer:
         if resume:
             self._resume(self.out_dir / "last" if resume is True else Path(resume))
         else:
-            if (self.out_dir / "last").exists() and not cfg.overwrite:
-                raise ValueError(f"{self.out_dir} already holds a run ({self.out_dir / 'last'}); resume it, "
-                                 "choose another trainer.out_dir, or set trainer.overwrite=true to replace it")
+            # A run killed while saving may have left only last.old (which loads): still a run.
+            held = [p for p in (self.out_dir / "last", self.out_dir / "best", self.out_dir / "log.jsonl")
+                    if (ckpt.exists(p) if p.suffix != ".jsonl" else p.exists())]
+            if held and not cfg.overwrite:
+                raise ValueError(f"{self.out_dir} already holds a run ({', '.join(p.name for p in held)}); "
+                                 "resume it, choose another trainer.out_dir, or set trainer.overwrite=true to "
+                                 "replace it")
             seed_everything(cfg.seed + self.rank)
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -401,7 +406,9 @@ class Trainer:
         start, tokens, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
         self.model.train()
         self._reset_state()
-        per_step = self.rank == 0 and any(type(cb).on_step is not Callback.on_step for cb in self.callbacks)
+        # only when some callback acts per step (a duck-typed one may have no on_step at all)
+        per_step = self.rank == 0 and any(getattr(type(cb), "on_step", Callback.on_step) is not Callback.on_step
+                                          for cb in self.callbacks)
         for i, batch in enumerate(batches):
             if cfg.max_steps_per_epoch is not None and i >= cfg.max_steps_per_epoch:
                 break

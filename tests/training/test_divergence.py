@@ -273,3 +273,17 @@ def test_cli_names_a_file_it_cannot_open(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pipeline, "evaluate", no_file)
     with pytest.raises(OSError, match="No space"):  # no file to name: the traceback stays
         main(["evaluate", str(tmp_path), str(tmp_path / "x.txt")])
+
+
+@pytest.mark.parametrize("left, named", [("last.old", "last"), ("best", "best"), ("log.jsonl", "log.jsonl")])
+def test_a_fresh_run_does_not_overwrite_what_a_killed_run_left(tmp_path, left, named):
+    # a save killed between its two renames leaves last.old (which loads): that is still a run
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    if left == "log.jsonl":
+        (run_dir / left).write_text("{}\n")
+    else:
+        checkpoint.save(run_dir / left, ScriptedHead())
+    with pytest.raises(ValueError, match=rf"already holds a run \({named}\); resume it"):
+        run(tmp_path, ScriptedHead([1.0] * 6, [1.0] * 3)).fit()
+    run(tmp_path, ScriptedHead([1.0] * 6, [1.0] * 3), overwrite=True).fit()  # told to: it may
