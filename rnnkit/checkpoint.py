@@ -57,34 +57,22 @@ WEIGHTS = "model.safetensors"
 STATE_JSON = "trainer_state.json"
 STATE_TENSORS = "trainer_state.safetensors"
 
-_REGISTRY: dict[str, type] = {}
-
-
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded: missing, truncated, corrupted or of another type."""
 
 
 def register(cls: type) -> type:
-    """Allow checkpoints of ``cls`` (an nn.Module whose ``config`` rebuilds it) to be loaded.
-    Usable as a class decorator. rnnkit's own heads are registered on first use."""
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise TypeError(f"register takes an nn.Module subclass; got {cls!r}")
-    _REGISTRY[cls.__name__] = cls
-    return cls
+    """``rnnkit.models.registry.register``: allow checkpoints of ``cls`` to be loaded."""
+    from .models.registry import register as register_head
+
+    return register_head(cls)
 
 
 def model_types() -> dict[str, type]:
-    """Name -> class of every model a checkpoint may hold."""
-    try:
-        from . import models
-    except ImportError:  # the heads package is optional for the layers-only install
-        models = None
-    if models is not None:
-        for name in getattr(models, "__all__", ()):
-            obj = getattr(models, name, None)
-            if isinstance(obj, type) and issubclass(obj, nn.Module) and hasattr(obj, "loss"):
-                _REGISTRY.setdefault(name, obj)
-    return dict(_REGISTRY)
+    """``rnnkit.models.registry.model_types``: name -> class of every model a checkpoint may hold."""
+    from .models.registry import model_types as heads
+
+    return heads()
 
 
 # ------------------------------------------------------------------ JSON + tensor codec

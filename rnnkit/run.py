@@ -227,7 +227,7 @@ class Prepared:
 
 
 def prepare(cfg: Config, *, rank: int = 0, world: int = 1) -> Prepared:
-    from .checkpoint import model_types
+    from .models.registry import model_types
 
     train, dev, test = _splits(cfg)
     vocabs = fit_vocabs(cfg, train)

@@ -14,6 +14,7 @@ from .decoding import beam_search, greedy, sample
 from .forecaster import Forecaster, make_windows
 from .generator import Generator
 from .language_model import LanguageModel
+from .registry import model_types, register
 from .seq2seq import Bridge, Seq2Seq
 from .tagger import CharFeatures, SequenceTagger
 
@@ -21,5 +22,5 @@ __all__ = [
     "SequenceClassifier", "SequenceTagger", "LanguageModel", "Seq2Seq", "Generator", "Forecaster",
     "make_windows",
     "CRF", "allowed_transitions", "Attention", "masked_softmax", "Bridge", "CharFeatures",
-    "greedy", "sample", "beam_search", "ENCODER_DEFAULTS",
+    "greedy", "sample", "beam_search", "ENCODER_DEFAULTS", "register", "model_types",
 ]
