@@ -47,7 +47,7 @@ from .cells import GRUCell, LSTMCell, RNNCell, State
 
 __all__ = ["Path", "BiPaths", "choose_path", "bidirectional_paths", "run", "run_bidirectional", "run_layers",
            "reverse_padded", "length_mask", "set_compiled", "compiled_enabled", "use_compiled", "prepare",
-           "release_scratch", "padding_fill"]
+           "release_scratch", "padding_fill", "zero_padding"]
 
 
 class Path(NamedTuple):
@@ -210,6 +210,16 @@ def length_mask(lengths: Tensor, T: int) -> Tensor:
     return torch.arange(T, device=lengths.device) < lengths[:, None]
 
 
+def zero_padding(x: Tensor, valid: Tensor) -> Tensor:
+    """x (B, T, ...) with every step past its row's length set to 0 (``valid``: (B, T) or
+    (B, T, 1), True at real steps). Whatever lies in the padding -- even NaN -- would otherwise
+    reach the weight gradients (NaN * 0 is NaN) through an input projection of all steps, as
+    it never does on torch's packed kernel."""
+    if valid.dim() < x.dim():
+        valid = valid.reshape(*valid.shape[:2], *([1] * (x.dim() - 2)))
+    return x.masked_fill(~valid, 0.0)
+
+
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     """Reverse each sequence of x (B, T, ...) within its own length; padding stays in place.
 
@@ -319,9 +329,7 @@ def _loop(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: boo
     steps = int(lengths.max()) if padded else T
     valid = length_mask(lengths.to(x.device), T)[..., None] if padded else None  # (B, T, 1)
     if padded:
-        # Whatever lies in the padding (even NaN) must not reach the weight gradients through
-        # the projection below, as it never reaches them on the packed fused path.
-        x = x.masked_fill(~valid, 0.0)
+        x = zero_padding(x, valid)
     xi = cell.input_projection(x)  # (B, T, G*H): all input GEMMs at once
     outputs = []
     for t in range(steps):
@@ -355,7 +363,7 @@ def _graph(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: bo
         x = reverse_padded(x, lengths)
     lengths = lengths if lengths is not None else torch.full((B,), T, dtype=torch.long, device=x.device)
     valid = length_mask(lengths.to(x.device), T)[..., None]  # (B, T, 1)
-    xi = cell.input_projection(x.masked_fill(~valid, 0.0))  # (B, T, G*H)
+    xi = cell.input_projection(zero_padding(x, valid))  # (B, T, G*H)
 
     def step(carry, inputs):
         xi_t, keep = inputs  # (B, G*H), (B, 1)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .._checks import _shape, check_bool, check_choice, check_int, check_rate, exporting
 from ..layers import MERGES, Bidirectional, BiState, Stack
-from ..recurrence import length_mask
+from ..recurrence import length_mask, zero_padding
 
 __all__ = ["ENCODER_DEFAULTS", "encoder_config", "build_stack", "InputLayer", "hidden_of",
            "final_features", "final_size", "map_state", "detach_state", "check_batch", "check_tokens",
@@ -241,9 +241,7 @@ def check_values(batch, key: str = "inputs", lengths_key: str = "lengths", *, in
     if x.shape[1] == 0:
         raise ValueError(f"batch['{key}'] is empty along time: shape {_shape(x)}; sequences need >= 1 step")
     lengths = _check_lengths(batch, key, lengths_key, B, x.shape[1], max_length)
-    # Zero the filler past each end: the outputs never read it, but a NaN there would still
-    # reach the weight gradients (NaN * 0) through the input projection of all steps.
-    x = x.masked_fill(~length_mask(lengths.to(x.device), x.shape[1])[..., None], 0.0)
+    x = zero_padding(x, length_mask(lengths.to(x.device), x.shape[1]))  # the filler past each end
     return x.to(device=device, dtype=dtype), lengths.to(device)
 
 
