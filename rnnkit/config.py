@@ -39,6 +39,12 @@ class TokenizerConfig(Strict):
     normalize_digits: bool = False    # every digit becomes 0
 
 
+# Text formats refuse (or, with truncate, cut) a sequence longer than this by default: one
+# 100k-token line would otherwise make a CRF or a seq2seq decoder run for minutes. Real
+# sentences and documents stay far below it (an IMDB review: about 2,500 tokens).
+TEXT_MAX_LENGTH = 10_000
+
+
 class _Data(Strict):
     train: str                                            # training file (or folder for ts: a file)
     dev: str | None = None                                # dev file; null: see dev_fraction
@@ -48,7 +54,7 @@ class _Data(Strict):
     max_eval_examples: int | None = Field(None, ge=1)     # use only the first N dev / test examples
     min_freq: int = Field(1, ge=1)                        # vocabulary: keep tokens seen this often
     max_vocab: int | None = Field(None, ge=4)             # vocabulary: largest size, specials included
-    max_length: int | None = Field(None, ge=1)            # longest input sequence
+    max_length: int | None = Field(None, ge=1)            # longest input sequence; null: any
     truncate: bool = False                                # cut longer sequences instead of raising
     encoding: str = "utf-8"                               # text encoding of the files
 
@@ -61,6 +67,7 @@ class _Data(Strict):
 
 class ConlluData(_Data):
     format: Literal["conllu"]
+    max_length: int | None = Field(TEXT_MAX_LENGTH, ge=1)  # longest input; null: no limit
     tag: Literal["upos", "xpos", "deprel"] = "upos"  # which CoNLL-U column is the tag
     lowercase: bool = False                          # lower-case the word forms
     chars: bool = False                              # character features (batch key chars)
@@ -69,6 +76,7 @@ class ConlluData(_Data):
 
 class ConllData(_Data):
     format: Literal["conll"]
+    max_length: int | None = Field(TEXT_MAX_LENGTH, ge=1)  # longest input; null: no limit
     token_column: int = 0                   # column of the token (negative: from the end)
     tag_column: int = -1                    # column of the tag
     separator: str | None = None            # column separator; null: any whitespace
@@ -79,6 +87,7 @@ class ConllData(_Data):
 
 class DelimitedData(_Data):
     format: Literal["csv", "tsv"]
+    max_length: int | None = Field(TEXT_MAX_LENGTH, ge=1)  # longest input; null: no limit
     text_column: str | int = "text"         # header name or 0-based index of the text
     label_column: str | int = "label"       # header name or 0-based index of the label
     header: bool = True                     # the first row names the columns
@@ -87,6 +96,7 @@ class DelimitedData(_Data):
 
 class JsonlData(_Data):
     format: Literal["jsonl"]
+    max_length: int | None = Field(TEXT_MAX_LENGTH, ge=1)  # longest input; null: no limit
     text_field: str = "text"                # key of the text (string or token list)
     label_field: str = "label"              # key of the label
     tokenizer: TokenizerConfig = TokenizerConfig()
@@ -94,11 +104,13 @@ class JsonlData(_Data):
 
 class LabelTextData(_Data):
     format: Literal["label_text"]           # `label text...` per line (SST-2 sentence level)
+    max_length: int | None = Field(TEXT_MAX_LENGTH, ge=1)  # longest input; null: no limit
     tokenizer: TokenizerConfig = TokenizerConfig()
 
 
 class ParallelData(_Data):
     format: Literal["parallel"]             # source TAB target [TAB more columns]
+    max_length: int | None = Field(TEXT_MAX_LENGTH, ge=1)  # longest input; null: no limit
     source_column: int = 0
     target_column: int = 1
     num_columns: int | None = Field(None, ge=2)  # columns every line must have; null: at least 2

@@ -241,6 +241,14 @@ def prepare(cfg: Config, *, rank: int = 0, world: int = 1) -> Prepared:
         counts={"train": len(train), "dev": len(dev) if dev else 0, "test": len(test) if test else 0})
 
 
+def _limit_note(cfg: Config) -> str:
+    d = cfg.data
+    if d.max_length is None or d.format == "lm_text":
+        return ""
+    return (f"; an input over {d.max_length:,} steps is {'cut (reported)' if d.truncate else 'an error'} "
+            "(data.max_length, data.truncate)")
+
+
 def train(cfg: Config, *, resume: bool = False, stream=None) -> dict:
     """Train as ``cfg`` says; evaluate the best checkpoint on the test file if there is one.
     Returns (and writes to ``out_dir/results.json``) the summary; under torchrun, only rank 0
@@ -257,7 +265,7 @@ def train(cfg: Config, *, resume: bool = False, stream=None) -> dict:
     if rank == 0:
         print(f"rnnkit train {cfg.name}: {p.counts['train']:,} train / {p.counts['dev']:,} dev / "
               f"{p.counts['test']:,} test {unit}; {cfg.model.type} with "
-              f"{sum(x.numel() for x in p.model.parameters()):,} weights", file=stream, flush=True)
+              f"{sum(x.numel() for x in p.model.parameters()):,} weights{_limit_note(cfg)}", file=stream, flush=True)
     trainer = Trainer(p.model, cfg.trainer, train=p.train, dev=p.dev, metrics=p.metrics,
                       vocabs=vocabs_to_json(p.vocabs), extra={"config": cfg.model_dump(mode="json")},
                       name=cfg.name)

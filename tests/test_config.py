@@ -153,3 +153,15 @@ def test_a_bidirectional_language_model_is_refused_at_its_line(tmp_path):
 def test_counts_take_integers_only(tmp_path, value):
     with pytest.raises(ConfigError, match=r"c\.yaml:13: trainer\.batch_size: Input should be a valid integer"):
         load_config(write(tmp_path, GOOD.replace("  epochs: 2", f"  epochs: 2\n  batch_size: {value}")))
+
+
+def test_text_formats_limit_the_input_length_by_default(tmp_path):
+    from rnnkit.config import TEXT_MAX_LENGTH
+
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.data.max_length == TEXT_MAX_LENGTH == 10_000 and cfg.data.truncate is False
+    unlimited = load_config(write(tmp_path, GOOD.replace("  dev_fraction: 0.2", "  dev_fraction: 0.2\n  max_length: null")))
+    assert unlimited.data.max_length is None
+    series = parse_config({"data": {"format": "ts", "train": "x.ts"},
+                           "model": {"type": "SequenceClassifier"}})
+    assert series.data.max_length is None  # series may be long; no default limit

@@ -127,3 +127,16 @@ def test_regression_reads_float_targets_and_reports_mae(tmp_path):
     assert summary["monitor"] == "mae" and {"mae", "rmse", "mape"} <= set(summary["dev"])
     (row,) = predict(tmp_path / "run" / "best", ["up up"])
     assert isinstance(row["value"], float)
+
+
+def test_a_line_past_the_default_length_limit_is_an_error_naming_it(tmp_path):
+    from rnnkit.config import TEXT_MAX_LENGTH
+
+    f = tmp_path / "sst.txt"
+    f.write_text("".join(f"{i % 2} good film {i}\n" for i in range(8)))
+    run(tmp_path, {"format": "label_text", "train": str(f), "dev": str(f)}, "SequenceClassifier")
+    long = tmp_path / "long.txt"
+    long.write_text("fine\n" + " ".join(["good"] * (TEXT_MAX_LENGTH + 1)) + "\n")
+    with pytest.raises(ValueError, match=rf"long.txt:2: .* more than max_length={TEXT_MAX_LENGTH}; raise max_length "
+                                         r"\(the config's data.max_length; null for no limit\)"):
+        list(predict(tmp_path / "run" / "best", open(long), source=str(long)))

@@ -150,7 +150,8 @@ class Encoder:
             unit = "time steps" if side == "series" else "tokens"
             arg = "max_target_length" if side == "target" else "max_length"
             raise ValueError(f"{where}: {side} sequence has {len(seq)} {unit}, more than "
-                             f"{arg}={limit}; raise {arg} or pass truncate=True to cut (reported)")
+                             f"{arg}={limit}; raise {arg} (the config's data.{arg}; null for no limit) "
+                             "or set truncate (data.truncate: true) to cut it (reported)")
         self.truncated_.append(where)
         return seq[:limit]
 

@@ -92,7 +92,7 @@ def test_unknown_words_map_to_unk():
 def test_too_long_is_an_error_unless_truncation_is_chosen_and_reported():
     long = TextExample(["a"] * 5, "pos", "train.tsv:3")
     with pytest.raises(ValueError, match=r"train.tsv:3: input sequence has 5 tokens, more than max_length=4; "
-                                         r".*truncate=True"):
+                                         r".*data.truncate: true"):
         Encoder(vocab=WORDS, label_vocab=CLASSES, max_length=4)(long)
     encoder = Encoder(vocab=WORDS, label_vocab=CLASSES, max_length=4, truncate=True)
     with pytest.warns(UserWarning, match=r"truncated 1 of 2 sequence\(s\) .*first at train.tsv:3"):
