@@ -40,6 +40,7 @@ stderr when an evaluation produced one.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -516,6 +517,19 @@ class Trainer:
                         "torch": torch.get_rng_state()},
                 "config": self.config.model_dump(mode="json")}
 
+    def _rewrite_log(self) -> None:
+        """log.jsonl as the resumed checkpoint knows the run: one line per epoch it holds. A run
+        killed after logging an epoch but before saving it would otherwise log that epoch twice,
+        and one killed after saving but before logging would leave a gap."""
+        log = self.out_dir / "log.jsonl"
+        if not log.exists() and not self.history:
+            return
+        lines = "".join(json.dumps(json_safe(record), ensure_ascii=False, allow_nan=False) + "\n"
+                        for record in self.history)
+        tmp = log.with_name(log.name + ".tmp")
+        tmp.write_text(lines, encoding="utf-8")
+        os.replace(tmp, log)
+
     def _resume(self, path: Path) -> None:
         loaded = ckpt.load(path, expected_type=type(self.model))
         self.model.load_state_dict(loaded.model.state_dict())
@@ -536,6 +550,8 @@ class Trainer:
             self.first_loss = self.history[0].get("train_loss")
         if path == self.out_dir / "last":
             self._saved_epoch = self.epoch
+            if self.rank == 0:
+                self._rewrite_log()
         saved_epochs = state["config"]["epochs"]
         if self.config.scheduler.name == "cosine" and saved_epochs != self.config.epochs:
             raise ValueError(f"{path}: its cosine schedule spans trainer.epochs = {saved_epochs}; resuming "

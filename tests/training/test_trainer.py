@@ -85,6 +85,22 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("killed", ["after logging epoch 3", "after saving epoch 2, before logging it"])
+def test_a_resumed_run_logs_each_epoch_once(tmp_path, killed):
+    first = make_trainer(tmp_path, tagger(), epochs=2)
+    first.fit()
+    log = tmp_path / "run" / "log.jsonl"
+    lines = log.read_text().splitlines()
+    if killed == "after logging epoch 3":  # the line of an epoch whose checkpoint never landed
+        log.write_text("\n".join(lines + [json.dumps({"epoch": 3, "train_loss": 9.9})]) + "\n")
+    else:
+        log.write_text(lines[0] + "\n")
+    make_trainer(tmp_path, tagger(), epochs=4).fit(resume=True)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    assert 9.9 not in [r["train_loss"] for r in records]
+
+
 def test_resume_with_another_optimizer_is_refused(tmp_path):
     make_trainer(tmp_path, epochs=1).fit()
     other = make_trainer(tmp_path, epochs=2, optimizer={"name": "sgd", "lr": 0.1})
