@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .config import Config, TokenizerConfig
+from .config import Config, ConfigError, TokenizerConfig, parse_config
 from .data import (Batches, Encoder, LMStream, SeriesScaler, TaggedExample,
                     TextExample, Tokenizer, Vocab, collate, read_conll, read_conllu, read_delimited,
                     read_jsonl, read_label_text, read_lm_text, read_parallel, read_ts)
@@ -292,7 +292,29 @@ def _restore(path: str | Path):
     if saved is None:
         raise ckpt.CheckpointError(f"{path}: has no run config (extra.config); it was not written by "
                                    "`rnnkit train`, so rnnkit does not know how to read data for it")
-    return loaded, Config.model_validate(saved), vocabs_from_json(loaded.vocabs)
+    manifest = Path(path) / ckpt.MANIFEST
+    try:
+        cfg = parse_config(saved, source=f"{manifest} (extra.config)")
+    except ConfigError as e:
+        raise ckpt.CheckpointError(f"the run config stored in the checkpoint does not validate:\n{e}") from None
+    try:
+        vocabs = vocabs_from_json(loaded.vocabs)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ckpt.CheckpointError(f"{manifest}: vocabs: not a vocabulary rnnkit wrote ({e})") from None
+    _check_label_count(loaded.model, vocabs, manifest)
+    return loaded, cfg, vocabs
+
+
+def _check_label_count(model, vocabs: dict, manifest: Path) -> None:
+    """The head scores exactly the labels its vocabulary names: a shorter list would fail only at
+    the first prediction of a missing label, after earlier records were written."""
+    outputs = model.config.get("num_tags", model.config.get("num_classes"))
+    labels = vocabs.get("labels")
+    if labels is None or outputs is None:
+        return
+    if len(labels) != outputs:
+        raise ckpt.CheckpointError(f"{manifest}: vocabs.labels names {len(labels)} labels but the model scores "
+                                   f"{outputs} (model_config); the checkpoint is inconsistent")
 
 
 def evaluate(path: str | Path, data_path: str | Path, *, batch_size: int | None = None) -> dict:

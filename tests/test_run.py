@@ -1,6 +1,7 @@
 """From config to trained checkpoint and predictions, one tiny file per data format."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,25 @@ def test_a_line_past_the_default_length_limit_is_an_error_naming_it(tmp_path):
     with pytest.raises(ValueError, match=rf"long.txt:2: .* more than max_length={TEXT_MAX_LENGTH}; raise max_length "
                                          r"\(the config's data.max_length; null for no limit\)"):
         list(predict(tmp_path / "run" / "best", open(long), source=str(long)))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["extra"]["config"]["trainer"].update(epochz=3),
+     r"checkpoint.json \(extra.config\): trainer.epochz: unknown field"),
+    (lambda m: m["vocabs"]["labels"]["itos"].pop(),
+     r"checkpoint.json: vocabs.labels names 1 labels but the model scores 2"),
+])
+def test_a_checkpoint_whose_run_config_or_labels_are_wrong_is_refused_before_any_record(tmp_path, capsys,
+                                                                                        edit, message):
+    from rnnkit.cli import main
+
+    f = tmp_path / "sst.txt"
+    f.write_text("".join(f"{i % 2} good film {i}\n" for i in range(8)))
+    run(tmp_path, {"format": "label_text", "train": str(f), "dev": str(f)}, "SequenceClassifier")
+    manifest = tmp_path / "run" / "best" / "checkpoint.json"
+    data = json.loads(manifest.read_text())
+    edit(data)
+    manifest.write_text(json.dumps(data))
+    assert main(["predict", str(tmp_path / "run" / "best"), str(f)]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and re.search(message, out.err) and "Traceback" not in out.err
