@@ -221,21 +221,24 @@ def _build_on_meta(model: ModelConfig, data) -> None:
 
 
 def _option_named(message: str, options: dict) -> str:
-    """The dotted path of the option a head's error message is about: a nested key of a dict
-    option (``encoder.cell``) if the message names one, else a top-level key, else the first."""
-    def named(key: str) -> bool:
-        return re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", message) is not None
+    """The dotted path of the option a head's error message is about: a key the message quotes
+    (``'hiden_sizes'``) before one it only names, the earliest named first; nested keys of a
+    dict option (``encoder.cell``) before top-level ones."""
+    def where(key: str) -> tuple[int, int] | None:  # (0 if quoted else 1, position), or None
+        quoted = re.search(rf"['\"]{re.escape(key)}['\"]", message)
+        if quoted:
+            return 0, quoted.start()
+        named = re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", message)
+        return (1, named.start()) if named else None
 
-    for key, value in options.items():
-        if isinstance(value, dict) and named(key):
-            inner = next((k for k in value if named(k)), None)
-            return f"{key}.{inner}" if inner else key
+    found = []
     for key, value in options.items():
         if isinstance(value, dict):
-            inner = next((k for k in value if named(k)), None)
-            if inner:
-                return f"{key}.{inner}"
-    return next((k for k in options if named(k)), next(iter(options), "(head)"))
+            found += [(w, f"{key}.{inner}") for inner in value if (w := where(inner)) is not None]
+    if found:
+        return min(found)[1]
+    found = [(w, key) for key in options if (w := where(key)) is not None]
+    return min(found)[1] if found else next(iter(options), "(head)")
 
 
 # --------------------------------------------------------------------------- loading

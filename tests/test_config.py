@@ -134,6 +134,7 @@ def test_plateau_patience_cross_check():
     ("{cell: gruu, hidden_sizes: [8]}", 10, r"model\.options\.encoder\.cell: cell must be one of rnn, gru, lstm"),
     ("{cell: gru, hidden_sizes: []}", 10, r"model\.options\.encoder\.hidden_sizes: hidden_sizes must name at least one"),
     ("{cell: gru, dropout: 1.5}", 10, r"model\.options\.encoder\.dropout: .*dropout"),
+    ("{cell: gru, hiden_sizes: [8]}", 10, r"model\.options\.encoder\.hiden_sizes: encoder has unknown option"),
 ])
 def test_encoder_errors_name_file_line_before_any_data_is_read(tmp_path, encoder, line, message):
     # train.txt does not exist: the error must come from the config, before reading data
