@@ -6,6 +6,7 @@
     rnnkit predict CHECKPOINT [FILE|-] > predictions.jsonl
     rnnkit predict CHECKPOINT FILE --backend onnxruntime           # through the exported ONNX file
     rnnkit export CHECKPOINT [--format onnx|pt2] [-o FILE]         # ONNX / torch.export, checked
+    rnnkit inspect gradients CHECKPOINT|CONFIG DATA [--out DIR]    # |dL/dh_t| through time, PNG + JSON
     rnnkit serve CHECKPOINT [--host 127.0.0.1] [--port 8000]       # HTTP API and a page to try it
     rnnkit build [--probe]            # compile the C++ recurrence now, and show (or re-run) its probe
 
@@ -94,6 +95,14 @@ def _export(args: argparse.Namespace) -> int:
           f"the rest generated, padded, batch 1 included): max abs difference {report['max_abs_diff']:.2g} "
           f"<= {report['tolerance']:g}, decoded labels identical", file=sys.stderr)
     print(json.dumps(report))
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .run import inspect_gradients
+
+    summary = inspect_gradients(args.source, args.data, args.out, batch_size=args.batch_size)
+    print(json.dumps(summary))
     return 0
 
 
@@ -254,6 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--max-new-tokens", type=_positive, default=None,
                         help="tokens a language model or seq2seq graph decodes (default: what predict decodes)")
     export.set_defaults(func=_export)
+
+    inspect = sub.add_parser(
+        "inspect", help="see inside a model: gradients through time",
+        description="gradients: on the first examples of DATA (read as the run's data), the norm of "
+                    "dL/dh_t at every position t, per recurrent layer and direction (a backward "
+                    "direction's curve runs the other way in time), for the checkpoint and for an "
+                    "untrained model of its config (or, given a config file, the untrained model "
+                    "alone). Writes OUT/gradients.json and OUT/gradients.png.")
+    inspect.add_argument("what", choices=("gradients",), help="what to inspect")
+    inspect.add_argument("source", metavar="CHECKPOINT|CONFIG", help="checkpoint folder or YAML config")
+    inspect.add_argument("data", metavar="DATA", help="labelled file in the run's data format")
+    inspect.add_argument("--out", default="runs/inspect", help="output folder (default: runs/inspect)")
+    inspect.add_argument("--batch-size", type=_positive, default=16, help="examples inspected (default: 16)")
+    inspect.set_defaults(func=_inspect)
     predict.set_defaults(func=_predict)
 
     serve = sub.add_parser(

@@ -34,6 +34,7 @@ sequence from its own last token back to its first (never from the padding).
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import torch
@@ -47,7 +48,7 @@ from .cells import GRUCell, LSTMCell, RNNCell, State
 
 __all__ = ["Path", "BiPaths", "choose_path", "bidirectional_paths", "run", "run_bidirectional", "run_layers",
            "reverse_padded", "length_mask", "set_compiled", "compiled_enabled", "use_compiled", "prepare",
-           "release_scratch", "padding_fill", "zero_padding"]
+           "release_scratch", "padding_fill", "zero_padding", "record_states"]
 
 
 class Path(NamedTuple):
@@ -100,6 +101,24 @@ def use_compiled(enabled: bool = True) -> None:
 
     warnings.warn("rnnkit.recurrence.use_compiled is renamed set_compiled", DeprecationWarning, stacklevel=2)
     set_compiled(enabled)
+
+
+_recording: list | None = None  # the list record_states() fills, while it is active
+
+
+@contextlib.contextmanager
+def record_states():
+    """Within it, every recurrent layer runs on the Python loop and keeps each step's hidden
+    state h_t (B, H) as a node of the graph whose gradient is retained, so that after
+    ``loss.backward()`` each ``h_t.grad`` is dL/dh_t through all later steps (backpropagation
+    through time). Yields a list of ``(cell, reverse, lengths, [h per step])``, one entry per
+    direction run, in the order they ran. For inspection, not speed (rnnkit.inspect)."""
+    global _recording
+    previous, _recording = _recording, []
+    try:
+        yield _recording
+    finally:
+        _recording = previous
 
 
 def prepare() -> None:
@@ -193,6 +212,8 @@ def choose_path(cell, *, recurrent_dropout: float = 0.0, training: bool = False,
     is taken times ``fill``; ``padded`` is kept for callers and changes nothing by itself)."""
     if exporting():
         return Path("graph", "torch.export: the time loop as one scan operator, T and lengths dynamic")
+    if _recording is not None:
+        return Path("loop", "record_states(): each step's state kept for inspection")
     compiled = _compiled_path(cell, recurrent_dropout > 0 and training, x, bidirectional, fill)
     if compiled is not None:
         return compiled
@@ -336,7 +357,12 @@ def _loop(cell, x: Tensor, state: State, lengths: Tensor | None, *, reverse: boo
         new = cell.recurrent_step(xi[:, t], state, mask)
         # A finished sequence keeps its state, so the final state is the one at its own end.
         state = _select(valid[:, t], new, state) if padded else new
-        outputs.append(state[0] if isinstance(state, tuple) else state)
+        h = state[0] if isinstance(state, tuple) else state
+        if _recording is not None and h.requires_grad:
+            h.retain_grad()
+        outputs.append(h)
+    if _recording is not None:
+        _recording.append((cell, reverse, lengths, list(outputs)))
     out = torch.stack(outputs, dim=1)  # (B, steps, H)
     if steps < T:
         out = torch.cat([out, out.new_zeros(B, T - steps, out.shape[-1])], dim=1)
@@ -400,7 +426,7 @@ def run(cell, x: Tensor, state: State | None = None, lengths: Tensor | None = No
 
 
 def _chunked(recompute_chunk: int | None, x: Tensor) -> bool:
-    return (bool(recompute_chunk) and torch.is_grad_enabled() and not exporting()
+    return (bool(recompute_chunk) and torch.is_grad_enabled() and not exporting() and _recording is None
             and x.shape[1] > recompute_chunk)
 
 

@@ -533,3 +533,38 @@ def _held_out(cfg: Config, vocabs: dict, limit: int) -> tuple[list[dict], str]:
                 break
         return batches, f"{n} sequences of {path}"
     return [], "none (the run has no test or dev file)"
+
+
+# ------------------------------------------------------------------------------ inspect
+
+def inspect_gradients(source: str | Path, data_path: str | Path, out: str | Path, *,
+                      batch_size: int = 16) -> dict:
+    """``rnnkit inspect gradients``: |dL/dh_t| per position, layer and direction on the first
+    ``batch_size`` examples of ``data_path`` (read as the run's data), for the checkpoint at
+    ``source`` and for an untrained model of its config; or, given a config file, for the
+    untrained model alone. Writes ``out/gradients.json`` and ``out/gradients.png``."""
+    from .inspect import gradients_through_time, write_report
+    from .config import load_config
+    from .models.registry import model_types
+
+    if Path(source).is_dir():
+        loaded, cfg, vocabs = _restore(source)
+        models = {"trained": loaded.model}
+        examples = _read(cfg, data_path)
+    else:
+        cfg = load_config(source)
+        examples = _read(cfg, data_path)
+        vocabs = fit_vocabs(cfg, examples)
+        models = {}
+    seed_everything(cfg.trainer.seed)
+    kind = model_types()[cfg.model.type]
+    models["untrained"] = (kind(**models["trained"].config) if "trained" in models
+                           else kind(**model_kwargs(cfg, vocabs, examples)))
+    small = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"batch_size": batch_size})})
+    chosen = examples if cfg.data.format == "lm_text" else examples[:batch_size]
+    batch = next(iter(_batches(small, vocabs, chosen, train=False)), None)
+    if batch is None:
+        raise ValueError(f"{data_path}: no examples to inspect")
+    reports = {label: gradients_through_time(model, batch) for label, model in models.items()}
+    json_path, png_path = write_report(reports, out, title=f"{cfg.model.type}: |dL/dh_t| on {Path(data_path).name}")
+    return {"json": str(json_path), "png": str(png_path), **{k: {"loss": r["loss"]} for k, r in reports.items()}}
