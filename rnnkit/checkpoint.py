@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["CheckpointError", "Checkpoint", "save", "load", "exists", "read_manifest", "register",
+__all__ = ["CheckpointError", "Checkpoint", "save", "load", "exists", "read_manifest", "file_sha256", "register",
            "model_types", "encode_state", "decode_state", "save_state", "load_state"]
 
 FORMAT = "rnnkit-checkpoint"
@@ -123,7 +123,8 @@ def decode_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 # --------------------------------------------------------------------------- files
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MB pieces."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -132,7 +133,7 @@ def _sha256(path: Path) -> str:
 
 
 def _describe(path: Path) -> dict:
-    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def _verify(directory: Path, name: str, manifest: dict) -> Path:
@@ -146,7 +147,7 @@ def _verify(directory: Path, name: str, manifest: dict) -> Path:
     if size != want["bytes"]:
         raise CheckpointError(f"{path}: truncated or overwritten: {size} bytes, {MANIFEST} records "
                               f"{want['bytes']}")
-    if _sha256(path) != want["sha256"]:
+    if file_sha256(path) != want["sha256"]:
         raise CheckpointError(f"{path}: corrupted: its sha256 differs from the one in {MANIFEST}")
     return path
 

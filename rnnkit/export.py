@@ -36,7 +36,6 @@ Forecaster          inputs (batch, time, D) float32, forecasts (batch, horizon, 
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
@@ -48,6 +47,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .checkpoint import file_sha256
 from .models import Forecaster, LanguageModel, Seq2Seq, SequenceClassifier, SequenceTagger
 from .models._common import last_step, length_mask
 from .models.decoding import _trim, forbid, greedy_tokens
@@ -436,18 +436,10 @@ def export(model: nn.Module, path: str | os.PathLike, *, format: str = "onnx", c
     finally:
         model.train(was_training)
     record = {"format": META_FORMAT, "format_version": META_VERSION, "file": path.name, "file_format": format,
-              "sha256": _sha256(path), "model_type": type(model).__name__, "model_config": model.config,
+              "sha256": file_sha256(path), "model_type": type(model).__name__, "model_config": model.config,
               "torch": torch.__version__, **interface, **(meta or {}), "check": report}
     sidecar.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return {**report, "file": str(path), "meta": str(sidecar)}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_meta(path: str | os.PathLike) -> dict:
@@ -465,7 +457,7 @@ def load_meta(path: str | os.PathLike) -> dict:
         raise ExportError(f"{sidecar}: not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT or meta.get("format_version") != META_VERSION:
         raise ExportError(f"{sidecar}: not an rnnkit export description (format {META_FORMAT!r} version {META_VERSION})")
-    if _sha256(path) != meta.get("sha256"):
+    if file_sha256(path) != meta.get("sha256"):
         raise ExportError(f"{path}: does not match {sidecar.name} (its sha256 differs): export it again")
     return meta
 

@@ -11,6 +11,8 @@ from rnnkit import Stack
 from rnnkit.export import ExportError, OnnxRunner, export, graph_module
 from rnnkit.models import Forecaster, LanguageModel, Seq2Seq, SequenceClassifier, SequenceTagger
 
+from tiny_runs import train_teddy_tagger  # tests/tiny_runs.py
+
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
@@ -175,20 +177,9 @@ def test_an_export_that_differs_from_its_model_is_not_kept(tmp_path, monkeypatch
 
 def test_cli_export_then_predict_through_onnxruntime(tmp_path, capsys):
     from rnnkit.cli import main
-    from rnnkit.config import parse_config
-    from rnnkit.run import train
 
-    data = tmp_path / "ner.conll"
-    rows = [("Teddy", "B-PER"), ("Roosevelt", "I-PER"), ("was", "O"), ("president", "O")], \
-           [("Teddy", "O"), ("bears", "O"), ("are", "O"), ("on", "O"), ("sale", "O")]
-    data.write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in s) for s in rows * 8) + "\n")
-    cfg = parse_config({
-        "data": {"format": "conll", "train": str(data), "dev": str(data), "test": str(data), "chars": True},
-        "model": {"type": "SequenceTagger", "options": {"embedding_dim": 8, "output": "crf",
-                                                        "encoder": {"cell": "gru", "hidden_sizes": [8], "bidirectional": True}}},
-        "trainer": {"epochs": 2, "batch_size": 4, "progress": False, "plots": False, "num_threads": 1,
-                    "out_dir": str(tmp_path / "run")}})
-    train(cfg)
+    train_teddy_tagger(tmp_path, data={"test": str(tmp_path / "ner.conll"), "chars": True}, options={
+        "embedding_dim": 8, "output": "crf", "encoder": {"cell": "gru", "hidden_sizes": [8], "bidirectional": True}})
     ckpt = tmp_path / "run" / "best"
     assert main(["export", str(ckpt)]) == 0
     out = capsys.readouterr()

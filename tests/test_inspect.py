@@ -6,10 +6,11 @@ import json
 import pytest
 import torch
 from torch import nn
-
 import rnnkit
 from rnnkit import recurrence
 from rnnkit.inspect import gradients_through_time
+
+from tiny_runs import train_teddy_tagger  # tests/tiny_runs.py
 
 
 class Probe(nn.Module):
@@ -71,20 +72,9 @@ def test_recording_leaves_the_model_and_the_paths_as_they_were():
 
 def test_cli_inspect_gradients_writes_curves_for_the_checkpoint_and_an_untrained_twin(tmp_path, capsys):
     from rnnkit.cli import main
-    from rnnkit.config import parse_config
-    from rnnkit.run import train
 
-    data = tmp_path / "ner.conll"
-    rows = [("Teddy", "B-PER"), ("Roosevelt", "I-PER"), ("was", "O"), ("president", "O")], \
-           [("Teddy", "O"), ("bears", "O"), ("are", "O"), ("on", "O"), ("sale", "O")]
-    data.write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in s) for s in rows * 4) + "\n")
-    cfg = parse_config({
-        "data": {"format": "conll", "train": str(data), "dev": str(data)},
-        "model": {"type": "SequenceTagger", "options": {"embedding_dim": 8, "encoder": {
-            "cell": "gru", "hidden_sizes": [8, 8], "bidirectional": True}}},
-        "trainer": {"epochs": 1, "batch_size": 4, "progress": False, "plots": False, "num_threads": 1,
-                    "out_dir": str(tmp_path / "run")}})
-    train(cfg)
+    data = train_teddy_tagger(tmp_path, copies=4, epochs=1, options={
+        "embedding_dim": 8, "encoder": {"cell": "gru", "hidden_sizes": [8, 8], "bidirectional": True}})
     assert main(["inspect", "gradients", str(tmp_path / "run" / "best"), str(data), "--out", str(tmp_path / "g")]) == 0
     summary = json.loads(capsys.readouterr().out)
     report = json.loads((tmp_path / "g" / "gradients.json").read_text())

@@ -306,12 +306,14 @@ class Trainer:
             return "no checkpoint was written in this run"
         return f"{self.out_dir / 'last'} still holds epoch {self._saved_epoch}, unchanged"
 
+    def _advice(self) -> str:
+        return (f"Lower optimizer.lr (now {self.optimizer.param_groups[0]['lr']:g}) or "
+                f"trainer.clip_grad_norm (now {self.config.clip_grad_norm})")
+
     def _diverged(self, what: str) -> TrainingError:
         return TrainingError(
             f"training diverged at step {self.step + 1} (epoch {self.epoch + 1}): {what}; stopped "
-            f"before the step, {self._kept()}. Lower optimizer.lr "
-            f"(now {self.optimizer.param_groups[0]['lr']:g}) or trainer.clip_grad_norm "
-            f"(now {self.config.clip_grad_norm})")
+            f"before the step, {self._kept()}. {self._advice()}")
 
     def _check_weights(self, epoch: int) -> None:
         """A non-finite weight after the epoch's last step would be evaluated and saved: stop."""
@@ -320,8 +322,7 @@ class Trainer:
                 raise TrainingError(
                     f"training diverged: weight {name} holds NaN or infinite values after step "
                     f"{self.step} (epoch {epoch}); nothing of this epoch was saved, {self._kept()}. "
-                    f"Lower optimizer.lr (now {self.optimizer.param_groups[0]['lr']:g}) or "
-                    f"trainer.clip_grad_norm (now {self.config.clip_grad_norm})")
+                    f"{self._advice()}")
 
     def _bptt_step(self, batch: dict) -> float:
         """Truncated BPTT: cut (B, T) inputs and labels into windows of ``bptt`` steps and take one
