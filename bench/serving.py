@@ -307,7 +307,7 @@ def _name(path) -> str:
     """A layer's path name; both directions' if they differ."""
     from rnnkit.recurrence import Path as RunPath
 
-    names = [path.name] if isinstance(path, RunPath) else [p.name for p in path]
+    names = [path.name] if isinstance(path, RunPath) else [path.forward.name, path.backward.name]
     return "/".join(dict.fromkeys(names))
 
 
