@@ -221,23 +221,17 @@ def _build_on_meta(model: ModelConfig, data) -> None:
 
 
 def _option_named(message: str, options: dict) -> str:
-    """The dotted path of the option a head's error message is about: a key the message quotes
-    (``'hiden_sizes'``) before one it only names, the earliest named first; nested keys of a
-    dict option (``encoder.cell``) before top-level ones."""
-    def where(key: str) -> tuple[int, int] | None:  # (0 if quoted else 1, position), or None
-        quoted = re.search(rf"['\"]{re.escape(key)}['\"]", message)
-        if quoted:
-            return 0, quoted.start()
+    """The dotted path of the option a head's error message is about: the one it names first
+    (``encoder has unknown option(s) 'hiden_sizes'; allowed: cell, ...`` is about
+    ``hiden_sizes``), nested keys of a dict option (``encoder.cell``) before top-level ones."""
+    def where(key: str) -> int | None:
         named = re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", message)
-        return (1, named.start()) if named else None
+        return named.start() if named else None
 
-    found = []
-    for key, value in options.items():
-        if isinstance(value, dict):
-            found += [(w, f"{key}.{inner}") for inner in value if (w := where(inner)) is not None]
-    if found:
-        return min(found)[1]
-    found = [(w, key) for key in options if (w := where(key)) is not None]
+    found = [(w, f"{key}.{inner}") for key, value in options.items() if isinstance(value, dict)
+             for inner in value if (w := where(inner)) is not None]
+    if not found:
+        found = [(w, key) for key in options if (w := where(key)) is not None]
     return min(found)[1] if found else next(iter(options), "(head)")
 
 
