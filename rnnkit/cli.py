@@ -73,7 +73,7 @@ def _predict(args: argparse.Namespace) -> int:
         lines = sys.stdin if raw is None else (line for _, line in decode_lines(raw, source, hint=hint))
         out = sys.stdout
         for record in predict(args.checkpoint, lines, source=source, batch_size=args.batch_size,
-                              backend=args.backend, model_file=args.model):
+                              backend=args.backend, model_file=args.model, tag_scheme=args.tag_scheme):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
         out.flush()
     return 0
@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "(same output; needs rnnkit[export])")
     predict.add_argument("--model", metavar="FILE", default=None,
                          help="the exported ONNX file for --backend onnxruntime (default: CHECKPOINT.onnx)")
+    predict.add_argument("--tag-scheme", choices=("model", "input", "iob1", "iob2", "iobes"), default="model",
+                         help="span tags as the model writes them (default), as the training files did "
+                              "(input), or in a named scheme")
 
     export = sub.add_parser(
         "export", help="export a checkpoint to ONNX or a torch.export program, checked against it",

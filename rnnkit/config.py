@@ -80,7 +80,8 @@ class ConllData(_Data):
     token_column: int = 0                   # column of the token (negative: from the end)
     tag_column: int = -1                    # column of the tag
     separator: str | None = None            # column separator; null: any whitespace
-    scheme: Literal["conlleval", "IOB1", "IOB2", "IOBES"] = "conlleval"  # span F1 scheme (seqeval)
+    scheme: Literal["conlleval", "IOB1", "IOB2", "IOBES"] = "conlleval"  # span F1: lenient, or seqeval strict
+    tag_scheme: Literal["auto", "iob1", "iob2", "iobes", "none"] = "auto"  # the files' span tags (none: not spans)
     chars: bool = False                     # character features (batch key chars)
     predict_tokenizer: TokenizerConfig = TokenizerConfig()  # splits raw text for `rnnkit predict`
 

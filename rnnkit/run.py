@@ -78,16 +78,52 @@ def _limit(examples: list, n: int | None) -> list:
     return examples if n is None else examples[:n]
 
 
-def _read(cfg: Config, path) -> list:
-    return read_file(cfg.data, path, label_type="float" if is_regression(cfg) else "class")
+def model_tag_scheme(cfg: Config) -> str:
+    """The span scheme a tagger learns: IOBES under ``constraints: iobes``, else IOB2."""
+    return "iobes" if cfg.model.options.get("constraints") == "iobes" else "iob2"
 
 
-def _splits(cfg: Config) -> tuple[list, list | None, list | None]:
+def _retag(cfg: Config, examples: list, path) -> tuple[list, str | None]:
+    """CoNLL span tags rewritten in the model's scheme, and the scheme the file was written in
+    (None: not span tags). Every sentence is checked against the file's scheme first, so a
+    file that breaks it is refused at its line instead of teaching the model nonsense."""
+    from dataclasses import replace
+
+    from .data import schemes
+
+    declared = cfg.data.tag_scheme
+    if cfg.model.type != "SequenceTagger" or declared == "none":
+        return examples, None
+    gold = [ex.tags for ex in examples if ex.tags is not None]
+    if declared == "auto":
+        if not schemes.span_tags(t for tags in gold for t in tags):
+            return examples, None
+        declared = schemes.detect(gold)
+    target = model_tag_scheme(cfg)
+    for ex in examples:
+        if ex.tags is not None:
+            schemes.check(ex.tags, declared, ex.where or str(path))
+    if declared != target:
+        examples = [ex if ex.tags is None else replace(ex, tags=schemes.convert(ex.tags, declared, target))
+                    for ex in examples]
+    return examples, declared
+
+
+def _read(cfg: Config, path, *, schemes_found: dict | None = None) -> list:
+    examples = read_file(cfg.data, path, label_type="float" if is_regression(cfg) else "class")
+    if cfg.data.format == "conll":
+        examples, scheme = _retag(cfg, examples, path)
+        if schemes_found is not None:
+            schemes_found[str(path)] = scheme
+    return examples
+
+
+def _splits(cfg: Config, *, schemes_found: dict | None = None) -> tuple[list, list | None, list | None]:
     d = cfg.data
     if is_regression(cfg) and d.format == "ts":
         raise ValueError("task: regression reads float targets from csv, tsv, jsonl or label_text; "
                          "data.format 'ts' holds class labels")
-    train = _read(cfg, d.train)
+    train = _read(cfg, d.train, schemes_found=schemes_found)
     if d.format == "lm_text" and d.dev_fraction is not None:
         raise ValueError("data.dev_fraction cannot split a language-model token stream; give data.dev")
     if d.dev_fraction is not None:
@@ -199,7 +235,11 @@ def model_kwargs(cfg: Config, vocabs: dict, train: list) -> dict:
 def metrics_for(cfg: Config, vocabs: dict):
     kind = cfg.model.type
     if kind == "SequenceTagger":
-        return TaggingMetrics(vocabs["labels"].itos_, scheme=getattr(cfg.data, "scheme", "conlleval"))
+        scheme = getattr(cfg.data, "scheme", "conlleval")
+        if cfg.data.format == "conll" and cfg.data.tag_scheme != "none" and scheme != "conlleval":
+            # strict span F1 scores the tags as the model writes them: the files' chunks, rewritten
+            scheme = model_tag_scheme(cfg).upper()
+        return TaggingMetrics(vocabs["labels"].itos_, scheme=scheme)
     if kind == "SequenceClassifier":
         return RegressionMetrics() if is_regression(cfg) else ClassificationMetrics(vocabs["labels"].itos_)
     if kind == "LanguageModel":
@@ -224,12 +264,14 @@ class Prepared:
     vocabs: dict = field(default_factory=dict)
     metrics: object = None
     counts: dict = field(default_factory=dict)
+    tag_scheme: str | None = None  # span scheme of the training file's tags (None: not span tags)
 
 
 def prepare(cfg: Config, *, rank: int = 0, world: int = 1) -> Prepared:
     from .models.registry import model_types
 
-    train, dev, test = _splits(cfg)
+    found: dict = {}
+    train, dev, test = _splits(cfg, schemes_found=found)
     vocabs = fit_vocabs(cfg, train)
     seed_everything(cfg.trainer.seed)
     model = model_types()[cfg.model.type](**model_kwargs(cfg, vocabs, train))
@@ -238,7 +280,16 @@ def prepare(cfg: Config, *, rank: int = 0, world: int = 1) -> Prepared:
         train=_batches(cfg, vocabs, train, train=True, rank=rank, world=world),
         dev=_batches(cfg, vocabs, dev, train=False) if dev else None,
         test=_batches(cfg, vocabs, test, train=False) if test else None,
-        counts={"train": len(train), "dev": len(dev) if dev else 0, "test": len(test) if test else 0})
+        counts={"train": len(train), "dev": len(dev) if dev else 0, "test": len(test) if test else 0},
+        tag_scheme=found.get(str(cfg.data.train)))
+
+
+def _scheme_extra(cfg: Config, p: Prepared) -> dict:
+    """What a checkpoint keeps of the tag schemes: the training file's and the model's, so that
+    ``rnnkit predict --tag-scheme input`` can write tags as the user's files do."""
+    if p.tag_scheme is None:
+        return {}
+    return {"tag_scheme": {"input": p.tag_scheme, "model": model_tag_scheme(cfg)}}
 
 
 def _limit_note(cfg: Config) -> str:
@@ -267,7 +318,8 @@ def train(cfg: Config, *, resume: bool = False, stream=None) -> dict:
               f"{p.counts['test']:,} test {unit}; {cfg.model.type} with "
               f"{sum(x.numel() for x in p.model.parameters()):,} weights{_limit_note(cfg)}", file=stream, flush=True)
     trainer = Trainer(p.model, cfg.trainer, train=p.train, dev=p.dev, metrics=p.metrics,
-                      vocabs=vocabs_to_json(p.vocabs), extra={"config": cfg.model_dump(mode="json")},
+                      vocabs=vocabs_to_json(p.vocabs), extra={"config": cfg.model_dump(mode="json"),
+                                                              **_scheme_extra(cfg, p)},
                       name=cfg.name)
     history = trainer.fit(resume=resume)
     if rank != 0:  # rank 0 evaluates, writes and reports for every process
@@ -357,13 +409,25 @@ class Predictor:
     ``rnnkit export`` wrote for this checkpoint, ``model_file`` or ``CKPT.onnx``); both give the
     same records."""
 
-    def __init__(self, path: str | Path, *, backend: str = "torch", model_file: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path, *, backend: str = "torch", model_file: str | Path | None = None,
+                 tag_scheme: str = "model") -> None:
         from ._checks import check_choice
+        from .data.schemes import SCHEMES
 
         check_choice("backend", backend, BACKENDS)
+        check_choice("tag_scheme", tag_scheme, TAG_SCHEMES)
         self.path = Path(path)
         self.loaded, self.cfg, self.vocabs = _restore(path)
         self.model, self.kind, self.backend = self.loaded.model, self.cfg.model.type, backend
+        # tags are written as the model learnt them unless another span scheme is asked for
+        schemes = self.loaded.extra.get("tag_scheme")
+        self._schemes = None
+        if tag_scheme != "model":
+            if not isinstance(schemes, dict) or schemes.get("model") not in SCHEMES \
+                    or schemes.get("input") not in SCHEMES:
+                raise ValueError(f"tag_scheme={tag_scheme!r}: {path} holds no span tagger trained on CoNLL "
+                                 "span tags (B-/I-/E-/S-TYPE), so its tags have no scheme to rewrite")
+            self._schemes = (schemes["model"], schemes["input"] if tag_scheme == "input" else tag_scheme)
         d = self.cfg.data
         self.series = d.format == "ts"
         self._encoder = _encoder(self.cfg, self.vocabs)
@@ -406,6 +470,11 @@ class Predictor:
         rows = out.tolist() if isinstance(out, torch.Tensor) else out
         records = [{**obj, **_decode(self.kind, row, toks, self.vocabs, self.cfg.data)}
                    for (_, obj), toks, row in zip(inputs, tokens, rows)]
+        if self._schemes is not None:
+            from .data.schemes import convert
+
+            for record in records:
+                record["tags"] = convert(record["tags"], *self._schemes)
         if probabilities and self.kind == "SequenceClassifier" and "labels" in self.vocabs:
             names = self.vocabs["labels"].itos_
             with torch.no_grad():
@@ -443,12 +512,13 @@ class Predictor:
 
 
 BACKENDS = ("torch", "onnxruntime")
+TAG_SCHEMES = ("model", "input", "iob1", "iob2", "iobes")  # how a span tagger's predictions are written
 
 
-def predict(path: str | Path, lines: Iterable[str], *, source: str = "<stdin>",
-            batch_size: int = 64, backend: str = "torch", model_file: str | Path | None = None) -> Iterator[dict]:
+def predict(path: str | Path, lines: Iterable[str], *, source: str = "<stdin>", batch_size: int = 64,
+            backend: str = "torch", model_file: str | Path | None = None, tag_scheme: str = "model") -> Iterator[dict]:
     """JSON-safe predictions, one dict per input line (see ``rnnkit predict --help``)."""
-    yield from Predictor(path, backend=backend, model_file=model_file).records(
+    yield from Predictor(path, backend=backend, model_file=model_file, tag_scheme=tag_scheme).records(
         lines, source=source, batch_size=batch_size)
 
 
