@@ -49,9 +49,9 @@ class _Data(Strict):
     train: str                                            # training file (or folder for ts: a file)
     dev: str | None = None                                # dev file; null: see dev_fraction
     test: str | None = None                               # test file, evaluated with the best checkpoint
-    dev_fraction: float | None = Field(None, gt=0, lt=1)  # carve dev from train (seeded) when no dev file
-    max_train_examples: int | None = Field(None, ge=1)    # use only the first N training examples (lm_text: tokens)
-    max_eval_examples: int | None = Field(None, ge=1)     # use only the first N dev / test examples
+    dev_fraction: float | None = Field(None, gt=0, lt=1)  # dev drawn from train (seeded, stratified; lm_text: the tail)
+    max_train_examples: int | None = Field(None, ge=1)    # train on N examples drawn as dev is (lm_text: first N tokens)
+    max_eval_examples: int | None = Field(None, ge=1)     # evaluate on N dev / test examples drawn as dev is
     min_freq: int = Field(1, ge=1)                        # vocabulary: keep tokens seen this often
     max_vocab: int | None = Field(None, ge=4)             # vocabulary: largest size, specials included
     max_length: int | None = Field(None, ge=1)            # longest input sequence; null: any

@@ -74,8 +74,36 @@ def read_file(data, path: str | Path, *, label_type: str = "class"):
     raise ValueError(f"data.format {f!r} has no reader")  # the schema makes this unreachable
 
 
-def _limit(examples: list, n: int | None) -> list:
-    return examples if n is None else examples[:n]
+def _sample(examples: list, n: int, seed: int, *, by_label: bool) -> tuple[list, list]:
+    """(chosen, rest): ``n`` examples drawn at random with ``seed``, each label keeping its share
+    when ``by_label`` (largest remainders), both in file order. A file sorted by label would
+    otherwise give a first-N slice of one class: dev accuracy 1.0, and a model chosen by it."""
+    if n >= len(examples):
+        return list(examples), []
+    rng = random.Random(seed)
+    if by_label:
+        groups: dict = {}
+        for i, ex in enumerate(examples):
+            groups.setdefault(ex.label, []).append(i)
+        quota = {k: n * len(idx) / len(examples) for k, idx in groups.items()}
+        take = {k: int(q) for k, q in quota.items()}
+        keys = list(groups)
+        rng.shuffle(keys)  # ties in the remainders go to a random label, not the file's first
+        for k in sorted(keys, key=lambda k: quota[k] - take[k], reverse=True)[:n - sum(take.values())]:
+            take[k] += 1
+        chosen = set()
+        for k, idx in groups.items():
+            chosen.update(rng.sample(idx, take[k]))
+    else:
+        chosen = set(rng.sample(range(len(examples)), n))
+    return ([ex for i, ex in enumerate(examples) if i in chosen],
+            [ex for i, ex in enumerate(examples) if i not in chosen])
+
+
+def _by_label(cfg: Config, examples: list) -> bool:
+    """Slices keep each class's share for classifiers (class labels, not regression targets)."""
+    return cfg.model.type == "SequenceClassifier" and not is_regression(cfg) and bool(examples) \
+        and all(isinstance(getattr(ex, "label", None), str) for ex in examples)
 
 
 def model_tag_scheme(cfg: Config) -> str:
@@ -124,20 +152,30 @@ def _splits(cfg: Config, *, schemes_found: dict | None = None) -> tuple[list, li
         raise ValueError("task: regression reads float targets from csv, tsv, jsonl or label_text; "
                          "data.format 'ts' holds class labels")
     train = _read(cfg, d.train, schemes_found=schemes_found)
-    if d.format == "lm_text" and d.dev_fraction is not None:
-        raise ValueError("data.dev_fraction cannot split a language-model token stream; give data.dev")
+    seed = cfg.trainer.seed
+    if d.format == "lm_text":  # one token stream: slices are contiguous, never drawn
+        dev = _read(cfg, d.dev) if d.dev is not None else None
+        if d.dev_fraction is not None:  # the stream's last share
+            n_dev = max(1, round(len(train) * d.dev_fraction))
+            train, dev = train[:-n_dev], train[-n_dev:]
+        test = _read(cfg, d.test) if d.test is not None else None
+        cap = d.max_eval_examples
+        return (train if d.max_train_examples is None else train[:d.max_train_examples],
+                dev[:cap] if dev and cap else dev, test[:cap] if test and cap else test)
     if d.dev_fraction is not None:
-        order = list(range(len(train)))
-        random.Random(cfg.trainer.seed).shuffle(order)
         n_dev = max(1, round(len(train) * d.dev_fraction))
-        dev = [train[i] for i in sorted(order[:n_dev])]
-        train = [train[i] for i in sorted(order[n_dev:])]
+        dev, train = _sample(train, n_dev, seed, by_label=_by_label(cfg, train))
     else:
         dev = _read(cfg, d.dev) if d.dev is not None else None
     test = _read(cfg, d.test) if d.test is not None else None
-    cap = d.max_eval_examples
-    return _limit(train, d.max_train_examples), _limit(dev, cap) if dev else dev, \
-        _limit(test, cap) if test else test
+
+    def cap(examples, n, salt):
+        if not examples or n is None:
+            return examples
+        return _sample(examples, n, seed + salt, by_label=_by_label(cfg, examples))[0]
+
+    return (cap(train, d.max_train_examples, 1), cap(dev, d.max_eval_examples, 2),
+            cap(test, d.max_eval_examples, 3))
 
 
 # ----------------------------------------------------------------------- vocabularies
