@@ -73,7 +73,8 @@ def _predict(args: argparse.Namespace) -> int:
         lines = sys.stdin if raw is None else (line for _, line in decode_lines(raw, source, hint=hint))
         out = sys.stdout
         for record in predict(args.checkpoint, lines, source=source, batch_size=args.batch_size,
-                              backend=args.backend, model_file=args.model, tag_scheme=args.tag_scheme):
+                              backend=args.backend, model_file=args.model, tag_scheme=args.tag_scheme,
+                              probabilities=args.probs):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
         out.flush()
     return 0
@@ -246,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "(same output; needs rnnkit[export])")
     predict.add_argument("--model", metavar="FILE", default=None,
                          help="the exported ONNX file for --backend onnxruntime (default: CHECKPOINT.onnx)")
+    predict.add_argument("--probs", action="store_true",
+                         help="a classifier's records also map every label to its probability")
     predict.add_argument("--tag-scheme", choices=("model", "input", "iob1", "iob2", "iobes"), default="model",
                          help="span tags as the model writes them (default), as the training files did "
                               "(input), or in a named scheme")
@@ -333,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # the reader went away (`rnnkit predict ... | head`): what it wanted was written; stop
+        # quietly, and keep Python's exit-time flush of stdout from raising again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ConfigError, CheckpointError, ValueError, TrainingError, OSError) as e:
         if os.environ.get("RNNKIT_TRACEBACK"):
             raise

@@ -411,11 +411,14 @@ def evaluate(path: str | Path, data_path: str | Path, *, batch_size: int | None 
     """Loss and metrics of the checkpoint at ``path`` on ``data_path`` (read like its training
     data). A label the checkpoint does not know is an error naming file:line."""
     loaded, cfg, vocabs = _restore(path)
+    if cfg.trainer.num_threads is not None:  # as the run trained
+        torch.set_num_threads(cfg.trainer.num_threads)
     examples = _read(cfg, data_path)
     if batch_size is not None:
         cfg = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"batch_size": batch_size})})
     batches = _batches(cfg, vocabs, examples, train=False)
-    return evaluate_batches(loaded.model, batches, metrics_for(cfg, vocabs))
+    return evaluate_batches(loaded.model, batches, metrics_for(cfg, vocabs),
+                            progress=f"evaluate {Path(data_path).name}" if cfg.trainer.progress else None)
 
 
 def _records(lines: Iterable[str], source: str) -> Iterator[tuple[str, dict]]:
@@ -534,19 +537,23 @@ class Predictor:
         prefixes = [("<left>", {"tokens": tokens[:n]}) for n in range(1, len(tokens) + 1)]
         return [record["tags"][-1] for record in self.batch(prefixes)]
 
-    def records(self, lines: Iterable[str], *, source: str = "<stdin>", batch_size: int = 64) -> Iterator[dict]:
+    def records(self, lines: Iterable[str], *, source: str = "<stdin>", batch_size: int = 64,
+                probabilities: bool = False) -> Iterator[dict]:
         """JSON-safe predictions, one dict per input line (see ``rnnkit predict --help``)."""
+        if probabilities and (self.kind != "SequenceClassifier" or "labels" not in self.vocabs):
+            raise ValueError(f"probabilities are a classifier's; {self.path} holds a "
+                             f"{'regression model' if self.kind == 'SequenceClassifier' else self.kind}")
         if self.series:
-            yield from _predict_series(self._run, self.cfg, self.vocabs, source, batch_size)
+            yield from _predict_series(self, source, batch_size, probabilities=probabilities)
             return
         pending: list[tuple[str, dict]] = []
         for where, obj in _records(lines, source):
             pending.append((where, obj))
             if len(pending) >= batch_size:
-                yield from self.batch(pending)
+                yield from self.batch(pending, probabilities=probabilities)
                 pending.clear()
         if pending:
-            yield from self.batch(pending)
+            yield from self.batch(pending, probabilities=probabilities)
 
 
 BACKENDS = ("torch", "onnxruntime")
@@ -554,16 +561,19 @@ TAG_SCHEMES = ("model", "input", "iob1", "iob2", "iobes")  # how a span tagger's
 
 
 def predict(path: str | Path, lines: Iterable[str], *, source: str = "<stdin>", batch_size: int = 64,
-            backend: str = "torch", model_file: str | Path | None = None, tag_scheme: str = "model") -> Iterator[dict]:
+            backend: str = "torch", model_file: str | Path | None = None, tag_scheme: str = "model",
+            probabilities: bool = False) -> Iterator[dict]:
     """JSON-safe predictions, one dict per input line (see ``rnnkit predict --help``)."""
     yield from Predictor(path, backend=backend, model_file=model_file, tag_scheme=tag_scheme).records(
-        lines, source=source, batch_size=batch_size)
+        lines, source=source, batch_size=batch_size, probabilities=probabilities)
 
 
-def _predict_series(run, cfg: Config, vocabs: dict, source: str, batch_size: int) -> Iterator[dict]:
+def _predict_series(predictor: Predictor, source: str, batch_size: int, *,
+                    probabilities: bool = False) -> Iterator[dict]:
     """Class of each series of a .ts file (its labels, if any, are reported as ``gold``)."""
     from dataclasses import replace
 
+    run, cfg, vocabs = predictor._run, predictor.cfg, predictor.vocabs
     if source in ("-", "<stdin>"):
         raise ValueError("a series classifier reads a .ts file: give FILE (standard input is for text)")
     examples = read_ts(source, missing=cfg.data.missing, encoding=cfg.data.encoding).examples
@@ -572,10 +582,13 @@ def _predict_series(run, cfg: Config, vocabs: dict, source: str, batch_size: int
     items = _items(cfg, {k: v for k, v in vocabs.items() if k != "labels"}, examples)
     names = vocabs["labels"].itos_
     for start in range(0, len(items), batch_size):
+        batch = collate(items[start:start + batch_size])
         with torch.no_grad():
-            ids = run(collate(items[start:start + batch_size])).tolist()
-        for ex, label, i in zip(examples[start:], gold[start:], ids):
-            yield {"where": ex.where, "label": names[i], **({"gold": label} if label is not None else {})}
+            ids = run(batch).tolist()
+            p = predictor._logits(batch).softmax(-1).tolist() if probabilities else [None] * len(ids)
+        for ex, label, i, row in zip(examples[start:], gold[start:], ids, p):
+            yield {"where": ex.where, "label": names[i], **({"gold": label} if label is not None else {}),
+                   **({"probabilities": {n: round(q, 6) for n, q in zip(names, row)}} if row else {})}
 
 
 def _decode(kind: str, row, tokens: list[str], vocabs: dict, d) -> dict:

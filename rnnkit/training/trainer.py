@@ -576,9 +576,9 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate_batches(model: nn.Module, batches: Iterable[dict], metrics=None) -> dict:
+def evaluate_batches(model: nn.Module, batches: Iterable[dict], metrics=None, *, progress: str | None = None) -> dict:
     """Mean loss (weighted by batch size) and ``metrics`` of ``model`` over ``batches``, in eval
-    mode; a carried LM state is reset before and after.
+    mode; a carried LM state is reset before and after. ``progress``: a title for a progress bar.
 
     A NaN or infinite value comes back as ``None`` (so that the result is valid JSON, where it is
     ``null``), with a line on stderr naming it."""
@@ -591,6 +591,8 @@ def evaluate_batches(model: nn.Module, batches: Iterable[dict], metrics=None) ->
         metrics.reset()
     device = next(model.parameters()).device
     total, count = 0.0, 0
+    bar = _progress(total=len(batches) if hasattr(batches, "__len__") else None, desc=progress or "",
+                    enabled=progress is not None)
     try:
         for batch in batches:
             batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
@@ -600,10 +602,14 @@ def evaluate_batches(model: nn.Module, batches: Iterable[dict], metrics=None) ->
             count += B
             if metrics is not None:
                 metrics.update(model, batch, loss)
+            if bar is not None:
+                bar.update(1)
     finally:
         model.train(was_training)
         if callable(reset):
             reset()
+        if bar is not None:
+            bar.close()
     if count == 0:
         raise ValueError("evaluation data is empty: no batches to evaluate")
     out = {"loss": total / count}
@@ -625,12 +631,47 @@ def _detach(state):
     return state
 
 
-def _progress(*, total, desc: str, enabled: bool):
+def _progress(*, total, desc: str, enabled: bool, stream=None):
+    """A tqdm bar on a terminal; into a file or a pipe (a log, ``| tee``), where carriage-return
+    redraws pile up as one endless line, a plain line every ``_LineProgress.every`` seconds."""
     if not enabled:
         return None
+    stream = stream if stream is not None else sys.stderr
+    if not (hasattr(stream, "isatty") and stream.isatty()):
+        return _LineProgress(total=total, desc=desc, stream=stream)
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, leave=True, dynamic_ncols=True, file=sys.stderr)
+    return tqdm(total=total, desc=desc, leave=True, dynamic_ncols=True, file=stream)
+
+
+class _LineProgress:
+    """The part of tqdm's interface the trainer uses, written as whole lines:
+    ``desc: 120/400 steps (30%), 41 s, loss 0.5123, 2,300 tok/s``."""
+
+    every = 30.0  # seconds between lines
+
+    def __init__(self, *, total, desc: str, stream) -> None:
+        self.total, self.desc, self.stream = total, desc, stream
+        self.n, self.postfix, self.start = 0, "", time.perf_counter()
+        self.last = self.start
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        self.postfix = text
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            self._line()
+
+    def _line(self) -> None:
+        done = f"{self.n}/{self.total} steps ({100 * self.n / self.total:.0f}%)" if self.total else f"{self.n} steps"
+        tail = f", {self.postfix}" if self.postfix else ""
+        print(f"{self.desc}: {done}, {time.perf_counter() - self.start:.0f} s{tail}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        self._line()
 
 
 def setup_distributed() -> tuple[int, int]:
