@@ -57,6 +57,7 @@ class _Data(Strict):
     max_length: int | None = Field(None, ge=1)            # longest input sequence; null: any
     truncate: bool = False                                # cut longer sequences instead of raising
     encoding: str = "utf-8"                               # text encoding of the files
+    unk_replace: float = Field(0.0, ge=0, lt=1)           # train: a word seen once is <unk> with this chance
 
     @model_validator(mode="after")
     def _dev_source(self):
@@ -70,6 +71,7 @@ class ConlluData(_Data):
     max_length: int | None = Field(TEXT_MAX_LENGTH, ge=1)  # longest input; null: no limit
     tag: Literal["upos", "xpos", "deprel"] = "upos"  # which CoNLL-U column is the tag
     lowercase: bool = False                          # lower-case the word forms
+    normalize_digits: bool = False                   # every digit of a word form becomes 0
     chars: bool = False                              # character features (batch key chars)
     predict_tokenizer: TokenizerConfig = TokenizerConfig()  # splits raw text for `rnnkit predict`
 
@@ -80,6 +82,8 @@ class ConllData(_Data):
     token_column: int = 0                   # column of the token (negative: from the end)
     tag_column: int = -1                    # column of the tag
     separator: str | None = None            # column separator; null: any whitespace
+    lowercase: bool = False                 # lower-case the tokens
+    normalize_digits: bool = False          # every digit of a token becomes 0
     scheme: Literal["conlleval", "IOB1", "IOB2", "IOBES"] = "conlleval"  # span F1: lenient, or seqeval strict
     tag_scheme: Literal["auto", "iob1", "iob2", "iobes", "none"] = "auto"  # the files' span tags (none: not spans)
     chars: bool = False                     # character features (batch key chars)
@@ -130,6 +134,12 @@ class TSFileData(_Data):
     format: Literal["ts"]                   # UEA/UCR .ts series with class labels
     missing: Literal["error", "keep", "zero", "ffill"] = "error"  # missing values policy
     scale: bool = True                      # standardise each channel with train statistics
+
+    @model_validator(mode="after")
+    def _no_words(self):
+        if self.unk_replace:
+            raise ValueError(f"unk_replace ({self.unk_replace}) replaces rare words; a .ts series has none")
+        return self
 
 
 DataConfig = Annotated[Union[ConlluData, ConllData, DelimitedData, JsonlData, LabelTextData,

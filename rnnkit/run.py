@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -35,6 +36,9 @@ from .training.trainer import Trainer, evaluate_batches, seed_everything
 __all__ = ["Prepared", "prepare", "train", "evaluate", "predict", "Predictor", "BACKENDS", "export_checkpoint"]
 
 
+_DIGIT = re.compile(r"\d")
+
+
 def _tokenizer(tc: TokenizerConfig) -> Tokenizer:
     return Tokenizer(tc.level, pattern=tc.pattern, lowercase=tc.lowercase,
                      normalize_digits=tc.normalize_digits)
@@ -45,14 +49,32 @@ def is_regression(cfg: Config) -> bool:
     return cfg.model.type == "SequenceClassifier" and cfg.model.options.get("task") == "regression"
 
 
+def word_form(data):
+    """The CoNLL(-U) word forms as the model sees them (``lowercase``, ``normalize_digits``):
+    a function of a token list, applied to training files and to ``predict`` inputs alike;
+    None when the forms are kept."""
+    lower, digits = getattr(data, "lowercase", False), getattr(data, "normalize_digits", False)
+    if data.format not in ("conll", "conllu") or not (lower or digits):
+        return None
+
+    def form(tokens: list[str]) -> list[str]:
+        tokens = [t.lower() for t in tokens] if lower else tokens
+        return [_DIGIT.sub("0", t) for t in tokens] if digits else tokens
+
+    return form
+
+
 def read_file(data, path: str | Path, *, label_type: str = "class"):
     """Examples of one file, read as ``data`` (a data config section) describes."""
     f, enc = data.format, data.encoding
-    if f == "conllu":
-        return read_conllu(path, tag=data.tag, lowercase=data.lowercase, encoding=enc)
-    if f == "conll":
-        return read_conll(path, token_column=data.token_column, tag_column=data.tag_column,
-                          separator=data.separator, encoding=enc)
+    if f in ("conllu", "conll"):
+        if f == "conllu":
+            examples = read_conllu(path, tag=data.tag, encoding=enc)
+        else:
+            examples = read_conll(path, token_column=data.token_column, tag_column=data.tag_column,
+                                  separator=data.separator, encoding=enc)
+        form = word_form(data)
+        return examples if form is None else [replace(ex, tokens=form(ex.tokens)) for ex in examples]
     if f in ("csv", "tsv"):
         return read_delimited(path, text_column=data.text_column, label_column=data.label_column,
                               delimiter="," if f == "csv" else "\t", header=data.header,
@@ -115,8 +137,6 @@ def _retag(cfg: Config, examples: list, path) -> tuple[list, str | None]:
     """CoNLL span tags rewritten in the model's scheme, and the scheme the file was written in
     (None: not span tags). Every sentence is checked against the file's scheme first, so a
     file that breaks it is refused at its line instead of teaching the model nonsense."""
-    from dataclasses import replace
-
     from .data import schemes
 
     declared = cfg.data.tag_scheme
@@ -237,14 +257,58 @@ def _lm_stream(cfg: Config, vocabs: dict, tokens: list[str], *, rank: int = 0, w
     return LMStream(ids, batch_size=cfg.trainer.batch_size, bptt=cfg.data.bptt)
 
 
+class UnkReplace:
+    """Training batches in which each occurrence of a word seen once in the training data is
+    ``<unk>`` with probability ``p``, drawn afresh every time a batch is drawn (seeded). With
+    ``min_freq: 1`` nothing else ever trains the ``<unk>`` vector that every unseen test word
+    gets; this teaches it on the words most like unseen ones (Lample et al., 2016, replace
+    singletons with p = 0.5). ``len`` and ``set_epoch`` pass through to ``batches``."""
+
+    def __init__(self, batches, vocab, p: float, *, seed: int) -> None:
+        counts = getattr(vocab, "counts_", {})
+        singles = [vocab.stoi_[w] for w, c in counts.items() if c == 1 and w in vocab.stoi_]
+        self.singleton = torch.zeros(len(vocab), dtype=torch.bool)
+        self.singleton[singles] = True
+        self.batches, self.p, self.unk, self.seed = batches, p, vocab.unk_id, seed
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draws depend on (seed, epoch) only, so a run resumed at an epoch draws as the
+        uninterrupted one did."""
+        self.generator.manual_seed(self.seed * 100_003 + epoch)
+        if hasattr(self.batches, "set_epoch"):
+            self.batches.set_epoch(epoch)
+
+    def __getattr__(self, name):  # num_tokens, ... of the batches underneath
+        if name == "batches":
+            raise AttributeError(name)
+        return getattr(self.batches, name)
+
+    def __iter__(self):
+        for batch in self.batches:
+            ids = batch["inputs"]
+            drop = self.singleton[ids] & (torch.rand(ids.shape, generator=self.generator) < self.p)
+            yield {**batch, "inputs": ids.masked_fill(drop, self.unk)}
+
+
 def _batches(cfg: Config, vocabs: dict, examples: list, *, train: bool, rank: int = 0, world: int = 1):
     if cfg.data.format == "lm_text":
-        return _lm_stream(cfg, vocabs, examples, rank=rank if train else 0, world=world if train else 1)
-    items = _items(cfg, vocabs, examples)
-    if train:
-        return Batches(items, batch_size=cfg.trainer.batch_size, shuffle=True, seed=cfg.trainer.seed,
-                       rank=rank, world_size=world)
-    return Batches(items, batch_size=cfg.trainer.batch_size, shuffle=False)
+        out = _lm_stream(cfg, vocabs, examples, rank=rank if train else 0, world=world if train else 1)
+    else:
+        items = _items(cfg, vocabs, examples)
+        if not train:
+            return Batches(items, batch_size=cfg.trainer.batch_size, shuffle=False)
+        out = Batches(items, batch_size=cfg.trainer.batch_size, shuffle=True, seed=cfg.trainer.seed,
+                      rank=rank, world_size=world)
+    if train and cfg.data.unk_replace:
+        words = vocabs["words"]
+        if words.unk_id is None:
+            raise ValueError("data.unk_replace needs an <unk> token in the word vocabulary")
+        out = UnkReplace(out, words, cfg.data.unk_replace, seed=cfg.trainer.seed + rank)
+    return out
 
 
 def model_kwargs(cfg: Config, vocabs: dict, train: list) -> dict:
@@ -500,7 +564,8 @@ class Predictor:
                              "not text")
         tokens = [self.tokens(obj, where) for where, obj in inputs]
         example = TaggedExample if self.kind == "SequenceTagger" else TextExample  # unlabelled inputs
-        items = [self._encoder(example(toks, None, where)) for (where, _), toks in zip(inputs, tokens)]
+        form = word_form(self.cfg.data) or (lambda toks: toks)  # records keep the tokens as given
+        items = [self._encoder(example(form(toks), None, where)) for (where, _), toks in zip(inputs, tokens)]
         if self.kind == "LanguageModel":
             # the model learnt from one stream in which <eos> ends each line, so a prompt starts
             # as a line does: right after an <eos>
@@ -571,8 +636,6 @@ def predict(path: str | Path, lines: Iterable[str], *, source: str = "<stdin>", 
 def _predict_series(predictor: Predictor, source: str, batch_size: int, *,
                     probabilities: bool = False) -> Iterator[dict]:
     """Class of each series of a .ts file (its labels, if any, are reported as ``gold``)."""
-    from dataclasses import replace
-
     run, cfg, vocabs = predictor._run, predictor.cfg, predictor.vocabs
     if source in ("-", "<stdin>"):
         raise ValueError("a series classifier reads a .ts file: give FILE (standard input is for text)")
@@ -627,7 +690,8 @@ def export_checkpoint(path: str | Path, out: str | Path | None = None, *, format
     meta = {"checkpoint": {"path": str(path), "weights_sha256": loaded.manifest["files"]["model.safetensors"]["sha256"]},
             "labels": list(labels) if labels is not None else None, "vocabs": loaded.vocabs,
             "tokenizer": tokenizer.model_dump(mode="json") if tokenizer is not None else None,
-            "lowercase": bool(getattr(d, "lowercase", False)),  # CoNLL-U word forms lowercased on reading
+            "lowercase": bool(getattr(d, "lowercase", False)),  # CoNLL(-U) word forms lowercased on reading
+            "normalize_digits": bool(getattr(d, "normalize_digits", False)),  # ... and their digits made 0
             "max_length": d.max_length, "truncate": d.truncate, "held_out": held_out}
     report = export(loaded.model, out, format=format, check=check, meta=meta, max_new_tokens=max_new_tokens)
     return {**report, "held_out": held_out}

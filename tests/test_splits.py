@@ -64,3 +64,65 @@ def test_lm_text_dev_fraction_is_the_streams_tail(tmp_path):
     whole = _splits(_cfg({"format": "lm_text", "train": str(path), "dev": str(path)}, "LanguageModel"))[0]
     train, dev, _ = _splits(_cfg({"format": "lm_text", "train": str(path), "dev_fraction": 0.1}, "LanguageModel"))
     assert train + dev == whole and len(dev) == round(len(whole) * 0.1)
+
+
+# ----------------------------------------------------------------- word forms and rare words
+
+def test_conll_word_forms_are_normalised_for_training_and_prediction(tmp_path):
+    from rnnkit.run import Predictor, prepare, train
+
+    path = tmp_path / "t.conll"
+    path.write_text("Born X\nin X\n1984 NUM\n\nborn X\nIN X\n2001 NUM\n" * 3)
+    cfg = parse_config({"data": {"format": "conll", "train": str(path), "dev": str(path),
+                                 "lowercase": True, "normalize_digits": True},
+                        "model": {"type": "SequenceTagger", "options": {"embedding_dim": 4, "encoder": {"hidden_sizes": [4]}}},
+                        "trainer": {"epochs": 1, "batch_size": 2, "progress": False, "plots": False,
+                                    "num_threads": 1, "out_dir": str(tmp_path / "run")}})
+    p = prepare(cfg)
+    assert set(p.vocabs["words"].itos_) >= {"born", "in", "0000"}
+    assert not set(p.vocabs["words"].itos_) & {"Born", "IN", "1984", "2001"}
+    train(cfg)
+    predictor = Predictor(tmp_path / "run" / "best")
+    seen = []
+    predictor._encoder = lambda ex, encode=predictor._encoder: seen.append(ex.tokens) or encode(ex)
+    record = predictor.batch([("x", {"tokens": ["BORN", "In", "1999"]})])[0]
+    assert record["tokens"] == ["BORN", "In", "1999"]  # the record keeps the input's tokens
+    assert seen == [["born", "in", "0000"]]  # the model reads them as training read its words
+
+
+def test_unk_replace_drops_only_singletons_at_the_rate_asked(tmp_path):
+    from rnnkit.run import UnkReplace, prepare
+
+    path = tmp_path / "t.tsv"
+    rows = [f"common words here rare{i}\t{'pos' if i % 2 else 'neg'}" for i in range(200)]
+    path.write_text("text\tlabel\n" + "\n".join(rows) + "\n")
+    cfg = parse_config({"data": {"format": "tsv", "train": str(path), "dev": str(path), "unk_replace": 0.5},
+                        "model": {"type": "SequenceClassifier", "options": {}},
+                        "trainer": {"batch_size": 16}})
+    p = prepare(cfg)
+    assert isinstance(p.train, UnkReplace) and len(p.train) == len(p.train.batches)
+    words = p.vocabs["words"]
+    common = {words["common"], words["words"], words["here"]}
+    drawn = rare = 0
+    p.train.set_epoch(0)
+    first = [b["inputs"].clone() for b in p.train]
+    for batch in first:
+        ids = batch.flatten().tolist()
+        drawn += sum(i == words.unk_id for i in ids)
+        rare += sum(i not in common and i not in (0, words.unk_id) for i in ids)
+    assert 0.4 < drawn / (drawn + rare) < 0.6  # about half the 200 rare words, none of the common
+    assert all(i in common or i == 0 or i == words.unk_id or words.itos_[i].startswith("rare")
+               for b in first for i in b.flatten().tolist())
+    p.train.set_epoch(0)
+    assert all(bool((a == b["inputs"]).all()) for a, b in zip(first, p.train))  # same epoch, same draws
+    assert prepare(parse_config({**cfg.model_dump(), "data": {**cfg.data.model_dump(), "unk_replace": 0.0}})).train.__class__.__name__ == "Batches"
+
+
+def test_unk_replace_is_refused_for_series():
+    import pytest
+
+    from rnnkit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="unk_replace .* a .ts series has none"):
+        parse_config({"data": {"format": "ts", "train": "x.ts", "unk_replace": 0.3},
+                      "model": {"type": "SequenceClassifier", "options": {}}})
