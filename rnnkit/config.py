@@ -46,7 +46,7 @@ TEXT_MAX_LENGTH = 10_000
 
 
 class _Data(Strict):
-    train: str                                            # training file (or folder for ts: a file)
+    train: str                                            # training file (format folder: the split's folder)
     dev: str | None = None                                # dev file; null: see dev_fraction
     test: str | None = None                               # test file, evaluated with the best checkpoint
     dev_fraction: float | None = Field(None, gt=0, lt=1)  # dev drawn from train (seeded, stratified; lm_text: the tail)
@@ -113,6 +113,15 @@ class LabelTextData(_Data):
     tokenizer: TokenizerConfig = TokenizerConfig()
 
 
+class FolderData(_Data):
+    format: Literal["folder"]               # ROOT/<label>/*.txt, one document per file (aclImdb)
+    max_length: int | None = Field(TEXT_MAX_LENGTH, ge=1)  # longest input; null: no limit
+    labels: list[str] = Field(min_length=2)  # the label folders to read (e.g. [neg, pos]; not unsup)
+    pattern: str = "*.txt"                  # file names to read in each label folder
+    markup: bool = True                     # strip HTML tags and entities (<br />, &amp;)
+    tokenizer: TokenizerConfig = TokenizerConfig()
+
+
 class ParallelData(_Data):
     format: Literal["parallel"]             # source TAB target [TAB more columns]
     max_length: int | None = Field(TEXT_MAX_LENGTH, ge=1)  # longest input; null: no limit
@@ -142,15 +151,15 @@ class TSFileData(_Data):
         return self
 
 
-DataConfig = Annotated[Union[ConlluData, ConllData, DelimitedData, JsonlData, LabelTextData,
+DataConfig = Annotated[Union[ConlluData, ConllData, DelimitedData, JsonlData, LabelTextData, FolderData,
                              ParallelData, LMTextData, TSFileData], Field(discriminator="format")]
 
-DATA_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "parallel", "lm_text", "ts")
+DATA_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "folder", "parallel", "lm_text", "ts")
 
 # Which data formats each head can learn from.
 MODEL_TYPES = {
     "SequenceTagger": ("conllu", "conll"),
-    "SequenceClassifier": ("csv", "tsv", "jsonl", "label_text", "ts"),
+    "SequenceClassifier": ("csv", "tsv", "jsonl", "label_text", "folder", "ts"),
     "LanguageModel": ("lm_text",),
     "Seq2Seq": ("parallel",),
 }
@@ -337,7 +346,7 @@ def _section_fields(loc: tuple, raw) -> list[str]:
         fmt = raw.get("data", {}).get("format") if isinstance(raw, dict) and isinstance(raw.get("data"), dict) else None
         by_format = {cls.model_fields["format"].annotation.__args__[0]: cls
                      for cls in (ConlluData, ConllData, DelimitedData, JsonlData, LabelTextData,
-                                 ParallelData, LMTextData, TSFileData)}
+                                 FolderData, ParallelData, LMTextData, TSFileData)}
         by_format["tsv"] = DelimitedData
         if fmt not in by_format:
             return []

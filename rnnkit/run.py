@@ -28,7 +28,7 @@ from . import checkpoint as ckpt
 from .config import Config, ConfigError, TokenizerConfig, parse_config
 from .data import (Batches, Encoder, LMStream, SeriesScaler, TaggedExample,
                     TextExample, Tokenizer, Vocab, collate, read_conll, read_conllu, read_delimited,
-                    read_jsonl, read_label_text, read_lm_text, read_parallel, read_ts)
+                    read_folder, read_jsonl, read_label_text, read_lm_text, read_parallel, read_ts)
 from .training.metrics import (BleuMetrics, ClassificationMetrics, PerplexityMetrics, RegressionMetrics,
                       TaggingMetrics)
 from .training.trainer import Trainer, evaluate_batches, seed_everything
@@ -85,6 +85,12 @@ def read_file(data, path: str | Path, *, label_type: str = "class"):
     if f == "label_text":
         return read_label_text(path, label_type=label_type, tokenizer=_tokenizer(data.tokenizer),
                                encoding=enc)
+    if f == "folder":
+        if label_type == "float":
+            raise ValueError("data.format folder labels documents by their folder's name; a regression "
+                             "target needs csv, tsv, jsonl or label_text")
+        return read_folder(path, labels=data.labels, pattern=data.pattern, tokenizer=_tokenizer(data.tokenizer),
+                           markup=data.markup, encoding=enc)
     if f == "parallel":
         return read_parallel(path, source_column=data.source_column, target_column=data.target_column,
                              num_columns=data.num_columns, source_tokenizer=_tokenizer(data.source_tokenizer),
@@ -549,7 +555,12 @@ class Predictor:
         if isinstance(obj.get("tokens"), list):
             tokens = [str(t) for t in obj["tokens"]]
         elif isinstance(obj.get("text"), str):
-            tokens = self._tokenize(obj["text"])
+            text = obj["text"]
+            if getattr(self.cfg.data, "markup", False):  # as the training documents were read
+                from .data.text_readers import strip_markup
+
+                text = strip_markup(text)
+            tokens = self._tokenize(text)
         else:
             raise ValueError(f'{where}: an input needs "text" (a string) or "tokens" (a list); got keys {sorted(obj)}')
         if not tokens:

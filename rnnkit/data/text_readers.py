@@ -8,11 +8,13 @@ Each reader returns a list of examples (``examples.py``) and raises ValueError w
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
+import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ._io import PathLike, iter_lines, read_text, show, short_list
@@ -20,7 +22,7 @@ from .examples import PairExample, TextExample
 from .tokenize import Tokenizer
 
 __all__ = ["read_delimited", "read_jsonl", "read_label_text", "read_lines", "read_folder",
-           "read_parallel", "read_lm_text"]
+           "read_parallel", "read_lm_text", "strip_markup"]
 
 TokenizeFn = Callable[[str], list]
 LABEL_TYPES = ("class", "float")
@@ -273,19 +275,48 @@ def read_lines(path: PathLike, *, label: str | float | None = None, tokenizer: T
     return _not_empty(examples, path)
 
 
-def read_folder(root: PathLike, *, pattern: str = "*.txt", tokenizer: TokenizeFn | None = None,
+_MARKUP = re.compile(r"</?[A-Za-z][^<>]{0,200}>")
+
+
+def strip_markup(text: str) -> str:
+    """HTML tags (the ``<br />`` of IMDB reviews) become spaces and entities (``&amp;``) their
+    characters, so that neither turns into words."""
+    return html.unescape(_MARKUP.sub(" ", text))
+
+
+def read_folder(root: PathLike, *, labels: Sequence[str] | None = None, pattern: str = "*.txt",
+                tokenizer: TokenizeFn | None = None, markup: bool = False,
                 encoding: str = "utf-8") -> list[TextExample]:
     """One example per file, labelled by its folder: ``root/<label>/*.txt`` (the aclImdb layout).
 
-    Files are read in sorted order; a file's lines are joined with spaces."""
+    ``labels``: the label folders to read (others, such as aclImdb's ``unsup/``, are left
+    alone); each must exist and hold a matching file. None reads every sub-folder.
+    ``markup``: strip HTML tags and entities (``strip_markup``). Files are read in sorted
+    order; a file's lines are joined with spaces."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: not a directory")
+        raise FileNotFoundError(f"{root}: not a directory (a folder of label folders: ROOT/<label>/{pattern})")
     tokenize = _tokenizer(tokenizer)
+    if labels is None:
+        folders = sorted(p for p in root.iterdir() if p.is_dir())
+    else:
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels {list(labels)} name a folder twice")
+        folders = [root / label for label in labels]
+        present = sorted(p.name for p in root.iterdir() if p.is_dir())
+        for folder in folders:
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder}: no folder for label {folder.name!r} "
+                                        f"(folders in {root}: {short_list(present) or 'none'})")
     examples = []
-    for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for file in sorted(label_dir.glob(pattern)):
+    for label_dir in folders:
+        files = sorted(label_dir.glob(pattern))
+        if labels is not None and not files:
+            raise ValueError(f"{label_dir}: no files matching {pattern!r} for label {label_dir.name!r}")
+        for file in files:
             text = " ".join(line for _, line in iter_lines(file, encoding))
+            if markup:
+                text = strip_markup(text)
             examples.append(TextExample(_tokens(text, tokenize, f"{file}:1", "the file"),
                                         label_dir.name, f"{file}:1"))
     if not examples:
