@@ -24,7 +24,7 @@ import sys
 
 
 _TEDDY_OPTIONS = {"epochs": 5, "train_size": 3000, "test_size": 1000}
-_GRADIENT_OPTIONS = {"steps": 1000, "length": 200, "models": None, "clip": 1.0}
+_GRADIENT_OPTIONS = {"steps": 1000, "length": 200, "lengths": "uniform", "models": None, "clip": 1.0}
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -34,7 +34,7 @@ def _demo(args: argparse.Namespace) -> int:
         flag = "--" + given[0].replace("_", "-")
         if args.gradients:
             raise ValueError(f"{flag} is an option of the Teddy demo (rnnkit demo without --gradients); "
-                             "--gradients takes --length, --steps, --models and --clip")
+                             "--gradients takes --length, --lengths, --steps, --models and --clip")
         raise ValueError(f"{flag} is an option of rnnkit demo --gradients")
     options = {name: default if getattr(args, name) is None else getattr(args, name)
                for name, default in mine.items()}
@@ -43,7 +43,7 @@ def _demo(args: argparse.Namespace) -> int:
 
         models = options["models"].split(",") if options["models"] else DEFAULT_MODELS
         run_gradients_demo(args.out or "runs/demo-gradients", length=options["length"], steps=options["steps"],
-                           models=models, clip=options["clip"], seed=args.seed)
+                           lengths=options["lengths"], models=models, clip=options["clip"], seed=args.seed)
         return 0
     from .demo import run_demo
 
@@ -249,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the gradients-through-time demo instead (options below)")
     demo.add_argument("--length", type=_at_least_two, default=None,
                       help="--gradients: sequence length T (default: 200)")
+    demo.add_argument("--lengths", choices=("uniform", "log-uniform"), default=None,
+                      help="--gradients: how training lengths are drawn from 2 to T (default: uniform; "
+                           "log-uniform: half of the batches 2 to sqrt(2T) long)")
     demo.add_argument("--steps", type=_positive, default=None,
                       help="--gradients: training steps per model (default: 1000)")
     demo.add_argument("--models", default=None, metavar="A,B,...",

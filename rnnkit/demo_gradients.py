@@ -5,17 +5,18 @@ are noise; the label is the marker's class. Everything the label depends on is a
 model (a ``SequenceClassifier`` reading its last state) answers at t = T, so the only way to
 learn it is through T - 1 steps of backpropagation through time. Each model trains with the
 same budget (steps, batch, Adam, learning rate, clipping) on sequences of every length from 2
-to T -- one length per batch: the short ones give a learning signal any cell can pick up, and
-the question is whether a cell keeps the marker over the long ones -- and is tested on held-out
-sequences of length T. For each model the demo measures the mean |dL/dh_t| at every position
-(``rnnkit.inspect.gradients_through_time``) on the same length-T batch at initialisation and
-after training: a tanh RNN's gradient fades by orders of magnitude between t = T and t = 1, a
+to T (one length per batch, uniform or log-uniform): the short ones give a learning signal any
+cell can pick up, and the question is whether a cell keeps the marker over the long ones. It
+is tested on held-out sequences of length T (and T/10). For each model the demo measures the mean |dL/dh_t| at every position
+(``rnnkit.inspect.gradients_through_time``, in float64) on the same length-T batch at
+initialisation and after training: a tanh RNN's gradient fades by orders of magnitude between t = T and t = 1, a
 ReLU RNN's can explode instead, and a gated cell (GRU, LSTM) or a stack with residual
 connections and layer norm keeps a path open.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
@@ -24,11 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ._log import get_logger
-
-__all__ = ["MODELS", "DEFAULT_MODELS", "make_task", "label_of", "run_gradients_demo"]
-
-_log = get_logger(__name__)
+__all__ = ["MODELS", "DEFAULT_MODELS", "LENGTHS", "make_task", "label_of", "run_gradients_demo"]
 
 # name -> rnnkit.Stack options (the classifier's encoder). Hidden sizes are filled in by the demo.
 MODELS = {
@@ -83,6 +80,27 @@ def _encoder(key: str, hidden_size: int) -> dict:
     return {**options, "hidden_sizes": [hidden_size] * layers}
 
 
+LENGTHS = ("uniform", "log-uniform")
+
+
+def _train_length(length: int, kind: str, generator: torch.Generator) -> int:
+    """The length of one training batch, from 2 to ``length``: ``uniform``, or ``log-uniform``
+    (each scale of distance, 2-20 and 20-200, as often: half of the batches are short). One
+    length per batch: no padding to run."""
+    u = float(torch.rand((), generator=generator))
+    if kind == "uniform":
+        return min(length, 2 + int(u * (length - 1)))
+    return min(length, int(2 * ((length + 1) / 2) ** u))  # n with probability ~ log((n + 1) / n)
+
+
+def _measure(model, batch: dict) -> dict:
+    """``gradients_through_time`` on a float64 copy of the model: in float32 the gradient that
+    reaches the first of 200 steps of a tanh RNN is below the smallest float (1e-45) and reads 0."""
+    from .inspect import gradients_through_time
+
+    return gradients_through_time(copy.deepcopy(model).double(), batch)
+
+
 def _ratio(report: dict) -> float | None:
     """|dL/dh_1| / |dL/dh_T| of the bottom layer, the one the first token enters (None if the
     loss was not finite, or nothing reached h_T)."""
@@ -111,10 +129,9 @@ def _accuracy(model, batch: dict) -> float:
         return float((model.predict(batch) == batch["labels"]).float().mean())
 
 
-def _train_one(key: str, *, length: int, steps: int, batch_size: int, hidden_size: int,
+def _train_one(key: str, *, length: int, lengths: str, steps: int, batch_size: int, hidden_size: int,
                embedding_dim: int, classes: int, noise: int, lr: float, clip: float | None,
                seed: int, probe: dict, tests: dict, stream) -> dict:
-    from .inspect import gradients_through_time
     from .models import SequenceClassifier
     from .training import seed_everything
 
@@ -122,14 +139,13 @@ def _train_one(key: str, *, length: int, steps: int, batch_size: int, hidden_siz
     encoder = _encoder(key, hidden_size)
     model = SequenceClassifier(vocab_size=classes + noise + 1, num_classes=classes,
                                embedding_dim=embedding_dim, encoder=encoder, pooling="last")
-    init = gradients_through_time(model, probe)
+    init = _measure(model, probe)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     data = torch.Generator().manual_seed(seed + 1)  # the same batches for every model
     max_norm, diverged_at, seconds = 0.0, None, 0.0
     model.train()
     for step in range(1, steps + 1):
-        # One length per batch (no padding to run): every length from 2 to T, uniformly.
-        T = int(torch.randint(2, length + 1, (), generator=data))
+        T = _train_length(length, lengths, data)
         batch = make_task(batch_size, T, classes=classes, noise=noise, generator=data)
         start = time.perf_counter()
         loss = model.loss(batch)
@@ -144,7 +160,7 @@ def _train_one(key: str, *, length: int, steps: int, batch_size: int, hidden_siz
         seconds += time.perf_counter() - start
         max_norm = max(max_norm, float(norm))
     model.eval()
-    trained = gradients_through_time(model, probe)
+    trained = _measure(model, probe)
     result = {"name": MODELS[key][0], "encoder": encoder,
               "params": sum(p.numel() for p in model.encoder.parameters()),
               "accuracy": _accuracy(model, tests["long"]), "accuracy_short": _accuracy(model, tests["short"]),
@@ -182,8 +198,13 @@ def plot_panels(results: dict, path: str | Path, *, length: int) -> Path:
         for when, style in (("init", "--"), ("trained", "-")):
             for i, (entry, colour) in enumerate(zip(r[when]["layers"], colours)):
                 values = [v if v is not None and v > 0 else math.nan for v in entry["norm_by_position"]]
-                label = (f"layer {i + 1}, " if len(layers) > 1 else "") + when
+                label = f"layer {i + 1}" if when == "trained" and len(layers) > 1 else None
                 ax.plot(range(1, len(values) + 1), values, style, color=colour, linewidth=1.2, label=label)
+        silent = [when for when in ("init", "trained")
+                  if not any(v for e in r[when]["layers"] for v in e["norm_by_position"])]
+        if silent:  # a log axis shows nothing of a curve that is 0 (or not finite) everywhere
+            ax.text(0.03, 0.04, f"{' and '.join(silent)}: dL/dh_t is 0 (or not finite) at every t",
+                    transform=ax.transAxes, fontsize=6.5)
         ax.set_yscale("log")
         verdict = "learned" if r["learned"] else "did not learn"
         if r["diverged_at"]:
@@ -191,12 +212,14 @@ def plot_panels(results: dict, path: str | Path, *, length: int) -> Path:
         ax.set_title(f"{r['name']}\naccuracy {r['accuracy']:.0%}: {verdict}", fontsize=8.5)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3, which="major")
-        ax.legend(fontsize=6, loc="lower right")
+        if len(layers) > 1:
+            ax.legend(fontsize=6, loc="lower right")
     for ax in axes[:, 0]:
         ax.set_ylabel("mean |dL/dh_t|", fontsize=8)
     for ax in axes[-1, :]:
         ax.set_xlabel(f"position t (label read at t = {length})", fontsize=8)
-    fig.suptitle("How much of the loss's gradient reaches the first token", fontsize=10)
+    fig.suptitle("How much of the loss's gradient reaches the first token: mean |dL/dh_t| at "
+                 "initialisation (dashed) and after training (solid)", fontsize=9.5)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=80)
@@ -225,18 +248,22 @@ def _print_table(results: dict, *, length: int, short: int, classes: int, stream
 # -------------------------------------------------------------------------------- run
 
 def run_gradients_demo(out: str | Path = "runs/demo-gradients", *, length: int = 200, steps: int = 1000,
+                       lengths: str = "uniform",
                        models: tuple[str, ...] | list[str] = DEFAULT_MODELS, batch_size: int = 32,
                        hidden_size: int = 32, embedding_dim: int = 16, classes: int = 4, noise: int = 8,
                        lr: float = 3e-3, clip: float | None = 1.0, test_size: int = 500, seed: int = 0,
                        num_threads: int | None = 1, stream=None) -> dict:
     """Train each model of ``models`` (keys of ``MODELS``) on the first-token task with the same
     budget, measure its gradient through time before and after, and write ``gradients.json``
-    and ``gradients.png`` to ``out``. ``clip``: the gradient-norm clip (None or 0: none).
+    and ``gradients.png`` to ``out``. ``lengths``: how training lengths are drawn from 2 to
+    ``length`` (``uniform`` or ``log-uniform``, see ``_train_length``). ``clip``: the gradient-norm clip (None or 0: none).
     Returns the JSON's content."""
     stream = stream if stream is not None else sys.stdout
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise ValueError(f"models must be one or more of {', '.join(MODELS)}; got {', '.join(models) or 'none'}")
+    if lengths not in LENGTHS:
+        raise ValueError(f"lengths must be one of {', '.join(LENGTHS)}; got {lengths!r}")
     if length < 2:
         raise ValueError(f"length must be at least 2 (a marker and one step to carry it); got {length}")
     for name, value in (("steps", steps), ("batch_size", batch_size), ("hidden_size", hidden_size),
@@ -260,15 +287,16 @@ def run_gradients_demo(out: str | Path = "runs/demo-gradients", *, length: int =
                       generator=torch.Generator().manual_seed(seed + 2000))
     print(f"rnnkit demo --gradients: the label is the class of the first of T={length} tokens ({classes} "
           f"markers, then noise).\nSame budget for every model: {steps} steps of {batch_size} sequences "
-          f"of one length from 2 to {length}, Adam lr {lr}, gradient norm clipped at "
+          f"of one length, {lengths} from 2 to {length}, Adam lr {lr}, gradient norm clipped at "
           f"{clip if clip else 'none'}; hidden size {hidden_size}.", file=stream, flush=True)
     results = {}
     for key in models:
-        results[key] = _train_one(key, length=length, steps=steps, batch_size=batch_size,
+        results[key] = _train_one(key, length=length, lengths=lengths, steps=steps, batch_size=batch_size,
                                   hidden_size=hidden_size, embedding_dim=embedding_dim, classes=classes,
                                   noise=noise, lr=lr, clip=clip or None, seed=seed, probe=probe,
                                   tests=tests, stream=stream)
-    report = {"task": {"length": length, "short_length": short, "classes": classes, "noise": noise,
+    report = {"task": {"length": length, "train_lengths": lengths, "short_length": short,
+                       "classes": classes, "noise": noise,
                        "steps": steps, "batch_size": batch_size, "hidden_size": hidden_size,
                        "embedding_dim": embedding_dim, "lr": lr, "clip": clip or None, "seed": seed,
                        "test_size": test_size, "learned_threshold": LEARNED},

@@ -9,7 +9,8 @@ import json
 import pytest
 import torch
 
-from rnnkit.demo_gradients import MODELS, _encoder, _ratio, label_of, make_task, run_gradients_demo
+from rnnkit.demo_gradients import (MODELS, _encoder, _ratio, _train_length, label_of, make_task,
+                                   run_gradients_demo)
 from rnnkit.inspect import gradients_through_time
 from rnnkit.models import SequenceClassifier
 
@@ -41,6 +42,17 @@ def test_the_label_is_the_first_tokens_class_and_nothing_else():
         label_of(torch.full((2, 3), 5), K)
     with pytest.raises(ValueError, match="length must be an integer >= 1; got 0"):
         make_task(3, 0)
+
+
+def test_training_lengths_span_2_to_T_uniform_or_log_uniform():
+    g = torch.Generator().manual_seed(0)
+    uniform = [_train_length(200, "uniform", g) for _ in range(4000)]
+    log_uniform = [_train_length(200, "log-uniform", g) for _ in range(4000)]
+    for drawn in (uniform, log_uniform):
+        assert min(drawn) == 2 and max(drawn) == 200
+    share_short = lambda drawn: sum(n <= 20 for n in drawn) / len(drawn)  # noqa: E731
+    assert share_short(uniform) == pytest.approx(19 / 199, abs=0.02)
+    assert share_short(log_uniform) == pytest.approx(0.5, abs=0.03)  # 20 = sqrt(2 * 200): the median
 
 
 def _init_ratio(key: str, T: int, seed: int) -> float:
@@ -103,6 +115,8 @@ def test_bad_arguments_name_what_is_allowed(tmp_path):
         run_gradients_demo(tmp_path, models=["rnn"])
     with pytest.raises(ValueError, match="length must be at least 2"):
         run_gradients_demo(tmp_path, length=1)
+    with pytest.raises(ValueError, match="lengths must be one of uniform, log-uniform; got 'random'"):
+        run_gradients_demo(tmp_path, lengths="random")
     assert set(MODELS) >= {"tanh", "relu", "gru", "lstm", "deep-tanh", "deep-tanh-res-ln"}
 
 
@@ -110,11 +124,12 @@ def test_cli_demo_gradients_writes_png_and_json(tmp_path, capsys):
     from rnnkit.cli import main
 
     assert main(["demo", "--gradients", "--length", "6", "--steps", "3", "--models", "tanh,gru",
-                 "--out", str(tmp_path), "--clip", "0"]) == 0
+                 "--out", str(tmp_path), "--clip", "0", "--lengths", "log-uniform"]) == 0
     text = capsys.readouterr().out
     saved = _strict_json(tmp_path / "gradients.json")
     assert list(saved["models"]) == ["tanh", "gru"] and saved["task"]["clip"] is None
-    assert saved["task"]["length"] == 6 and "|dL/dh_1| / |dL/dh_T|" in text
+    assert saved["task"]["length"] == 6 and saved["task"]["train_lengths"] == "log-uniform"
+    assert "|dL/dh_1| / |dL/dh_T|" in text
     assert (tmp_path / "gradients.png").stat().st_size > 1000
     assert main(["demo", "--steps", "3"]) == 2
     assert "--steps is an option of rnnkit demo --gradients" in capsys.readouterr().err
