@@ -30,6 +30,8 @@ _GRADIENT_OPTIONS = {"steps": 1000, "length": 200, "lengths": "uniform", "models
 def _demo(args: argparse.Namespace) -> int:
     mine, other = ((_GRADIENT_OPTIONS, _TEDDY_OPTIONS) if args.gradients else (_TEDDY_OPTIONS, _GRADIENT_OPTIONS))
     given = [name for name in other if getattr(args, name) is not None]
+    if args.gradients and args.progress:
+        given.insert(0, "progress")
     if given:
         flag = "--" + given[0].replace("_", "-")
         if args.gradients:

@@ -142,7 +142,7 @@ def _train_one(key: str, *, length: int, lengths: str, steps: int, batch_size: i
     init = _measure(model, probe)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     data = torch.Generator().manual_seed(seed + 1)  # the same batches for every model
-    max_norm, diverged_at, seconds = 0.0, None, 0.0
+    max_norm, diverged_at, why, seconds = 0.0, None, None, 0.0
     model.train()
     for step in range(1, steps + 1):
         T = _train_length(length, lengths, data)
@@ -154,6 +154,7 @@ def _train_one(key: str, *, length: int, lengths: str, steps: int, batch_size: i
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip else math.inf)
         if not (torch.isfinite(loss) and torch.isfinite(norm)):
             diverged_at = step  # the weights stay as they were before this step
+            why = "the loss" if not torch.isfinite(loss) else "the gradient norm"
             seconds += time.perf_counter() - start
             break
         optimizer.step()
@@ -165,13 +166,13 @@ def _train_one(key: str, *, length: int, lengths: str, steps: int, batch_size: i
               "params": sum(p.numel() for p in model.encoder.parameters()),
               "accuracy": _accuracy(model, tests["long"]), "accuracy_short": _accuracy(model, tests["short"]),
               "train_seconds": seconds, "steps_run": step if diverged_at is None else step - 1,
-              "diverged_at": diverged_at, "max_grad_norm": max_norm,
+              "diverged_at": diverged_at, "not_finite": why, "max_grad_norm": max_norm,
               "ratio_init": _ratio(init), "ratio_trained": _ratio(trained),
               "init": _finite(init), "trained": _finite(trained)}
     result["learned"] = result["accuracy"] >= LEARNED
     print(f"  {result['name']:32s} accuracy at T={length}: {result['accuracy']:.1%}  "
           f"(at T={tests['short']['inputs'].shape[1]}: {result['accuracy_short']:.1%})  "
-          f"{seconds:5.1f} s" + (f"  diverged at step {diverged_at}" if diverged_at else ""),
+          f"{seconds:5.1f} s" + (f"  diverged at step {diverged_at} ({why} not finite)" if diverged_at else ""),
           file=stream, flush=True)
     return result
 

@@ -70,7 +70,7 @@ def test_at_init_a_tanh_rnns_gradient_fades_orders_of_magnitude_more_than_an_lst
     assert tanh < 1e-2 * lstm  # the forget gate (bias 1) lets more of it through
 
 
-def test_report_has_one_curve_per_model_and_layer_and_the_table(tmp_path):
+def test_report_has_one_curve_per_model_and_layer_and_the_table(tmp_path, pure_paths):
     out = io.StringIO()
     report = run_gradients_demo(tmp_path, length=9, steps=4, models=["tanh", "lstm", "deep-tanh-res-ln"],
                                 hidden_size=8, test_size=40, stream=out)
@@ -93,19 +93,20 @@ def test_report_has_one_curve_per_model_and_layer_and_the_table(tmp_path):
     assert (tmp_path / "gradients.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_an_lstm_learns_the_task_at_a_short_length(tmp_path):
+def test_an_lstm_learns_the_task_at_a_short_length(tmp_path, pure_paths):
     report = run_gradients_demo(tmp_path, length=8, steps=150, models=["lstm"], hidden_size=16,
                                 test_size=200, lr=1e-2, stream=io.StringIO())
     lstm = report["models"]["lstm"]
     assert lstm["accuracy"] > 0.95 and lstm["learned"] and lstm["steps_run"] == 150
 
 
-def test_a_divergence_is_reported_with_the_step_and_json_stays_json(tmp_path):
+def test_a_divergence_is_reported_with_the_step_and_json_stays_json(tmp_path, pure_paths):
     # a ReLU RNN without clipping at a learning rate far too large: its loss stops being finite
     report = run_gradients_demo(tmp_path, length=50, steps=50, models=["relu"], clip=0, lr=1.0,
                                 test_size=20, stream=io.StringIO())
     relu = report["models"]["relu"]
     assert relu["diverged_at"] is not None and relu["steps_run"] == relu["diverged_at"] - 1
+    assert relu["not_finite"] in ("the loss", "the gradient norm")
     assert not relu["learned"]
     _strict_json(tmp_path / "gradients.json")
 
@@ -120,7 +121,7 @@ def test_bad_arguments_name_what_is_allowed(tmp_path):
     assert set(MODELS) >= {"tanh", "relu", "gru", "lstm", "deep-tanh", "deep-tanh-res-ln"}
 
 
-def test_cli_demo_gradients_writes_png_and_json(tmp_path, capsys):
+def test_cli_demo_gradients_writes_png_and_json(tmp_path, pure_paths, capsys):
     from rnnkit.cli import main
 
     assert main(["demo", "--gradients", "--length", "6", "--steps", "3", "--models", "tanh,gru",
@@ -135,6 +136,8 @@ def test_cli_demo_gradients_writes_png_and_json(tmp_path, capsys):
     assert "--steps is an option of rnnkit demo --gradients" in capsys.readouterr().err
     assert main(["demo", "--gradients", "--epochs", "3"]) == 2
     assert "--epochs is an option of the Teddy demo" in capsys.readouterr().err
+    assert main(["demo", "--gradients", "--progress"]) == 2
+    assert "--progress is an option of the Teddy demo" in capsys.readouterr().err
     assert main(["demo", "--gradients", "--models", "tanh,nope", "--out", str(tmp_path)]) == 2
     assert "got tanh, nope" in capsys.readouterr().err
     with pytest.raises(SystemExit):
