@@ -28,7 +28,9 @@ _GRADIENT_OPTIONS = {"steps": 1000, "length": 200, "lengths": "uniform", "models
 
 
 def _demo(args: argparse.Namespace) -> int:
-    mine, other = ((_GRADIENT_OPTIONS, _TEDDY_OPTIONS) if args.gradients else (_TEDDY_OPTIONS, _GRADIENT_OPTIONS))
+    mine, other = _GRADIENT_OPTIONS, _TEDDY_OPTIONS
+    if not args.gradients:
+        mine, other = other, mine
     given = [name for name in other if getattr(args, name) is not None]
     if args.gradients and args.progress:
         given.insert(0, "progress")
@@ -44,8 +46,9 @@ def _demo(args: argparse.Namespace) -> int:
         from .demo_gradients import DEFAULT_MODELS, run_gradients_demo
 
         models = options["models"].split(",") if options["models"] else DEFAULT_MODELS
-        run_gradients_demo(args.out or "runs/demo-gradients", length=options["length"], steps=options["steps"],
-                           lengths=options["lengths"], models=models, clip=options["clip"], seed=args.seed)
+        run_gradients_demo(args.out or "runs/demo-gradients", length=options["length"],
+                           steps=options["steps"], lengths=options["lengths"], models=models,
+                           clip=options["clip"], seed=args.seed)
         return 0
     from .demo import run_demo
 

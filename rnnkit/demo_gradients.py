@@ -3,15 +3,17 @@
 The task: a sequence of T tokens whose first token is one of K markers and whose other tokens
 are noise; the label is the marker's class. Everything the label depends on is at t = 1 and the
 model (a ``SequenceClassifier`` reading its last state) answers at t = T, so the only way to
-learn it is through T - 1 steps of backpropagation through time. Each model trains with the
-same budget (steps, batch, Adam, learning rate, clipping) on sequences of every length from 2
-to T (one length per batch, uniform or log-uniform): the short ones give a learning signal any
-cell can pick up, and the question is whether a cell keeps the marker over the long ones. It
-is tested on held-out sequences of length T (and T/10). For each model the demo measures the mean |dL/dh_t| at every position
-(``rnnkit.inspect.gradients_through_time``, in float64) on the same length-T batch at
-initialisation and after training: a tanh RNN's gradient fades by orders of magnitude between t = T and t = 1, a
-ReLU RNN's can explode instead, and a gated cell (GRU, LSTM) or a stack with residual
-connections and layer norm keeps a path open.
+learn it from a sequence of T tokens is through T - 1 steps of backpropagation through time.
+Each model trains with the same budget (steps, batch, Adam, learning rate, clipping) on
+sequences of every length from 2 to T (one length per batch, uniform or log-uniform): the short
+ones give a learning signal any cell can pick up, and the question is whether a cell keeps the
+marker over the long ones. It is tested on held-out sequences of length T (and T/10).
+
+For each model the demo measures the mean |dL/dh_t| at every position
+(``rnnkit.inspect.gradients_through_time``, on a float64 copy) on the same length-T batch at
+initialisation and after training. At initialisation every cell's gradient fades by orders of
+magnitude between t = T and t = 1; what training makes of it, and which models learn, is what
+the demo prints (docs/training.md has the measured tables).
 """
 
 from __future__ import annotations
@@ -135,6 +137,8 @@ def _train_one(key: str, *, length: int, lengths: str, steps: int, batch_size: i
     from .models import SequenceClassifier
     from .training import seed_everything
 
+    # A plain loop, not training.Trainer: a fresh batch every step, and a divergence is a result
+    # to report beside the others, not an error that ends the demo.
     seed_everything(seed)
     encoder = _encoder(key, hidden_size)
     model = SequenceClassifier(vocab_size=classes + noise + 1, num_classes=classes,
