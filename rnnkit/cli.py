@@ -1,6 +1,7 @@
 """The ``rnnkit`` command: ``demo``, ``train``, ``evaluate``, ``predict``, ``export``, ``serve``, ``build``.
 
     rnnkit demo [--out runs/demo]
+    rnnkit demo --gradients [--length 200] [--steps 1000]          # which cells learn across 200 steps
     rnnkit train CONFIG.yaml [--set trainer.epochs=3 ...] [--resume]
     rnnkit evaluate CHECKPOINT DATA
     rnnkit predict CHECKPOINT [FILE|-] > predictions.jsonl
@@ -22,11 +23,37 @@ import os
 import sys
 
 
+_TEDDY_OPTIONS = {"epochs": 5, "train_size": 3000, "test_size": 1000}
+_GRADIENT_OPTIONS = {"steps": 1000, "length": 200, "lengths": "uniform", "models": None, "clip": 1.0}
+
+
 def _demo(args: argparse.Namespace) -> int:
+    mine, other = _GRADIENT_OPTIONS, _TEDDY_OPTIONS
+    if not args.gradients:
+        mine, other = other, mine
+    given = [name for name in other if getattr(args, name) is not None]
+    if args.gradients and args.progress:
+        given.insert(0, "progress")
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        if args.gradients:
+            raise ValueError(f"{flag} is an option of the Teddy demo (rnnkit demo without --gradients); "
+                             "--gradients takes --length, --lengths, --steps, --models and --clip")
+        raise ValueError(f"{flag} is an option of rnnkit demo --gradients")
+    options = {name: default if getattr(args, name) is None else getattr(args, name)
+               for name, default in mine.items()}
+    if args.gradients:
+        from .demo_gradients import DEFAULT_MODELS, run_gradients_demo
+
+        models = options["models"].split(",") if options["models"] else DEFAULT_MODELS
+        run_gradients_demo(args.out or "runs/demo-gradients", length=options["length"],
+                           steps=options["steps"], lengths=options["lengths"], models=models,
+                           clip=options["clip"], seed=args.seed)
+        return 0
     from .demo import run_demo
 
-    run_demo(args.out, train_size=args.train_size, test_size=args.test_size, epochs=args.epochs,
-             seed=args.seed, progress=args.progress)
+    run_demo(args.out or "runs/demo", train_size=options["train_size"], test_size=options["test_size"],
+             epochs=options["epochs"], seed=args.seed, progress=args.progress)
     return 0
 
 
@@ -176,6 +203,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2; got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0; got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -192,17 +233,38 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser(
-        "demo", help="GRU vs BiGRU on words whose tag only later words decide",
+        "demo", help="GRU vs BiGRU on words whose tag only later words decide; --gradients: "
+                     "which cells carry a gradient across 200 steps",
         description="Generate a corpus where ambiguous words (\"Teddy\" in \"Teddy Roosevelt was a "
                     "president\" vs \"Teddy bears are on sale\") are tagged by the words after them; "
                     "train a GRU and a BiGRU tagger with the same budget; print their accuracy, save "
-                    "checkpoints and learning curves, and tag example sentences.")
-    demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    demo.add_argument("--epochs", type=_positive, default=5, help="epochs per model (default: 5)")
-    demo.add_argument("--train-size", type=_positive, default=3000, help="training sentences (default: 3000)")
-    demo.add_argument("--test-size", type=_positive, default=1000, help="test sentences (default: 1000)")
+                    "checkpoints and learning curves, and tag example sentences. With --gradients: "
+                    "train a tanh RNN, a ReLU RNN, a GRU, an LSTM and a 4-layer tanh RNN without and "
+                    "with residual connections + layer norm on sequences whose label is their first "
+                    "token, with the same budget; print their accuracy at length T and how much of "
+                    "the gradient reaches the first token before and after training; write "
+                    "gradients.png and gradients.json.")
+    demo.add_argument("--out", default=None, help="output folder (default: runs/demo; with --gradients: "
+                                                  "runs/demo-gradients)")
+    demo.add_argument("--epochs", type=_positive, default=None, help="epochs per model (default: 5)")
+    demo.add_argument("--train-size", type=_positive, default=None, help="training sentences (default: 3000)")
+    demo.add_argument("--test-size", type=_positive, default=None, help="test sentences (default: 1000)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--progress", action="store_true", help="show tqdm progress bars")
+    demo.add_argument("--gradients", action="store_true",
+                      help="the gradients-through-time demo instead (options below)")
+    demo.add_argument("--length", type=_at_least_two, default=None,
+                      help="--gradients: sequence length T (default: 200)")
+    demo.add_argument("--lengths", choices=("uniform", "log-uniform"), default=None,
+                      help="--gradients: how training lengths are drawn from 2 to T (default: uniform; "
+                           "log-uniform: half of the batches 2 to sqrt(2T) long)")
+    demo.add_argument("--steps", type=_positive, default=None,
+                      help="--gradients: training steps per model (default: 1000)")
+    demo.add_argument("--models", default=None, metavar="A,B,...",
+                      help="--gradients: models to train, from tanh, relu, gru, lstm, deep-tanh, "
+                           "deep-tanh-res-ln, deep-gru, deep-gru-res-ln (default: the first six)")
+    demo.add_argument("--clip", type=_non_negative, default=None,
+                      help="--gradients: gradient-norm clip, 0 for none (default: 1.0)")
     demo.set_defaults(func=_demo)
 
     train = sub.add_parser(
