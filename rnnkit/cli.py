@@ -72,8 +72,11 @@ def _predict(args: argparse.Namespace) -> int:
         # A stdin replaced by a text stream with no bytes underneath (io.StringIO) is decoded already.
         lines = sys.stdin if raw is None else (line for _, line in decode_lines(raw, source, hint=hint))
         out = sys.stdout
+        sampling = {"strategy": args.strategy, "temperature": args.temperature, "top_k": args.top_k,
+                    "seed": args.seed, "max_length": args.max_length}
         for record in predict(args.checkpoint, lines, source=source, batch_size=args.batch_size,
-                              backend=args.backend, model_file=args.model):
+                              backend=args.backend, model_file=args.model, windows=args.windows,
+                              sampling=sampling):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
         out.flush()
     return 0
@@ -175,6 +178,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0; got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -237,7 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "plain text, or a JSON object with \"text\" or \"tokens\". Write one JSON object "
                     "per line: tokens and tags (tagger), label (classifier) or value (regression), "
                     "translation (seq2seq) or continuation (language model), plus the input's "
-                    "fields. A series classifier reads a .ts FILE and writes where, label and gold.")
+                    "fields. A series classifier reads a .ts FILE and writes where, label and gold. "
+                    "A forecaster reads a series FILE (as its training data) and writes where, origin, "
+                    "forecast per target column in the series' units (and gold where FILE has it). "
+                    "A generator reads a class name (or {\"label\": ...}) per line and writes label "
+                    "and text.")
     predict.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder (e.g. runs/x/best)")
     predict.add_argument("file", metavar="FILE", nargs="?", default="-", help="input file, or - for stdin")
     predict.add_argument("--batch-size", type=_positive, default=64, help="inputs per batch (default: 64)")
@@ -246,6 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
                               "(same output; needs rnnkit[export])")
     predict.add_argument("--model", metavar="FILE", default=None,
                          help="the exported ONNX file for --backend onnxruntime (default: CHECKPOINT.onnx)")
+    predict.add_argument("--windows", choices=("last", "all"), default="last",
+                         help="forecaster: forecast after FILE's last row (last, default) or from every "
+                              "data.stride-th window as well (all)")
+    sample = predict.add_argument_group("generator sampling")
+    sample.add_argument("--strategy", choices=("greedy", "sample"), default="greedy",
+                        help="greedy (default: the most likely token) or sample")
+    sample.add_argument("--temperature", type=_positive_float, default=None,
+                        help="sample: divide log-probabilities by this (default 1; lower is more conservative)")
+    sample.add_argument("--top-k", type=_positive, default=None, help="sample: only from the K most likely tokens")
+    sample.add_argument("--seed", type=int, default=None, help="sample: seed, for repeatable samples")
+    sample.add_argument("--max-length", type=_positive, default=None,
+                        help="most tokens generated, end included (default: the model's max_length)")
 
     export = sub.add_parser(
         "export", help="export a checkpoint to ONNX or a torch.export program, checked against it",
