@@ -575,8 +575,8 @@ def _check_sampling(sampling: dict | None, kind: str, path: Path) -> dict:
     if "strategy" in sampling:
         check_choice("strategy", sampling["strategy"], ("greedy", "sample"))
     if sampling.get("strategy", "greedy") == "greedy" and ({"temperature", "top_k", "seed"} & set(sampling)):
-        raise ValueError(f"{', '.join(sorted({'temperature', 'top_k', 'seed'} & set(sampling)))} only change "
-                         "strategy 'sample'; greedy decoding takes the most likely token")
+        raise ValueError(f"{', '.join(sorted({'temperature', 'top_k', 'seed'} & set(sampling)))}: used by "
+                         "strategy 'sample' only; greedy decoding takes the most likely token")
     return sampling
 
 
