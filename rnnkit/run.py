@@ -692,6 +692,11 @@ def export_checkpoint(path: str | Path, out: str | Path | None = None, *, format
     from .export import export
 
     loaded, cfg, vocabs = _restore(path)
+    if cfg.model.type == "Generator":  # before reading held-out data that it could not use
+        from .export import ExportError
+
+        raise ExportError(f"{path}: cannot export a Generator: export takes SequenceClassifier, SequenceTagger, "
+                          "LanguageModel, Seq2Seq and Forecaster heads")
     out = Path(out) if out is not None else Path(path).with_suffix(f".{format}")
     check, held_out = _held_out(cfg, vocabs, check_examples)
     d = cfg.data
