@@ -7,6 +7,7 @@
     rnnkit predict CHECKPOINT FILE --backend onnxruntime           # through the exported ONNX file
     rnnkit export CHECKPOINT [--format onnx|pt2] [-o FILE]         # ONNX / torch.export, checked
     rnnkit inspect gradients CHECKPOINT|CONFIG DATA [--out DIR]    # |dL/dh_t| through time, PNG + JSON
+    rnnkit inspect attention CHECKPOINT FILE [--out DIR]           # seq2seq attention heat maps + JSON
     rnnkit serve CHECKPOINT [--host 127.0.0.1] [--port 8000]       # HTTP API and a page to try it
     rnnkit build [--probe]            # compile the C++ recurrence now, and show (or re-run) its probe
 
@@ -102,9 +103,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .run import inspect_gradients
+    from .run import inspect_attention, inspect_gradients
 
-    summary = inspect_gradients(args.source, args.data, args.out, batch_size=args.batch_size)
+    if args.what == "attention":
+        summary = inspect_attention(args.source, args.data, args.out, max_sentences=args.max_sentences)
+    else:
+        summary = inspect_gradients(args.source, args.data, args.out, batch_size=args.batch_size)
     print(json.dumps(summary))
     return 0
 
@@ -294,17 +298,27 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=_export)
 
     inspect = sub.add_parser(
-        "inspect", help="see inside a model: gradients through time",
+        "inspect", help="see inside a model: gradients through time, attention maps",
         description="gradients: on the first examples of DATA (read as the run's data), the norm of "
                     "dL/dh_t at every position t, per recurrent layer and direction (a backward "
                     "direction's curve runs the other way in time), for the checkpoint and for an "
                     "untrained model of its config (or, given a config file, the untrained model "
-                    "alone). Writes OUT/gradients.json and OUT/gradients.png.")
-    inspect.add_argument("what", choices=("gradients",), help="what to inspect")
-    inspect.add_argument("source", metavar="CHECKPOINT|CONFIG", help="checkpoint folder or YAML config")
-    inspect.add_argument("data", metavar="DATA", help="labelled file in the run's data format")
+                    "alone). Writes OUT/gradients.json and OUT/gradients.png. "
+                    "attention: for the first sentences of DATA (one source sentence per line, as rnnkit "
+                    "predict reads them; a line with a TAB is read as the run's parallel file), a "
+                    "Seq2Seq checkpoint trained with context: attention translates greedily; writes "
+                    "OUT/attention.json (source, target and weights, one row per generated token) and "
+                    "a heat map per sentence, OUT/attention_NNN.png.")
+    inspect.add_argument("what", choices=("gradients", "attention"), help="what to inspect")
+    inspect.add_argument("source", metavar="CHECKPOINT|CONFIG",
+                         help="checkpoint folder (or, for gradients, a YAML config)")
+    inspect.add_argument("data", metavar="DATA", help="gradients: labelled file in the run's data format; "
+                         "attention: source sentences")
     inspect.add_argument("--out", default="runs/inspect", help="output folder (default: runs/inspect)")
-    inspect.add_argument("--batch-size", type=_positive, default=16, help="examples inspected (default: 16)")
+    inspect.add_argument("--batch-size", type=_positive, default=16,
+                         help="gradients: examples inspected (default: 16)")
+    inspect.add_argument("--max-sentences", type=_positive, default=8,
+                         help="attention: sentences drawn (default: 8)")
     inspect.set_defaults(func=_inspect)
     predict.set_defaults(func=_predict)
 

@@ -774,3 +774,44 @@ def inspect_gradients(source: str | Path, data_path: str | Path, out: str | Path
     reports = {label: gradients_through_time(model, batch) for label, model in models.items()}
     json_path, png_path = write_report(reports, out, title=f"{cfg.model.type}: |dL/dh_t| on {Path(data_path).name}")
     return {"json": str(json_path), "png": str(png_path), **{k: {"loss": r["loss"]} for k, r in reports.items()}}
+
+
+def inspect_attention(path: str | Path, data_path: str | Path, out: str | Path, *, max_sentences: int = 8) -> dict:
+    """``rnnkit inspect attention``: for the first ``max_sentences`` sources of ``data_path`` (one
+    sentence per line, plain text or JSON with "text" or "tokens"; a line with a TAB is read as
+    the run's parallel file, its source column), the greedy translation of a ``Seq2Seq`` with
+    attention and the weights of every step. Writes ``out/attention.json`` and a heat map per
+    sentence (``out/attention_NNN.png``)."""
+    from .data._io import iter_lines
+    from .inspect import attention_maps, write_attention
+
+    if not Path(path).is_dir():
+        raise ValueError(f"{path}: attention maps need a trained checkpoint folder (e.g. runs/x/best)")
+    loaded, cfg, vocabs = _restore(path)
+    model = loaded.model
+    if cfg.model.type != "Seq2Seq" or model.attention is None:
+        held = f"a Seq2Seq with context {model.context!r}" if cfg.model.type == "Seq2Seq" else f"a {cfg.model.type}"
+        raise ValueError(f"{path}: holds {held}; attention maps need a Seq2Seq trained with "
+                         "model.options.context: attention")
+    predictor = Predictor(path)
+    column = cfg.data.source_column
+    inputs = []
+    for where, obj in _records((line for _, line in iter_lines(data_path, cfg.data.encoding)), str(data_path)):
+        if isinstance(obj.get("text"), str) and "\t" in obj["text"]:
+            fields = obj["text"].split("\t")
+            if not -len(fields) <= column < len(fields):
+                raise ValueError(f"{where}: no source column {column} in {len(fields)} TAB-separated fields")
+            obj = {"text": fields[column]}
+        inputs.append((where, predictor.tokens(obj, where)))
+        if len(inputs) == max_sentences:
+            break
+    if not inputs:
+        raise ValueError(f"{data_path}: no sentences to inspect")
+    items = [predictor._encoder(TextExample(tokens, None, where)) for where, tokens in inputs]
+    maps = attention_maps(model, collate(items))
+    target = vocabs["target"]
+    sentences = [{"where": where, "source": tokens,
+                  "target": [target.itos_[i] for i in m["ids"]], "weights": m["weights"]}
+                 for (where, tokens), m in zip(inputs, maps)]
+    json_path, pictures = write_attention(sentences, out)
+    return {"json": str(json_path), "png": [str(p) for p in pictures], "sentences": len(sentences)}
