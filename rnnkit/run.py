@@ -760,12 +760,23 @@ def inspect_gradients(source: str | Path, data_path: str | Path, out: str | Path
     else:
         cfg = load_config(source)
         examples = _read(cfg, data_path)
+        if cfg.data.format == "series":  # the scaler and MASE scale from the inspected file itself
+            table = _table(cfg.data, data_path)
+            examples = _TrainWindows(examples, table, range(len(table)))
         vocabs = fit_vocabs(cfg, examples)
         models = {}
     seed_everything(cfg.trainer.seed)
     kind = model_types()[cfg.model.type]
     models["untrained"] = (kind(**models["trained"].config) if "trained" in models
                            else kind(**model_kwargs(cfg, vocabs, examples)))
+    if cfg.model.type == "Forecaster" and models["untrained"].scaling == "standard":
+        # the untrained twin scales its inputs as the trained model does (or as training would)
+        twin = models["untrained"]
+        if "trained" in models:
+            twin.load_state_dict({k: v for k, v in models["trained"].state_dict().items()
+                                  if k in ("mean_", "scale_", "fitted_")}, strict=False)
+        else:
+            twin.fit_scaler(torch.as_tensor(examples.table.values))
     small = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"batch_size": batch_size})})
     chosen = examples if cfg.data.format == "lm_text" else examples[:batch_size]
     batch = next(iter(_batches(small, vocabs, chosen, train=False)), None)

@@ -159,6 +159,13 @@ def test_train_evaluate_predict_export_round_trip(tmp_path, capsys):
     assert last["where"] == rows[-1]["where"] == f"{path}:81"  # batch of one: same forecast, to rounding
     assert last["forecast"]["x"] == pytest.approx(rows[-1]["forecast"]["x"], abs=1e-5)
 
+    # inspect gradients: the untrained twin scales inputs as the checkpoint does, so its loss is
+    # the MSE of an untrained head on the same scaled targets (not one of raw values in the 10s)
+    from rnnkit.run import inspect_gradients
+
+    report = inspect_gradients(best, path, tmp_path / "insp", batch_size=4)
+    assert 0 < report["trained"]["loss"] and 0 < report["untrained"]["loss"] < 10
+
     assert cli.main(["export", str(best), "--format", "pt2"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and report["held_out"].startswith("14 test windows of")
