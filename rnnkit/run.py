@@ -539,6 +539,8 @@ class Predictor:
         """JSON-safe predictions, one dict per input line (see ``rnnkit predict --help``); a
         forecaster reads the series file ``source`` and forecasts after its ``last`` row or from
         ``all`` its windows."""
+        if windows != "last" and not self.forecast:
+            raise ValueError(f"windows={windows!r} chooses a forecaster's origins; {self.path} holds a {self.kind}")
         if self.series:
             yield from _predict_series(self._run, self.cfg, self.vocabs, source, batch_size)
             return

@@ -90,5 +90,8 @@ def test_cli_predict_and_its_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("pos\n"))
     assert cli.main(["predict", best, "--temperature", "0.5"]) == 2
     assert "temperature: used by strategy 'sample' only" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("pos\n"))
+    assert cli.main(["predict", best, "--windows", "all"]) == 2
+    assert "windows='all' chooses a forecaster's origins; " in capsys.readouterr().err
     assert cli.main(["export", best, "--format", "pt2"]) == 2
     assert "cannot export a Generator" in capsys.readouterr().err
