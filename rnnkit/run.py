@@ -435,7 +435,8 @@ class Predictor:
     """A checkpoint loaded once, answering for inputs: what ``rnnkit predict`` and ``rnnkit serve``
     share. ``backend``: ``torch`` (the model itself) or ``onnxruntime`` (the ONNX file that
     ``rnnkit export`` wrote for this checkpoint, ``model_file`` or ``CKPT.onnx``); both give the
-    same records."""
+    same records. ``sampling``: a generator's decoding options (``SAMPLING``: strategy,
+    temperature, top_k, seed, max_length); refused for other heads."""
 
     def __init__(self, path: str | Path, *, backend: str = "torch", model_file: str | Path | None = None,
                  sampling: dict | None = None) -> None:
@@ -446,6 +447,7 @@ class Predictor:
         self.loaded, self.cfg, self.vocabs = _restore(path)
         self.model, self.kind, self.backend = self.loaded.model, self.cfg.model.type, backend
         self.sampling = _check_sampling(sampling, self.kind, self.path)
+        self._calls = 0  # generator batches so far: a sampling seed is offset by it
         d = self.cfg.data
         self.series = d.format == "ts"
         self.forecast = d.format == "series"
@@ -518,8 +520,6 @@ class Predictor:
         return [{**{k: v for k, v in obj.items() if k != "text"}, "label": labels.itos_[i],
                  **_decode(self.kind, row, [], self.vocabs, self.cfg.data)}
                 for (_, obj), i, row in zip(inputs, ids, rows)]
-
-    _calls = 0
 
     def _logits(self, batch: dict) -> torch.Tensor:
         logits = getattr(self._run, "logits", None)
