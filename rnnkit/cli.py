@@ -8,6 +8,7 @@
     rnnkit predict CHECKPOINT FILE --backend onnxruntime           # through the exported ONNX file
     rnnkit export CHECKPOINT [--format onnx|pt2] [-o FILE]         # ONNX / torch.export, checked
     rnnkit inspect gradients CHECKPOINT|CONFIG DATA [--out DIR]    # |dL/dh_t| through time, PNG + JSON
+    rnnkit inspect attention CHECKPOINT FILE [--out DIR]           # seq2seq attention heat maps + JSON
     rnnkit serve CHECKPOINT [--host 127.0.0.1] [--port 8000]       # HTTP API and a page to try it
     rnnkit build [--probe]            # compile the C++ recurrence now, and show (or re-run) its probe
 
@@ -99,9 +100,11 @@ def _predict(args: argparse.Namespace) -> int:
         # A stdin replaced by a text stream with no bytes underneath (io.StringIO) is decoded already.
         lines = sys.stdin if raw is None else (line for _, line in decode_lines(raw, source, hint=hint))
         out = sys.stdout
+        sampling = {"strategy": args.strategy, "temperature": args.temperature, "top_k": args.top_k,
+                    "seed": args.seed, "max_length": args.max_length}
         for record in predict(args.checkpoint, lines, source=source, batch_size=args.batch_size,
                               backend=args.backend, model_file=args.model, tag_scheme=args.tag_scheme,
-                              probabilities=args.probs):
+                              probabilities=args.probs, windows=args.windows, sampling=sampling):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
         out.flush()
     return 0
@@ -127,9 +130,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .run import inspect_gradients
+    from .run import inspect_attention, inspect_gradients
 
-    summary = inspect_gradients(args.source, args.data, args.out, batch_size=args.batch_size)
+    if args.what == "attention":
+        summary = inspect_attention(args.source, args.data, args.out, max_sentences=args.max_sentences)
+    else:
+        summary = inspect_gradients(args.source, args.data, args.out, batch_size=args.batch_size)
     print(json.dumps(summary))
     return 0
 
@@ -217,6 +223,16 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0; got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -300,7 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "plain text, or a JSON object with \"text\" or \"tokens\". Write one JSON object "
                     "per line: tokens and tags (tagger), label (classifier) or value (regression), "
                     "translation (seq2seq) or continuation (language model), plus the input's "
-                    "fields. A series classifier reads a .ts FILE and writes where, label and gold.")
+                    "fields. A series classifier reads a .ts FILE and writes where, label and gold. "
+                    "A forecaster reads a series FILE (as its training data) and writes where, origin, "
+                    "forecast per target column in the series' units (and gold where FILE has it). "
+                    "A generator reads a class name (or {\"label\": ...}) per line and writes label "
+                    "and text.")
     predict.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder (e.g. runs/x/best)")
     predict.add_argument("file", metavar="FILE", nargs="?", default="-", help="input file, or - for stdin")
     predict.add_argument("--batch-size", type=_positive, default=64, help="inputs per batch (default: 64)")
@@ -314,6 +334,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tag-scheme", choices=("model", "input", "iob1", "iob2", "iobes"), default="model",
                          help="span tags as the model writes them (default), as the training files did "
                               "(input), or in a named scheme")
+    predict.add_argument("--windows", choices=("last", "all"), default="last",
+                         help="forecaster: forecast after FILE's last row (last, default) or from every "
+                              "data.stride-th window as well (all)")
+    sample = predict.add_argument_group("generator sampling")
+    sample.add_argument("--strategy", choices=("greedy", "sample"), default="greedy",
+                        help="greedy (default: the most likely token) or sample")
+    sample.add_argument("--temperature", type=_positive_float, default=None,
+                        help="sample: divide log-probabilities by this (default 1; lower is more conservative)")
+    sample.add_argument("--top-k", type=_positive, default=None, help="sample: only from the K most likely tokens")
+    sample.add_argument("--seed", type=int, default=None, help="sample: seed, for repeatable samples")
+    sample.add_argument("--max-length", type=_positive, default=None,
+                        help="most tokens generated, end included (default: the model's max_length)")
 
     export = sub.add_parser(
         "export", help="export a checkpoint to ONNX or a torch.export program, checked against it",
@@ -333,17 +365,27 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=_export)
 
     inspect = sub.add_parser(
-        "inspect", help="see inside a model: gradients through time",
+        "inspect", help="see inside a model: gradients through time, attention maps",
         description="gradients: on the first examples of DATA (read as the run's data), the norm of "
                     "dL/dh_t at every position t, per recurrent layer and direction (a backward "
                     "direction's curve runs the other way in time), for the checkpoint and for an "
                     "untrained model of its config (or, given a config file, the untrained model "
-                    "alone). Writes OUT/gradients.json and OUT/gradients.png.")
-    inspect.add_argument("what", choices=("gradients",), help="what to inspect")
-    inspect.add_argument("source", metavar="CHECKPOINT|CONFIG", help="checkpoint folder or YAML config")
-    inspect.add_argument("data", metavar="DATA", help="labelled file in the run's data format")
+                    "alone). Writes OUT/gradients.json and OUT/gradients.png. "
+                    "attention: for the first sentences of DATA (one source sentence per line, as rnnkit "
+                    "predict reads them; a line with a TAB is read as the run's parallel file), a "
+                    "Seq2Seq checkpoint trained with context: attention translates greedily; writes "
+                    "OUT/attention.json (source, target and weights, one row per generated token) and "
+                    "a heat map per sentence, OUT/attention_NNN.png.")
+    inspect.add_argument("what", choices=("gradients", "attention"), help="what to inspect")
+    inspect.add_argument("source", metavar="CHECKPOINT|CONFIG",
+                         help="checkpoint folder (or, for gradients, a YAML config)")
+    inspect.add_argument("data", metavar="DATA", help="gradients: labelled file in the run's data format; "
+                         "attention: source sentences")
     inspect.add_argument("--out", default="runs/inspect", help="output folder (default: runs/inspect)")
-    inspect.add_argument("--batch-size", type=_positive, default=16, help="examples inspected (default: 16)")
+    inspect.add_argument("--batch-size", type=_positive, default=16,
+                         help="gradients: examples inspected (default: 16)")
+    inspect.add_argument("--max-sentences", type=_positive, default=8,
+                         help="attention: sentences drawn (default: 8)")
     inspect.set_defaults(func=_inspect)
     predict.set_defaults(func=_predict)
 

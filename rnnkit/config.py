@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .training.options import OptimizerConfig, SchedulerConfig, Strict, TrainerConfig
 
@@ -151,10 +151,56 @@ class TSFileData(_Data):
         return self
 
 
-DataConfig = Annotated[Union[ConlluData, ConllData, DelimitedData, JsonlData, LabelTextData, FolderData,
-                             ParallelData, LMTextData, TSFileData], Field(discriminator="format")]
+class SeriesData(_Data):
+    format: Literal["series"]               # one series, a row per time step (CSV/TSV with a header)
+    delimiter: str = Field(",", min_length=1, max_length=1)  # field separator ("\t" for TSV)
+    time_column: str | None = None          # column of the time stamps (kept for records, not an input)
+    columns: list[str] | None = Field(None, min_length=1)  # input columns; null: all but time_column
+    target_columns: list[str] | None = Field(None, min_length=1)  # columns to forecast; null: every input
+    window: int = Field(ge=1)               # input steps of each forecast
+    horizon: int = Field(ge=1)              # steps forecast at once
+    stride: int = Field(1, ge=1)            # origins between consecutive windows
+    season: int = Field(1, ge=1)            # m of the seasonal-naive baseline and MASE (1: naive)
+    test_fraction: float | None = Field(None, gt=0, lt=1)  # the last fraction of train is test
+    missing: Literal["error", "zero", "ffill", "interpolate"] = "error"  # missing values policy
 
-DATA_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "folder", "parallel", "lm_text", "ts")
+    @field_validator("season")
+    @classmethod
+    def _season_in_window(cls, m: int, info: ValidationInfo) -> int:
+        window = info.data.get("window")
+        if window is not None and m > window:
+            raise ValueError(f"must be at most window ({window}): the seasonal-naive forecast repeats "
+                             "the window's last season")
+        return m
+
+    @field_validator("target_columns")
+    @classmethod
+    def _targets_are_inputs(cls, targets: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        columns = info.data.get("columns")
+        if targets is not None and len(set(targets)) != len(targets):
+            raise ValueError("names a column twice")
+        if targets is not None and columns is not None and not set(targets) <= set(columns):
+            raise ValueError(f"every target must be an input column ({', '.join(columns)})")
+        return targets
+
+    @model_validator(mode="after")
+    def _parts(self):
+        if self.unk_replace:
+            raise ValueError(f"unk_replace ({self.unk_replace}) replaces rare words; a numeric series has none")
+        if self.test is not None and self.test_fraction is not None:
+            raise ValueError(f"give either test ({self.test!r}) or test_fraction ({self.test_fraction}), not both")
+        if (self.dev_fraction or 0) + (self.test_fraction or 0) >= 1:
+            raise ValueError("dev_fraction + test_fraction must leave a training part (sum below 1)")
+        if self.time_column is not None and self.time_column in (self.columns or []):
+            raise ValueError(f"time_column {self.time_column!r} cannot also be an input column")
+        return self
+
+
+DataConfig = Annotated[Union[ConlluData, ConllData, DelimitedData, JsonlData, LabelTextData, FolderData,
+                             ParallelData, LMTextData, TSFileData, SeriesData], Field(discriminator="format")]
+
+DATA_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "folder", "parallel", "lm_text", "ts",
+                "series")
 
 # Which data formats each head can learn from.
 MODEL_TYPES = {
@@ -162,6 +208,8 @@ MODEL_TYPES = {
     "SequenceClassifier": ("csv", "tsv", "jsonl", "label_text", "folder", "ts"),
     "LanguageModel": ("lm_text",),
     "Seq2Seq": ("parallel",),
+    "Generator": ("csv", "tsv", "jsonl", "label_text"),
+    "Forecaster": ("series",),
 }
 
 # Head arguments rnnkit sets from the data; a config must not give them.
@@ -170,11 +218,14 @@ DERIVED_OPTIONS = {
     "SequenceClassifier": ("num_classes", "vocab_size", "input_size"),
     "LanguageModel": ("vocab_size", "carry_state", "eos_id"),
     "Seq2Seq": ("source_vocab_size", "target_vocab_size", "bos_id", "eos_id"),
+    "Generator": ("vocab_size", "num_classes", "condition_size", "bos_id", "eos_id"),
+    "Forecaster": ("input_size", "horizon", "target_indices"),
 }
 
 
 class ModelConfig(Strict):
-    type: Literal["SequenceTagger", "SequenceClassifier", "LanguageModel", "Seq2Seq"]  # task head
+    type: Literal["SequenceTagger", "SequenceClassifier", "LanguageModel", "Seq2Seq", "Generator",
+                  "Forecaster"]  # task head
     options: dict[str, Any] = {}  # the head's keyword arguments (embedding_dim, encoder, ...)
 
     @model_validator(mode="after")
@@ -221,6 +272,13 @@ def _stand_ins(model: ModelConfig, data) -> dict:
         return dict(num_classes=1 if options.get("task") == "regression" else 2, **sizes)
     if kind == "LanguageModel":
         return dict(vocab_size=8, carry_state=True, eos_id=3)
+    if kind == "Generator":
+        return dict(vocab_size=8, num_classes=2, condition_size=None, bos_id=2, eos_id=3)
+    if kind == "Forecaster":
+        columns = data.columns or data.target_columns or ["x"]
+        targets = None if data.target_columns is None or data.columns is None else \
+            [columns.index(c) for c in data.target_columns]
+        return dict(input_size=len(columns), horizon=data.horizon, target_indices=targets)
     return dict(source_vocab_size=8, target_vocab_size=8, bos_id=2, eos_id=3)
 
 
@@ -346,7 +404,7 @@ def _section_fields(loc: tuple, raw) -> list[str]:
         fmt = raw.get("data", {}).get("format") if isinstance(raw, dict) and isinstance(raw.get("data"), dict) else None
         by_format = {cls.model_fields["format"].annotation.__args__[0]: cls
                      for cls in (ConlluData, ConllData, DelimitedData, JsonlData, LabelTextData,
-                                 FolderData, ParallelData, LMTextData, TSFileData)}
+                                 FolderData, ParallelData, LMTextData, TSFileData, SeriesData)}
         by_format["tsv"] = DelimitedData
         if fmt not in by_format:
             return []

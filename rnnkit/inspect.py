@@ -1,6 +1,8 @@
-"""Seeing inside a recurrent network: how the loss's gradient reaches back through time.
+"""Seeing inside a recurrent network: how the loss's gradient reaches back through time, and
+where a seq2seq decoder looks in the source.
 
     report = gradients_through_time(model, batch)   # per layer and direction: |dL/dh_t| for each t
+    maps = attention_maps(seq2seq, batch)           # per sentence: generated ids, weights (T', S)
 
 Backpropagation through time multiplies one Jacobian per step; where they shrink (tanh, many
 steps) the gradient that reaches early steps vanishes, and where they grow it explodes. This
@@ -22,7 +24,7 @@ from torch import nn
 
 from . import recurrence
 
-__all__ = ["gradients_through_time", "plot_gradients"]
+__all__ = ["gradients_through_time", "plot_gradients", "attention_maps", "plot_attention", "write_attention"]
 
 
 def _names(model: nn.Module) -> dict[int, str]:
@@ -107,3 +109,82 @@ def write_report(reports: dict[str, dict], out: str | Path, *, title: str = "") 
     out.mkdir(parents=True, exist_ok=True)
     (out / "gradients.json").write_text(json.dumps(reports, indent=1) + "\n", encoding="utf-8")
     return out / "gradients.json", plot_gradients(reports, out / "gradients.png", title=title)
+
+
+# ------------------------------------------------------------------------------ attention
+
+@torch.no_grad()
+def attention_maps(model: nn.Module, batch: dict, *, max_length: int | None = None) -> list[dict]:
+    """Greedy decoding of each source of ``batch`` by a ``Seq2Seq`` with attention, keeping the
+    weights of every step: per sentence, ``ids`` (the generated target ids, EOS included when it
+    was emitted) and ``weights`` (one row per generated token, over the sentence's own source
+    steps; each row sums to 1). The decoding is ``predict``'s greedy one, in eval mode."""
+    from .models.decoding import forbid
+
+    if getattr(model, "attention", None) is None:
+        raise ValueError(f"attention maps need a Seq2Seq with context='attention'; got "
+                         f"{type(model).__name__}" + (f" with context={model.context!r}" if hasattr(model, "context") else ""))
+    was_training = model.training
+    model.eval()
+    try:
+        max_length = model.config["max_target_length"] if max_length is None else max_length
+        states, extra = model.encode(batch)
+        B = len(batch["lengths"])
+        token = torch.full((B,), model.bos_id, dtype=torch.long, device=model.device)
+        done = torch.zeros(B, dtype=torch.bool, device=model.device)
+        tokens, weights = [], []
+        for _ in range(max_length):
+            logits, states, w = model._decode_step(token, states, extra)  # w: (B, S)
+            token = forbid(logits.log_softmax(-1), [0, model.bos_id]).argmax(-1)
+            tokens.append(token)
+            weights.append(w)
+            done |= token == model.eos_id
+            if bool(done.all()):
+                break
+    finally:
+        model.train(was_training)
+    tokens, weights = torch.stack(tokens, 1).tolist(), torch.stack(weights, 1)  # (B, steps), (B, steps, S)
+    maps = []
+    for b, (row, n) in enumerate(zip(tokens, batch["lengths"].tolist())):
+        steps = row.index(model.eos_id) + 1 if model.eos_id in row else len(row)
+        maps.append({"ids": row[:steps], "weights": weights[b, :steps, :n].tolist()})
+    return maps
+
+
+def plot_attention(source: list[str], target: list[str], weights: list[list[float]], path: str | Path, *,
+                   title: str = "") -> Path:
+    """A heat map of one sentence's attention: a row per generated target token, a column per
+    source token, darker where the decoder looked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    S, T = len(source), len(target)
+    fig, ax = plt.subplots(figsize=(min(1.5 + 0.32 * S, 12), min(1.2 + 0.3 * T, 12)))
+    image = ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(S), source, rotation=90, fontsize=8)
+    ax.set_yticks(range(T), target, fontsize=8)
+    ax.set_xlabel("source")
+    ax.set_ylabel("generated")
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_attention(sentences: list[dict], out: str | Path) -> tuple[Path, list[Path]]:
+    """``attention.json`` (per sentence: where, source, target, weights) and one
+    ``attention_NNN.png`` per sentence in the folder ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "attention.json"
+    json_path.write_text(json.dumps(sentences, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    pictures = [plot_attention(s["source"], s["target"], s["weights"], out / f"attention_{i:03d}.png",
+                               title=s["where"]) for i, s in enumerate(sentences, 1)]
+    return json_path, pictures

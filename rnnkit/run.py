@@ -27,10 +27,11 @@ import torch
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, TokenizerConfig, parse_config
 from .data import (Batches, Encoder, LMStream, SeriesScaler, TaggedExample,
-                    TextExample, Tokenizer, Vocab, collate, read_conll, read_conllu, read_delimited,
-                    read_folder, read_jsonl, read_label_text, read_lm_text, read_parallel, read_ts)
-from .training.metrics import (BleuMetrics, ClassificationMetrics, PerplexityMetrics, RegressionMetrics,
-                      TaggingMetrics)
+                    TextExample, Tokenizer, Vocab, chronological_split, collate, read_conll, read_conllu,
+                    read_delimited, read_folder, read_jsonl, read_label_text, read_lm_text, read_parallel,
+                    read_series_table, read_ts, series_windows)
+from .training.metrics import (BleuMetrics, ClassificationMetrics, ClassPerplexityMetrics, ForecastMetrics,
+                               PerplexityMetrics, RegressionMetrics, TaggingMetrics, mase_scale)
 from .training.trainer import Trainer, evaluate_batches, seed_everything
 
 __all__ = ["Prepared", "prepare", "train", "evaluate", "predict", "Predictor", "BACKENDS", "export_checkpoint"]
@@ -99,6 +100,8 @@ def read_file(data, path: str | Path, *, label_type: str = "class"):
         return read_lm_text(path, tokenizer=_tokenizer(data.tokenizer), encoding=enc)
     if f == "ts":
         return read_ts(path, missing=data.missing, encoding=enc).examples
+    if f == "series":  # the windows of the whole file
+        return _windows(data, _table(data, path))
     raise ValueError(f"data.format {f!r} has no reader")  # the schema makes this unreachable
 
 
@@ -126,11 +129,52 @@ def _sample(examples: list, n: int, seed: int, *, by_label: bool) -> tuple[list,
         chosen = set(rng.sample(range(len(examples)), n))
     return ([ex for i, ex in enumerate(examples) if i in chosen],
             [ex for i, ex in enumerate(examples) if i not in chosen])
+def _table(data, path: str | Path):
+    return read_series_table(path, columns=data.columns, time_column=data.time_column,
+                             delimiter=data.delimiter, missing=data.missing, encoding=data.encoding)
+
+
+def _target_indices(data, table) -> list[int]:
+    return [table.columns.index(c) for c in (data.target_columns or table.columns)]
+
+
+def _windows(data, table, rows: range | None = None, name: str = "series") -> list:
+    return series_windows(table, window=data.window, horizon=data.horizon, stride=data.stride,
+                          targets=_target_indices(data, table), rows=rows, name=name)
+
+
+class _TrainWindows(list):
+    """Training windows, and the table and training rows they were cut from: the scaler and
+    MASE's scale are fitted on those rows, each counted once."""
+
+    def __init__(self, windows: list, table, rows: range) -> None:
+        super().__init__(windows)
+        self.table, self.rows = table, rows
+
+
+def _series_splits(cfg: Config) -> tuple[list, list | None, list | None]:
+    """Chronological parts of a series: train, then dev and test as the last fractions of the
+    train file (never shuffled), or their own files. Dev and test windows may read the steps
+    before their part as context; their forecasts never leave it."""
+    d = cfg.data
+    table = _table(d, d.train)
+    parts = chronological_split(len(table), dev_fraction=d.dev_fraction, test_fraction=d.test_fraction)
+    train = _TrainWindows(_limit(_windows(d, table, parts["train"], "train"), d.max_train_examples),
+                          table, parts["train"])
+    cap = d.max_eval_examples
+    dev, test = (_limit(_windows(d, table, parts[name], name) if name in parts
+                        else _read(cfg, getattr(d, name)) if getattr(d, name) is not None else None, cap)
+                 for name in ("dev", "test"))
+    return train, dev, test
+
+
+def _limit(examples: list | None, n: int | None) -> list | None:
+    return examples if n is None or examples is None else examples[:n]
 
 
 def _by_label(cfg: Config, examples: list) -> bool:
     """Slices keep each class's share for classifiers (class labels, not regression targets)."""
-    return cfg.model.type == "SequenceClassifier" and not is_regression(cfg) and bool(examples) \
+    return cfg.model.type in ("SequenceClassifier", "Generator") and not is_regression(cfg) and bool(examples) \
         and all(isinstance(getattr(ex, "label", None), str) for ex in examples)
 
 
@@ -177,6 +221,8 @@ def _splits(cfg: Config, *, schemes_found: dict | None = None) -> tuple[list, li
     if is_regression(cfg) and d.format == "ts":
         raise ValueError("task: regression reads float targets from csv, tsv, jsonl or label_text; "
                          "data.format 'ts' holds class labels")
+    if d.format == "series":
+        return _series_splits(cfg)
     train = _read(cfg, d.train, schemes_found=schemes_found)
     seed = cfg.trainer.seed
     if d.format == "lm_text":  # one token stream: slices are contiguous, never drawn
@@ -216,6 +262,16 @@ def fit_vocabs(cfg: Config, train: list) -> dict:
     elif kind == "Seq2Seq":
         out["words"] = Vocab(**size).fit(ex.source for ex in train)
         out["target"] = Vocab(**size, name="target token").fit(ex.target for ex in train)
+    elif d.format == "series":
+        if not isinstance(train, _TrainWindows):
+            raise ValueError("a forecaster's MASE scale is fitted on the training rows of the series: "
+                             "pass the training windows that _splits(cfg) returns")
+        table, rows = train.table, train.rows
+        targets = _target_indices(d, table)
+        train_values = table.values[rows.start:rows.stop]
+        out["series"] = {"columns": table.columns, "targets": targets, "time_column": d.time_column,
+                         "season": d.season, "mase_scale": mase_scale(train_values[:, targets], d.season),
+                         "train_rows": len(rows)}
     elif d.format == "ts":
         out["labels"] = Vocab.for_labels((ex.label for ex in train), name="class")
         if d.scale:
@@ -233,23 +289,33 @@ def fit_vocabs(cfg: Config, train: list) -> dict:
 
 
 def vocabs_to_json(vocabs: dict) -> dict:
-    return {name: v.to_dict() for name, v in vocabs.items()}
+    return {name: v if isinstance(v, dict) else v.to_dict() for name, v in vocabs.items()}
 
 
 def vocabs_from_json(saved: dict) -> dict:
-    return {name: (SeriesScaler.from_dict(v) if name == "scaler" else Vocab.from_dict(v))
-            for name, v in saved.items()}
+    def restore(name: str, v: dict):
+        if name == "series":  # a forecaster's columns and MASE scale: plain JSON
+            if not isinstance(v.get("columns"), list) or len(v.get("mase_scale", [])) != len(v.get("targets", ())):
+                raise ValueError("series: columns, targets and mase_scale do not fit together")
+            return v
+        return SeriesScaler.from_dict(v) if name == "scaler" else Vocab.from_dict(v)
+
+    return {name: restore(name, v) for name, v in saved.items()}
 
 
 def _encoder(cfg: Config, vocabs: dict) -> Encoder:
-    d = cfg.data
+    d, generate = cfg.data, cfg.model.type == "Generator"
+    # a generator's text is its target: data.max_length limits it (BOS and EOS not counted)
     return Encoder(vocab=vocabs.get("words"), label_vocab=vocabs.get("labels"),
                    char_vocab=vocabs.get("chars"), target_vocab=vocabs.get("target"),
-                   max_length=d.max_length, truncate=d.truncate,
-                   max_target_length=getattr(d, "max_target_length", None))
+                   max_length=d.max_length, truncate=d.truncate, generate=generate,
+                   max_target_length=d.max_length if generate else getattr(d, "max_target_length", None))
 
 
 def _items(cfg: Config, vocabs: dict, examples: list) -> list[dict]:
+    if cfg.data.format == "series":  # windows are numbers already; the Forecaster scales them
+        return [{"inputs": w.inputs} if w.targets is None else {"inputs": w.inputs, "labels": w.targets}
+                for w in examples]
     if "scaler" in vocabs:
         examples = vocabs["scaler"].transform(examples)
     return _encoder(cfg, vocabs).encode_all(examples)
@@ -333,6 +399,15 @@ def model_kwargs(cfg: Config, vocabs: dict, train: list) -> dict:
             opts["vocab_size"] = len(vocabs["words"])
     elif kind == "LanguageModel":
         opts.update(vocab_size=len(vocabs["words"]), carry_state=True, eos_id=vocabs["words"].eos_id)
+    elif kind == "Generator":
+        words = vocabs["words"]
+        opts.update(vocab_size=len(words), num_classes=len(vocabs["labels"]), bos_id=words.bos_id,
+                    eos_id=words.eos_id)
+    elif kind == "Forecaster":
+        series = vocabs["series"]
+        D, targets = len(series["columns"]), series["targets"]
+        opts.update(input_size=D, horizon=cfg.data.horizon,
+                    target_indices=None if targets == list(range(D)) else targets)
     elif kind == "Seq2Seq":
         target = vocabs["target"]
         opts.update(source_vocab_size=len(vocabs["words"]), target_vocab_size=len(target),
@@ -352,6 +427,11 @@ def metrics_for(cfg: Config, vocabs: dict):
         return RegressionMetrics() if is_regression(cfg) else ClassificationMetrics(vocabs["labels"].itos_)
     if kind == "LanguageModel":
         return PerplexityMetrics()
+    if kind == "Generator":
+        return ClassPerplexityMetrics(vocabs["labels"].itos_)
+    if kind == "Forecaster":
+        series = vocabs["series"]
+        return ForecastMetrics(series["mase_scale"], season=series["season"], targets=series["targets"])
     level = cfg.data.target_tokenizer.level
     # regex-tokenised targets are already split the way BLEU counts n-grams: score them as they
     # are; whitespace-split text is close to raw, so let sacrebleu tokenise it (13a)
@@ -383,6 +463,8 @@ def prepare(cfg: Config, *, rank: int = 0, world: int = 1) -> Prepared:
     vocabs = fit_vocabs(cfg, train)
     seed_everything(cfg.trainer.seed)
     model = model_types()[cfg.model.type](**model_kwargs(cfg, vocabs, train))
+    if cfg.model.type == "Forecaster" and model.scaling == "standard":  # on training rows only
+        model.fit_scaler(torch.as_tensor(train.table.values[train.rows.start:train.rows.stop]))
     return Prepared(
         model=model, vocabs=vocabs, metrics=metrics_for(cfg, vocabs),
         train=_batches(cfg, vocabs, train, train=True, rank=rank, world=world),
@@ -402,7 +484,7 @@ def _scheme_extra(cfg: Config, p: Prepared) -> dict:
 
 def _limit_note(cfg: Config) -> str:
     d = cfg.data
-    if d.max_length is None or d.format == "lm_text":
+    if d.max_length is None or d.format in ("lm_text", "series"):
         return ""
     return (f"; an input over {d.max_length:,} steps is {'cut (reported)' if d.truncate else 'an error'} "
             "(data.max_length, data.truncate)")
@@ -420,7 +502,7 @@ def train(cfg: Config, *, resume: bool = False, stream=None) -> dict:
     if cfg.trainer.num_threads is not None:
         torch.set_num_threads(cfg.trainer.num_threads)
     p = prepare(cfg, rank=rank, world=world)
-    unit = "tokens" if cfg.data.format == "lm_text" else "examples"
+    unit = {"lm_text": "tokens", "series": "windows"}.get(cfg.data.format, "examples")
     if rank == 0:
         print(f"rnnkit train {cfg.name}: {p.counts['train']:,} train / {p.counts['dev']:,} dev / "
               f"{p.counts['test']:,} test {unit}; {cfg.model.type} with "
@@ -518,10 +600,11 @@ class Predictor:
     """A checkpoint loaded once, answering for inputs: what ``rnnkit predict`` and ``rnnkit serve``
     share. ``backend``: ``torch`` (the model itself) or ``onnxruntime`` (the ONNX file that
     ``rnnkit export`` wrote for this checkpoint, ``model_file`` or ``CKPT.onnx``); both give the
-    same records."""
+    same records. ``sampling``: a generator's decoding options (``SAMPLING``: strategy,
+    temperature, top_k, seed, max_length); refused for other heads."""
 
     def __init__(self, path: str | Path, *, backend: str = "torch", model_file: str | Path | None = None,
-                 tag_scheme: str = "model") -> None:
+                 tag_scheme: str = "model", sampling: dict | None = None) -> None:
         from ._checks import check_choice
         from .data.schemes import SCHEMES
 
@@ -539,10 +622,13 @@ class Predictor:
                 raise ValueError(f"tag_scheme={tag_scheme!r}: {path} holds no span tagger trained on CoNLL "
                                  "span tags (B-/I-/E-/S-TYPE), so its tags have no scheme to rewrite")
             self._schemes = (schemes["model"], schemes["input"] if tag_scheme == "input" else tag_scheme)
+        self.sampling = _check_sampling(sampling, self.kind, self.path)
+        self._calls = 0  # generator batches so far: a sampling seed is offset by it
         d = self.cfg.data
         self.series = d.format == "ts"
+        self.forecast = d.format == "series"
         self._encoder = _encoder(self.cfg, self.vocabs)
-        self._tokenize = None if self.series else _tokenizer(
+        self._tokenize = None if self.series or self.forecast else _tokenizer(
             getattr(d, "predict_tokenizer", None) or getattr(d, "tokenizer", None) or getattr(d, "source_tokenizer"))
         self._run = self.model.predict
         if backend == "onnxruntime":
@@ -570,9 +656,12 @@ class Predictor:
     def batch(self, inputs: list[tuple[str, dict]], *, probabilities: bool = False) -> list[dict]:
         """One record per (where, input) -- the input's fields plus the prediction -- in one batch.
         ``probabilities``: a classifier's records also map every label to its probability."""
-        if self.series:
-            raise ValueError(f"{self.path}: a series classifier reads .ts files (rnnkit predict CKPT FILE.ts), "
-                             "not text")
+        if self.series or self.forecast:
+            what = "a series classifier reads .ts files (rnnkit predict CKPT FILE.ts)" if self.series else \
+                "a forecaster reads a series file (rnnkit predict CKPT FILE.csv)"
+            raise ValueError(f"{self.path}: {what}, not text")
+        if self.kind == "Generator":
+            return self._generate(inputs)
         tokens = [self.tokens(obj, where) for where, obj in inputs]
         example = TaggedExample if self.kind == "SequenceTagger" else TextExample  # unlabelled inputs
         form = word_form(self.cfg.data) or (lambda toks: toks)  # records keep the tokens as given
@@ -600,6 +689,25 @@ class Predictor:
                 record["probabilities"] = {name: round(q, 6) for name, q in zip(names, row)}
         return records
 
+    def _generate(self, inputs: list[tuple[str, dict]]) -> list[dict]:
+        """Text generated for each input's class (its ``label``, or its ``text`` as a class name)."""
+        labels = self.vocabs["labels"]
+        ids = []
+        for where, obj in inputs:
+            name = obj.get("label", obj.get("text"))
+            if not isinstance(name, str) or name.strip() not in labels.stoi_:
+                raise ValueError(f"{where}: {name!r} is not a class of this generator; it knows "
+                                 f"{', '.join(labels.itos_)}")
+            ids.append(labels.stoi_[name.strip()])
+        options = dict(self.sampling)
+        if options.get("seed") is not None:  # one seed per call, so that batches differ but repeat
+            options["seed"] += self._calls
+        self._calls += 1
+        rows = self.model.predict({"condition": torch.tensor(ids)}, **options)
+        return [{**{k: v for k, v in obj.items() if k != "text"}, "label": labels.itos_[i],
+                 **_decode(self.kind, row, [], self.vocabs, self.cfg.data)}
+                for (_, obj), i, row in zip(inputs, ids, rows)]
+
     def _logits(self, batch: dict) -> torch.Tensor:
         logits = getattr(self._run, "logits", None)
         return logits(batch) if logits is not None else self.model(batch)
@@ -614,16 +722,24 @@ class Predictor:
         return [record["tags"][-1] for record in self.batch(prefixes)]
 
     def records(self, lines: Iterable[str], *, source: str = "<stdin>", batch_size: int = 64,
-                probabilities: bool = False) -> Iterator[dict]:
-        """JSON-safe predictions, one dict per input line (see ``rnnkit predict --help``)."""
+                probabilities: bool = False, windows: str = "last") -> Iterator[dict]:
+        """JSON-safe predictions, one dict per input line (see ``rnnkit predict --help``); a
+        forecaster reads the series file ``source`` and forecasts after its ``last`` row or from
+        ``all`` its windows."""
+        if windows != "last" and not self.forecast:
+            raise ValueError(f"windows={windows!r} chooses a forecaster's origins; {self.path} holds a {self.kind}")
         if probabilities and (self.kind != "SequenceClassifier" or "labels" not in self.vocabs):
             raise ValueError(f"probabilities are a classifier's; {self.path} holds a "
                              f"{'regression model' if self.kind == 'SequenceClassifier' else self.kind}")
         if self.series:
             yield from _predict_series(self, source, batch_size, probabilities=probabilities)
             return
+        if self.forecast:
+            yield from _predict_forecasts(self._run, self.cfg, self.vocabs, source, batch_size, windows)
+            return
+        parse = _label_records if self.kind == "Generator" else _records
         pending: list[tuple[str, dict]] = []
-        for where, obj in _records(lines, source):
+        for where, obj in parse(lines, source):
             pending.append((where, obj))
             if len(pending) >= batch_size:
                 yield from self.batch(pending, probabilities=probabilities)
@@ -634,14 +750,97 @@ class Predictor:
 
 BACKENDS = ("torch", "onnxruntime")
 TAG_SCHEMES = ("model", "input", "iob1", "iob2", "iobes")  # how a span tagger's predictions are written
+WINDOWS = ("last", "all")
+SAMPLING = {"strategy": "greedy", "temperature": 1.0, "top_k": None, "seed": None, "max_length": None}
 
 
-def predict(path: str | Path, lines: Iterable[str], *, source: str = "<stdin>", batch_size: int = 64,
-            backend: str = "torch", model_file: str | Path | None = None, tag_scheme: str = "model",
+def _check_sampling(sampling: dict | None, kind: str, path: Path) -> dict:
+    """A generator's decoding options (``SAMPLING``'s keys); refused for other heads, which would
+    ignore them."""
+    from ._checks import check_choice
+
+    sampling = {k: v for k, v in (sampling or {}).items() if v is not None and v != SAMPLING.get(k)}
+    unknown = sorted(set(sampling) - set(SAMPLING))
+    if unknown:
+        raise ValueError(f"unknown sampling option(s) {', '.join(unknown)}; allowed: {', '.join(SAMPLING)}")
+    if sampling and kind != "Generator":
+        raise ValueError(f"{', '.join(sampling)} set how a Generator samples; {path} holds a {kind}")
+    if "strategy" in sampling:
+        check_choice("strategy", sampling["strategy"], ("greedy", "sample"))
+    if sampling.get("strategy", "greedy") == "greedy" and ({"temperature", "top_k", "seed"} & set(sampling)):
+        raise ValueError(f"{', '.join(sorted({'temperature', 'top_k', 'seed'} & set(sampling)))}: used by "
+                         "strategy 'sample' only; greedy decoding takes the most likely token")
+    return sampling
+
+
+def predict(path: str | Path, lines: Iterable[str], *, source: str = "<stdin>",
+            batch_size: int = 64, backend: str = "torch", model_file: str | Path | None = None,
+            windows: str = "last", sampling: dict | None = None, tag_scheme: str = "model",
             probabilities: bool = False) -> Iterator[dict]:
-    """JSON-safe predictions, one dict per input line (see ``rnnkit predict --help``)."""
-    yield from Predictor(path, backend=backend, model_file=model_file, tag_scheme=tag_scheme).records(
-        lines, source=source, batch_size=batch_size, probabilities=probabilities)
+    """JSON-safe predictions, one dict per input line (see ``rnnkit predict --help``).
+    ``windows``: a forecaster's origins (``last`` or ``all``); ``sampling``: a generator's
+    ``strategy``, ``temperature``, ``top_k``, ``seed``, ``max_length``; ``tag_scheme``: a span
+    tagger's tags as the model writes them, as its training files did (``input``), or in a named
+    scheme; ``probabilities``: a classifier's records map every label to its probability."""
+    from ._checks import check_choice
+
+    check_choice("windows", windows, WINDOWS)
+    yield from Predictor(path, backend=backend, model_file=model_file, sampling=sampling,
+                         tag_scheme=tag_scheme).records(lines, source=source, batch_size=batch_size,
+                                                        windows=windows, probabilities=probabilities)
+
+
+def _label_records(lines: Iterable[str], source: str) -> Iterator[tuple[str, dict]]:
+    """(where, {"label": ...}) per non-blank line: a class name, or a JSON object with "label"."""
+    for n, line in enumerate(lines, 1):
+        text = line.rstrip("\n").lstrip("\ufeff" if n == 1 else "")
+        if not text.strip():
+            continue
+        where = f"{source}:{n}"
+        if text.lstrip().startswith("{"):
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f'{where}: not valid JSON ({e.msg}); give a class name or {{"label": ...}}') from None
+            if not isinstance(obj.get("label"), str):
+                raise ValueError(f'{where}: a JSON line needs "label" (a class name); got keys {sorted(obj)}')
+            yield where, obj
+        else:
+            yield where, {"label": text.strip()}
+
+
+def _predict_forecasts(run, cfg: Config, vocabs: dict, source: str, batch_size: int,
+                       windows: str) -> Iterator[dict]:
+    """Forecasts in the series' own units from a series file read as training read its own:
+    after the file's last row (``last``), or from every ``data.stride``-th origin and the last
+    (``all``), with the file's values as ``gold`` where it has all ``horizon`` of them."""
+    from .data import SeriesWindow
+
+    if source in ("-", "<stdin>"):
+        raise ValueError("a forecaster reads a series file: give FILE (standard input is for text)")
+    d, series = cfg.data, vocabs["series"]
+    table = _table(d, source)
+    if table.columns != series["columns"]:
+        raise ValueError(f"{source}: columns {', '.join(table.columns)}; the model reads {', '.join(series['columns'])}")
+    N, W, h, targets = len(table), d.window, d.horizon, series["targets"]
+    if N < W:
+        raise ValueError(f"{source}: {N} rows; a forecast needs window = {W} rows before it")
+    origins = list(range(W, N + 1, d.stride)) if windows == "all" else []
+    if N not in origins:
+        origins.append(N)
+    chosen = [SeriesWindow(table.values[t - W:t], table.values[t:t + h][:, targets] if t + h <= N else None,
+                           t, table.where(t - 1)) for t in origins]
+    names = [series["columns"][i] for i in targets]
+    for start in range(0, len(chosen), batch_size):
+        part = chosen[start:start + batch_size]
+        with torch.no_grad():
+            out = run(collate([{"inputs": w.inputs} for w in part]))
+        for w, values in zip(part, out.reshape(len(part), h, len(names)).tolist()):
+            record = {"where": w.where, "origin": table.times[w.origin - 1] if table.times else w.origin,
+                      "forecast": {name: [row[j] for row in values] for j, name in enumerate(names)}}
+            if w.targets is not None:
+                record["gold"] = {name: w.targets[:, j].tolist() for j, name in enumerate(names)}
+            yield record
 
 
 def _predict_series(predictor: Predictor, source: str, batch_size: int, *,
@@ -677,7 +876,7 @@ def _decode(kind: str, row, tokens: list[str], vocabs: dict, d) -> dict:
     words = [target.itos_[i] for i in row if i not in specials]
     tokenizer = getattr(d, "target_tokenizer", None) or getattr(d, "tokenizer", None)
     join = "" if tokenizer is not None and tokenizer.level in ("char", "cjk") else " "
-    key = "translation" if kind == "Seq2Seq" else "continuation"
+    key = {"Seq2Seq": "translation", "Generator": "text"}.get(kind, "continuation")
     return {key: join.join(words)}
 
 
@@ -693,6 +892,11 @@ def export_checkpoint(path: str | Path, out: str | Path | None = None, *, format
     from .export import export
 
     loaded, cfg, vocabs = _restore(path)
+    if cfg.model.type == "Generator":  # before reading held-out data that it could not use
+        from .export import ExportError
+
+        raise ExportError(f"{path}: cannot export a Generator: export takes SequenceClassifier, SequenceTagger, "
+                          "LanguageModel, Seq2Seq and Forecaster heads")
     out = Path(out) if out is not None else Path(path).with_suffix(f".{format}")
     check, held_out = _held_out(cfg, vocabs, check_examples)
     d = cfg.data
@@ -711,6 +915,13 @@ def export_checkpoint(path: str | Path, out: str | Path | None = None, *, format
 def _held_out(cfg: Config, vocabs: dict, limit: int) -> tuple[list[dict], str]:
     """Up to ``limit`` examples of the run's test (else dev) file, batched as evaluation batches
     them; ([], why not) when the file is not there (the check then uses generated inputs)."""
+    if cfg.data.format == "series" and Path(cfg.data.train).is_file():  # test or dev cut from the train file
+        _, dev, test = _series_splits(cfg)
+        name, windows = ("test", test) if test else ("dev", dev)
+        if windows and getattr(cfg.data, name) is None:
+            small = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"batch_size": 16})})
+            return list(_batches(small, vocabs, windows[:limit], train=False)), \
+                f"{len(windows[:limit])} {name} windows of {cfg.data.train}"
     for name in ("test", "dev"):
         path = getattr(cfg.data, name)
         if path is None:
@@ -750,12 +961,23 @@ def inspect_gradients(source: str | Path, data_path: str | Path, out: str | Path
     else:
         cfg = load_config(source)
         examples = _read(cfg, data_path)
+        if cfg.data.format == "series":  # the scaler and MASE scale from the inspected file itself
+            table = _table(cfg.data, data_path)
+            examples = _TrainWindows(examples, table, range(len(table)))
         vocabs = fit_vocabs(cfg, examples)
         models = {}
     seed_everything(cfg.trainer.seed)
     kind = model_types()[cfg.model.type]
     models["untrained"] = (kind(**models["trained"].config) if "trained" in models
                            else kind(**model_kwargs(cfg, vocabs, examples)))
+    if cfg.model.type == "Forecaster" and models["untrained"].scaling == "standard":
+        # the untrained twin scales its inputs as the trained model does (or as training would)
+        twin = models["untrained"]
+        if "trained" in models:
+            twin.load_state_dict({k: v for k, v in models["trained"].state_dict().items()
+                                  if k in ("mean_", "scale_", "fitted_")}, strict=False)
+        else:
+            twin.fit_scaler(torch.as_tensor(examples.table.values))
     small = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"batch_size": batch_size})})
     chosen = examples if cfg.data.format == "lm_text" else examples[:batch_size]
     batch = next(iter(_batches(small, vocabs, chosen, train=False)), None)
@@ -764,3 +986,44 @@ def inspect_gradients(source: str | Path, data_path: str | Path, out: str | Path
     reports = {label: gradients_through_time(model, batch) for label, model in models.items()}
     json_path, png_path = write_report(reports, out, title=f"{cfg.model.type}: |dL/dh_t| on {Path(data_path).name}")
     return {"json": str(json_path), "png": str(png_path), **{k: {"loss": r["loss"]} for k, r in reports.items()}}
+
+
+def inspect_attention(path: str | Path, data_path: str | Path, out: str | Path, *, max_sentences: int = 8) -> dict:
+    """``rnnkit inspect attention``: for the first ``max_sentences`` sources of ``data_path`` (one
+    sentence per line, plain text or JSON with "text" or "tokens"; a line with a TAB is read as
+    the run's parallel file, its source column), the greedy translation of a ``Seq2Seq`` with
+    attention and the weights of every step. Writes ``out/attention.json`` and a heat map per
+    sentence (``out/attention_NNN.png``)."""
+    from .data._io import iter_lines
+    from .inspect import attention_maps, write_attention
+
+    if not Path(path).is_dir():
+        raise ValueError(f"{path}: attention maps need a trained checkpoint folder (e.g. runs/x/best)")
+    loaded, cfg, vocabs = _restore(path)
+    model = loaded.model
+    if cfg.model.type != "Seq2Seq" or model.attention is None:
+        held = f"a Seq2Seq with context {model.context!r}" if cfg.model.type == "Seq2Seq" else f"a {cfg.model.type}"
+        raise ValueError(f"{path}: holds {held}; attention maps need a Seq2Seq trained with "
+                         "model.options.context: attention")
+    predictor = Predictor(path)
+    column = cfg.data.source_column
+    inputs = []
+    for where, obj in _records((line for _, line in iter_lines(data_path, cfg.data.encoding)), str(data_path)):
+        if isinstance(obj.get("text"), str) and "\t" in obj["text"]:
+            fields = obj["text"].split("\t")
+            if not -len(fields) <= column < len(fields):
+                raise ValueError(f"{where}: no source column {column} in {len(fields)} TAB-separated fields")
+            obj = {"text": fields[column]}
+        inputs.append((where, predictor.tokens(obj, where)))
+        if len(inputs) == max_sentences:
+            break
+    if not inputs:
+        raise ValueError(f"{data_path}: no sentences to inspect")
+    items = [predictor._encoder(TextExample(tokens, None, where)) for where, tokens in inputs]
+    maps = attention_maps(model, collate(items))
+    target = vocabs["target"]
+    sentences = [{"where": where, "source": tokens,
+                  "target": [target.itos_[i] for i in m["ids"]], "weights": m["weights"]}
+                 for (where, tokens), m in zip(inputs, maps)]
+    json_path, pictures = write_attention(sentences, out)
+    return {"json": str(json_path), "png": [str(p) for p in pictures], "sentences": len(sentences)}

@@ -289,6 +289,10 @@ def create_app(predictor, *, max_batch: int = 64, max_wait_ms: float = 5, max_te
     if predictor.series:
         raise ValueError(f"{predictor.path}: a series classifier reads .ts files, not text, so it cannot be "
                          f"served; run `rnnkit predict {predictor.path} FILE.ts` instead")
+    if predictor.forecast or predictor.kind == "Generator":
+        what = "a forecaster reads a series file" if predictor.forecast else "a generator reads class names"
+        raise ValueError(f"{predictor.path}: {what}, not text, so it cannot be served (yet); run "
+                         f"`rnnkit predict {predictor.path} FILE` instead")
     for name, value in (("max_batch", max_batch), ("max_texts", max_texts), ("max_chars", max_chars),
                         ("max_body", max_body), ("max_pending", max_pending)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

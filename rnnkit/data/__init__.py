@@ -22,6 +22,8 @@ from .embeddings import load_embeddings
 from .encode import Encoder
 from .examples import PairExample, SeriesExample, TaggedExample, TextExample
 from .series import SeriesScaler, TSData, read_series_csv, read_ts
+from .series_table import (SeriesTable, SeriesWindow, chronological_split, read_series_table,
+                           series_windows)
 from .text_readers import (read_delimited, read_folder, read_jsonl, read_label_text, read_lines,
                            read_lm_text, read_parallel)
 from .tokenize import Tokenizer
@@ -31,7 +33,8 @@ __all__ = [
     # readers
     "read_delimited", "read_jsonl", "read_label_text", "read_lines", "read_folder",
     "read_parallel", "read_lm_text", "read_conll", "read_conllu", "read_ts", "read_series_csv",
-    "TSData", "SeriesScaler",
+    "TSData", "SeriesScaler", "read_series_table", "SeriesTable", "SeriesWindow", "chronological_split",
+    "series_windows",
     # examples
     "TextExample", "TaggedExample", "PairExample", "SeriesExample",
     # tokens and vocabularies

@@ -30,7 +30,7 @@ def collate(items: Sequence[dict]) -> dict[str, Tensor]:
 
     ``inputs`` (B, T) int64 padded with 0, or (B, T, D) float32 padded with 0.0 for series;
     ``lengths`` (B,); ``labels`` (B,) int64 class ids, (B,) / (B, K) float32 targets, or (B, T)
-    int64 per-token ids padded with -100; ``chars`` (B, T, C) padded with 0; ``targets`` (B, T')
+    int64 per-token ids padded with -100, or (B, horizon, D_out) float32 forecast targets (arrays); ``chars`` (B, T, C) padded with 0; ``targets`` (B, T')
     padded with 0 and ``target_lengths`` (B,); ``condition`` (B,) int64 or (B, C) float32.
     Generator items have ``targets`` and ``condition`` but no ``inputs`` (so no ``lengths``).
     """
@@ -84,6 +84,8 @@ def _pad_inputs(seqs: list) -> Tensor:
 
 def _labels(labels: list) -> Tensor:
     first = labels[0]
+    if isinstance(first, np.ndarray):
+        return torch.as_tensor(np.stack(labels), dtype=torch.float32)  # (B, horizon, D_out) forecasts
     if isinstance(first, (list, tuple)) and first and isinstance(first[0], float):
         return torch.tensor(labels, dtype=torch.float32)  # (B, K) regression targets
     if isinstance(first, (list, tuple)):

@@ -6,7 +6,10 @@
 * language models: perplexity, exp of the mean token negative log-likelihood (``inf`` when that
   overflows);
 * translation: corpus BLEU (sacrebleu);
-* regression and forecasting: MAE, RMSE, MAPE (scikit-learn).
+* regression: MAE, RMSE, MAPE (scikit-learn);
+* forecasting: MAE, RMSE and MASE (Hyndman & Koehler 2006) of the model and of the
+  seasonal-naive forecast;
+* conditioned generation: perplexity, overall and per class.
 
 The functions take plain Python lists. The ``*Metrics`` accumulators have ``reset()``, ``update(head, batch, loss)`` and ``compute()``:
 they call ``head.predict(batch)`` (docs/contracts.md) and gather what the functions need, so the
@@ -23,7 +26,8 @@ import torch
 __all__ = [
     "accuracy", "macro_f1", "span_f1", "perplexity", "bleu", "mae", "rmse", "mape",
     "SCHEMES", "ClassificationMetrics", "TaggingMetrics", "PerplexityMetrics", "BleuMetrics",
-    "RegressionMetrics", "HIGHER_IS_BETTER",
+    "RegressionMetrics", "HIGHER_IS_BETTER", "seasonal_naive", "mase_scale", "ForecastMetrics",
+    "ClassPerplexityMetrics",
 ]
 
 SCHEMES = ("conlleval", "IOB1", "IOB2", "IOBES")
@@ -31,7 +35,7 @@ SCHEMES = ("conlleval", "IOB1", "IOB2", "IOBES")
 # Which direction is "better" for each metric name the accumulators report.
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "span_f1": True, "span_precision": True,
                     "span_recall": True, "bleu": True, "perplexity": False, "loss": False,
-                    "mae": False, "rmse": False, "mape": False}
+                    "mae": False, "rmse": False, "mape": False, "mase": False}
 
 
 def _check_pair(name: str, y_true: Sequence, y_pred: Sequence) -> None:
@@ -128,6 +132,32 @@ def mape(y_true: Sequence[float], y_pred: Sequence[float]) -> float:
         raise ValueError(f"mape is undefined for targets equal to 0; {len(zeros)} found "
                          f"(first at index {zeros[0]}); use mae or rmse for this data")
     return 100.0 * float(mean_absolute_percentage_error(y_true, y_pred))
+
+
+def seasonal_naive(history: torch.Tensor, horizon: int, season: int = 1) -> torch.Tensor:
+    """The seasonal-naive forecast of the ``horizon`` steps after ``history`` (..., T, D): step j
+    (0-based) repeats the value one season before it in the last observed season,
+    ``history[T - m + (j mod m)]`` -- Hyndman's y_{T+h-m(k+1)}, k = floor((h-1)/m). m = 1 is the
+    naive forecast (the last value, repeated). Returns (..., horizon, D)."""
+    T = history.shape[-2]
+    if not 1 <= season <= T:
+        raise ValueError(f"season must be in [1, T] = [1, {T}] (the history's length); got {season}")
+    index = torch.tensor([T - season + j % season for j in range(horizon)], device=history.device)
+    return history.index_select(-2, index)
+
+
+def mase_scale(series: Sequence[Sequence[float]], season: int = 1) -> list[float]:
+    """Per column of a training series (N, D): the in-sample MAE of the one-step seasonal-naive
+    forecast, mean |y_t - y_{t-m}| over t = m .. N-1 -- the denominator of MASE. A column where
+    it is 0 (constant with period m) has no scale: an error, as MASE would divide by zero."""
+    y = torch.as_tensor(series, dtype=torch.float64)
+    if y.dim() != 2 or y.shape[0] <= season:
+        raise ValueError(f"mase_scale needs a series (N, D) with N > season = {season}; got {tuple(y.shape)}")
+    scale = (y[season:] - y[:-season]).abs().mean(0)
+    if bool((scale == 0).any()):
+        raise ValueError(f"MASE is undefined: column(s) {(scale == 0).nonzero()[:, 0].tolist()} of the training "
+                         f"series repeat exactly every {season} step(s), so the seasonal-naive error is 0")
+    return scale.tolist()
 
 
 # ------------------------------------------------------------------------- accumulators
@@ -270,4 +300,78 @@ class RegressionMetrics:
         out = {"mae": mae(self.gold, self.pred), "rmse": rmse(self.gold, self.pred)}
         if all(y != 0 for y in self.gold):
             out["mape"] = mape(self.gold, self.pred)
+        return out
+
+
+class ForecastMetrics:
+    """MAE and RMSE (original units, over every forecast value) and MASE of a forecaster, and the
+    same three of the seasonal-naive forecast from each window (``baseline_*``).
+
+    MASE = mean over target columns of MAE_column / ``scale[column]`` (``mase_scale`` of the
+    training series), so a MASE below ``baseline_mase`` beats the baseline on these windows, and
+    below 1 beats the one-step baseline inside the training data. ``targets``: the input columns
+    forecast (the seasonal-naive forecast reads them from the window); ``season``: m.
+    """
+
+    def __init__(self, scale: Sequence[float], *, season: int = 1, targets: Sequence[int] | None = None) -> None:
+        self.scale, self.season = torch.as_tensor(scale, dtype=torch.float64), season
+        self.targets = None if targets is None else list(targets)
+        self.reset()
+
+    def reset(self) -> None:
+        self.gold, self.pred, self.base = [], [], []
+
+    @torch.no_grad()
+    def update(self, model, batch: dict, loss: float | None = None) -> None:
+        y = batch["labels"]
+        pred = model.predict(batch).reshape(y.shape[0], y.shape[1], -1)
+        y = y.reshape(pred.shape)
+        x = batch["inputs"] if self.targets is None else batch["inputs"][..., self.targets]
+        if bool((batch["lengths"] != x.shape[1]).any()):
+            raise ValueError("ForecastMetrics needs full windows (every length equal to T)")
+        self.gold.append(y.double().cpu())
+        self.pred.append(pred.double().cpu())
+        self.base.append(seasonal_naive(x, y.shape[1], self.season).double().cpu())
+
+    def compute(self) -> dict:
+        if not self.gold:
+            raise ValueError("ForecastMetrics: no windows")
+        y = torch.cat(self.gold).flatten(0, 1)  # (windows * horizon, D_out)
+        out = {}
+        for prefix, pred in (("", torch.cat(self.pred)), ("baseline_", torch.cat(self.base))):
+            err = pred.flatten(0, 1) - y
+            out[f"{prefix}mae"] = float(err.abs().mean())
+            out[f"{prefix}rmse"] = float(err.pow(2).mean().sqrt())
+            out[f"{prefix}mase"] = float((err.abs().mean(0) / self.scale).mean())
+        return out
+
+
+class ClassPerplexityMetrics:
+    """Perplexity of a class-conditioned generator over its target tokens (EOS included, BOS
+    not): overall and per class (``perplexity/NAME``), from teacher-forced logits."""
+
+    def __init__(self, labels: Sequence[str]) -> None:
+        self.labels = list(labels)
+        self.reset()
+
+    def reset(self) -> None:
+        self.nll = [0.0] * len(self.labels)
+        self.tokens = [0] * len(self.labels)
+
+    @torch.no_grad()
+    def update(self, model, batch: dict, loss: float | None = None) -> None:
+        logits = model(batch)  # (B, T'-1, V)
+        y = batch["targets"][:, 1:].to(logits.device)
+        real = torch.arange(y.shape[1], device=y.device)[None] < (batch["target_lengths"].to(y.device) - 1)[:, None]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # (B, T'-1)
+        per_row, counts = (nll * real).sum(1).tolist(), real.sum(1).tolist()
+        for k, total, n in zip(batch["condition"].tolist(), per_row, counts):
+            self.nll[k] += total
+            self.tokens[k] += n
+
+    def compute(self) -> dict:
+        out = {"perplexity": perplexity(sum(self.nll), sum(self.tokens))}
+        for name, nll, n in zip(self.labels, self.nll, self.tokens):
+            if n:
+                out[f"perplexity/{name}"] = perplexity(nll, n)
         return out

@@ -121,11 +121,13 @@ class _LossOf(nn.Module):
 def _tokens(batch: dict) -> int:
     if "lengths" in batch:
         return int(batch["lengths"].sum())
+    if "inputs" not in batch:  # a generator's batch: its target tokens
+        return int(batch["target_lengths"].sum())
     return int(batch["inputs"].shape[0] * batch["inputs"].shape[1])
 
 
 def _batch_size(batch: dict) -> int:
-    return int(batch["inputs"].shape[0])
+    return int(batch["inputs" if "inputs" in batch else "targets"].shape[0])
 
 
 class Trainer:
