@@ -92,16 +92,23 @@ def _predict(args: argparse.Namespace) -> int:
     # would otherwise stick to the first token and change its tag) and an invalid byte is an
     # error naming FILE:line (<stdin>:line).
     hint = "rnnkit predict reads UTF-8; convert the input first (e.g. iconv -f latin1 -t utf-8)"
+    if args.prefix is not None and args.file != "-":
+        raise ValueError(f"--prefix {args.prefix!r} is the input; give it or FILE ({args.file}), not both")
     with contextlib.ExitStack() as stack:
-        if args.file == "-":
+        if args.prefix is not None:
+            source, raw = "<prefix>", None
+        elif args.file == "-":
             source, raw = "<stdin>", getattr(sys.stdin, "buffer", None)
         else:
             source, raw = args.file, stack.enter_context(open_bytes(args.file))
         # A stdin replaced by a text stream with no bytes underneath (io.StringIO) is decoded already.
-        lines = sys.stdin if raw is None else (line for _, line in decode_lines(raw, source, hint=hint))
+        if args.prefix is not None:
+            lines = [args.prefix]
+        else:
+            lines = sys.stdin if raw is None else (line for _, line in decode_lines(raw, source, hint=hint))
         out = sys.stdout
         sampling = {"strategy": args.strategy, "temperature": args.temperature, "top_k": args.top_k,
-                    "seed": args.seed, "max_length": args.max_length}
+                    "seed": args.seed, "max_length": args.max_length, "across_lines": args.across_lines}
         for record in predict(args.checkpoint, lines, source=source, batch_size=args.batch_size,
                               backend=args.backend, model_file=args.model, tag_scheme=args.tag_scheme,
                               probabilities=args.probs, windows=args.windows, sampling=sampling):
@@ -337,15 +344,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--windows", choices=("last", "all"), default="last",
                          help="forecaster: forecast after FILE's last row (last, default) or from every "
                               "data.stride-th window as well (all)")
-    sample = predict.add_argument_group("generator sampling")
+    predict.add_argument("--prefix", metavar="TEXT", default=None,
+                         help="predict for TEXT instead of reading FILE (e.g. a language model's prompt)")
+    sample = predict.add_argument_group("generator and language model sampling")
     sample.add_argument("--strategy", choices=("greedy", "sample"), default="greedy",
                         help="greedy (default: the most likely token) or sample")
     sample.add_argument("--temperature", type=_positive_float, default=None,
                         help="sample: divide log-probabilities by this (default 1; lower is more conservative)")
     sample.add_argument("--top-k", type=_positive, default=None, help="sample: only from the K most likely tokens")
     sample.add_argument("--seed", type=int, default=None, help="sample: seed, for repeatable samples")
-    sample.add_argument("--max-length", type=_positive, default=None,
-                        help="most tokens generated, end included (default: the model's max_length)")
+    sample.add_argument("--max-length", "--max-tokens", dest="max_length", type=_positive, default=None,
+                        help="most tokens generated (generator: end included, default its max_length; "
+                             "language model: new tokens, default 20)")
+    sample.add_argument("--across-lines", action="store_true",
+                        help="language model trained on a stream of lines: write a line end as a newline "
+                             "and go on to --max-tokens instead of stopping there")
 
     export = sub.add_parser(
         "export", help="export a checkpoint to ONNX or a torch.export program, checked against it",

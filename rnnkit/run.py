@@ -632,6 +632,9 @@ class Predictor:
             getattr(d, "predict_tokenizer", None) or getattr(d, "tokenizer", None) or getattr(d, "source_tokenizer"))
         self._run = self.model.predict
         if backend == "onnxruntime":
+            if self.sampling:
+                raise ValueError(f"{', '.join(self.sampling)}: the exported graph decodes greedily to the "
+                                 "length it was exported with; sample with --backend torch")
             from .export import OnnxRunner
 
             self._run = OnnxRunner(self.loaded, model_file)
@@ -672,9 +675,10 @@ class Predictor:
             items = [{"inputs": [self.vocabs["words"].eos_id] + item["inputs"]} for item in items]
         batch = collate(items)
         with torch.no_grad():
-            out = self._run(batch)
+            out = self._run(batch) if not self.sampling else self._continue(batch)
         rows = out.tolist() if isinstance(out, torch.Tensor) else out
-        records = [{**obj, **_decode(self.kind, row, toks, self.vocabs, self.cfg.data)}
+        records = [{**obj, **_decode(self.kind, row, toks, self.vocabs, self.cfg.data,
+                                     newlines=bool(self.sampling.get("across_lines")))}
                    for (_, obj), toks, row in zip(inputs, tokens, rows)]
         if self._schemes is not None:
             from .data.schemes import convert
@@ -688,6 +692,19 @@ class Predictor:
             for record, row in zip(records, p):
                 record["probabilities"] = {name: round(q, 6) for name, q in zip(names, row)}
         return records
+
+    def _continue(self, batch: dict) -> list[list[int]]:
+        """A language model's continuations with the sampling options (``max_length`` is the
+        number of new tokens)."""
+        options = dict(self.sampling)
+        if "max_length" in options:
+            options["max_new_tokens"] = options.pop("max_length")
+        if options.pop("across_lines", False):
+            options["stop_at_eos"] = False
+        if options.get("seed") is not None:  # one seed per call, so that batches differ but repeat
+            options["seed"] += self._calls
+        self._calls += 1
+        return self.model.predict(batch, **options)
 
     def _generate(self, inputs: list[tuple[str, dict]]) -> list[dict]:
         """Text generated for each input's class (its ``label``, or its ``text`` as a class name)."""
@@ -751,20 +768,24 @@ class Predictor:
 BACKENDS = ("torch", "onnxruntime")
 TAG_SCHEMES = ("model", "input", "iob1", "iob2", "iobes")  # how a span tagger's predictions are written
 WINDOWS = ("last", "all")
-SAMPLING = {"strategy": "greedy", "temperature": 1.0, "top_k": None, "seed": None, "max_length": None}
+SAMPLING = {"strategy": "greedy", "temperature": 1.0, "top_k": None, "seed": None, "max_length": None,
+            "across_lines": False}
 
 
 def _check_sampling(sampling: dict | None, kind: str, path: Path) -> dict:
-    """A generator's decoding options (``SAMPLING``'s keys); refused for other heads, which would
-    ignore them."""
+    """A generator's or language model's decoding options (``SAMPLING``'s keys); refused for
+    other heads, which would ignore them. ``across_lines`` (language models): a line end
+    (``<eos>``) is written as a newline and generation goes on, to ``max_length`` tokens."""
     from ._checks import check_choice
 
     sampling = {k: v for k, v in (sampling or {}).items() if v is not None and v != SAMPLING.get(k)}
     unknown = sorted(set(sampling) - set(SAMPLING))
     if unknown:
         raise ValueError(f"unknown sampling option(s) {', '.join(unknown)}; allowed: {', '.join(SAMPLING)}")
-    if sampling and kind != "Generator":
-        raise ValueError(f"{', '.join(sampling)} set how a Generator samples; {path} holds a {kind}")
+    if sampling and kind not in ("Generator", "LanguageModel"):
+        raise ValueError(f"{', '.join(sampling)} set how a Generator or LanguageModel samples; {path} holds a {kind}")
+    if "across_lines" in sampling and kind != "LanguageModel":
+        raise ValueError(f"across_lines continues a language model past a line end; {path} holds a {kind}")
     if "strategy" in sampling:
         check_choice("strategy", sampling["strategy"], ("greedy", "sample"))
     if sampling.get("strategy", "greedy") == "greedy" and ({"temperature", "top_k", "seed"} & set(sampling)):
@@ -864,7 +885,7 @@ def _predict_series(predictor: Predictor, source: str, batch_size: int, *,
                    **({"probabilities": {n: round(q, 6) for n, q in zip(names, row)}} if row else {})}
 
 
-def _decode(kind: str, row, tokens: list[str], vocabs: dict, d) -> dict:
+def _decode(kind: str, row, tokens: list[str], vocabs: dict, d, *, newlines: bool = False) -> dict:
     if kind == "SequenceTagger":
         return {"tokens": tokens, "tags": vocabs["labels"].decode(row)}
     if kind == "SequenceClassifier":
@@ -872,12 +893,13 @@ def _decode(kind: str, row, tokens: list[str], vocabs: dict, d) -> dict:
             return {"value": row[0] if len(row) == 1 else row}
         return {"label": vocabs["labels"].itos_[int(row)]}
     target = vocabs.get("target", vocabs["words"])
-    specials = {target.pad_id, target.bos_id, target.eos_id}
-    words = [target.itos_[i] for i in row if i not in specials]
+    specials = {target.pad_id, target.bos_id} | (set() if newlines else {target.eos_id})
+    words = ["\n" if newlines and i == target.eos_id else target.itos_[i] for i in row if i not in specials]
     tokenizer = getattr(d, "target_tokenizer", None) or getattr(d, "tokenizer", None)
     join = "" if tokenizer is not None and tokenizer.level in ("char", "cjk") else " "
     key = {"Seq2Seq": "translation", "Generator": "text"}.get(kind, "continuation")
-    return {key: join.join(words)}
+    text = join.join(words)
+    return {key: text.replace(" \n ", "\n").replace(" \n", "\n").replace("\n ", "\n") if newlines else text}
 
 
 # ------------------------------------------------------------------------------- export

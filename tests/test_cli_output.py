@@ -89,3 +89,47 @@ def test_training_with_progress_into_a_pipe_writes_no_carriage_returns(tmp_path,
                     "out_dir": str(tmp_path / "run2")}}))
     err = capfd.readouterr().err
     assert "\r" not in err and "steps (100%)" in err, err
+
+
+@pytest.fixture(scope="module")
+def char_lm(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("lm")
+    path = tmp / "lines.txt"
+    path.write_text("abcab\n" * 60)  # short lines: a line end comes every 5 characters
+    train(parse_config({
+        "data": {"format": "lm_text", "train": str(path), "dev": str(path), "bptt": 8,
+                 "tokenizer": {"level": "char"}},
+        "model": {"type": "LanguageModel", "options": {"embedding_dim": 8,
+                                                       "encoder": {"cell": "gru", "hidden_sizes": [16]}}},
+        "trainer": {"epochs": 8, "batch_size": 4, "progress": False, "plots": False, "num_threads": 1,
+                    "out_dir": str(tmp / "run"), "optimizer": {"name": "adam", "lr": 0.03}}}))
+    return tmp / "run" / "best"
+
+
+def _continuation(capsys, argv):
+    assert main(argv) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)["continuation"]
+
+
+def test_language_model_prefix_max_tokens_and_across_lines(char_lm, capsys):
+    ckpt = str(char_lm)
+    one_line = _continuation(capsys, ["predict", ckpt, "--prefix", "abc", "--max-tokens", "30"])
+    assert "\n" not in one_line and len(one_line) < 30  # it stops at the line end it learnt
+    across = _continuation(capsys, ["predict", ckpt, "--prefix", "abc", "--max-tokens", "30", "--across-lines"])
+    assert across.count("\n") >= 2 and len(across) == 30  # line ends written, generation goes on
+    assert across.startswith(one_line + "\n")
+    sampled = [_continuation(capsys, ["predict", ckpt, "--prefix", "a", "--strategy", "sample", "--temperature",
+                                      "5", "--top-k", "3", "--seed", str(s), "--max-tokens", "12", "--across-lines"])
+               for s in (1, 1, 2)]
+    assert sampled[0] == sampled[1] and sampled[0] != sampled[2]  # a seed repeats, another differs
+    assert set("".join(sampled)) <= set("abc\n")
+
+
+def test_sampling_options_are_refused_where_nothing_samples(char_lm, classifier, tmp_path, capsys):
+    assert main(["predict", str(classifier), "--prefix", "a film", "--temperature", "2"]) == 2
+    assert "holds a SequenceClassifier" in capsys.readouterr().err
+    (tmp_path / "in.txt").write_text("a\n")
+    assert main(["predict", str(char_lm), str(tmp_path / "in.txt"), "--prefix", "a"]) == 2
+    assert "give it or FILE" in capsys.readouterr().err
+    assert main(["predict", str(char_lm), "--prefix", "a", "--temperature", "2"]) == 2
+    assert "strategy 'sample' only" in capsys.readouterr().err

@@ -165,18 +165,21 @@ class LanguageModel(nn.Module):
     @torch.no_grad()
     def generate(self, batch: dict, *, max_new_tokens: int = 20, strategy: str = "greedy",
                  temperature: float = 1.0, top_k: int | None = None,
-                 seed: int | None = None) -> list[list[int]]:
+                 seed: int | None = None, stop_at_eos: bool = True) -> list[list[int]]:
         """Continue each prompt (batch ``inputs``/``lengths``): new token ids per sequence, up to
-        ``max_new_tokens``, stopping before ``eos_id``. ``strategy`` is ``greedy`` or ``sample``
-        (with ``temperature`` and ``top_k``; ``seed`` makes it reproducible)."""
+        ``max_new_tokens``, stopping before ``eos_id`` unless ``stop_at_eos`` is False (a model
+        trained on a stream across lines, where ``eos_id`` is a line end: the ids then keep it).
+        ``strategy`` is ``greedy`` or ``sample`` (with ``temperature`` and ``top_k``; ``seed``
+        makes it reproducible)."""
         check_choice("strategy", strategy, STRATEGIES)
         logits, state = self(batch)
         lengths = batch["lengths"].long().to(self.device)
         log_probs = forbid(last_step(logits, lengths).log_softmax(-1), [0])  # (B, V) after each prompt
+        eos_id = self.eos_id if stop_at_eos else None
         if strategy == "greedy":
-            return greedy(self._step, state, log_probs, max_length=max_new_tokens, eos_id=self.eos_id)
+            return greedy(self._step, state, log_probs, max_length=max_new_tokens, eos_id=eos_id)
         generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
-        return sample(self._step, state, log_probs, max_length=max_new_tokens, eos_id=self.eos_id,
+        return sample(self._step, state, log_probs, max_length=max_new_tokens, eos_id=eos_id,
                       temperature=temperature, top_k=top_k, generator=generator)
 
     def predict(self, batch: dict, **options) -> list[list[int]]:
