@@ -17,12 +17,13 @@ rnnkit.models or rnnkit.training.
 """
 
 from .batching import IGNORE_INDEX, Batches, BucketBatchSampler, LMStream, collate
-from .conll import read_conll, read_conllu
+from .conll import iter_conll, iter_conllu, read_conll, read_conllu
 from .embeddings import load_embeddings
 from .encode import Encoder
 from .examples import PairExample, SeriesExample, TaggedExample, TextExample
 from .series import SeriesScaler, TSData, read_series_csv, read_ts
-from .text_readers import (read_delimited, read_folder, read_jsonl, read_label_text, read_lines,
+from .text_readers import (iter_delimited, iter_jsonl, iter_label_text, iter_lm_text, iter_parallel,
+                           read_delimited, read_folder, read_jsonl, read_label_text, read_lines,
                            read_lm_text, read_parallel)
 from .tokenize import Tokenizer
 from .vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
@@ -32,6 +33,9 @@ __all__ = [
     "read_delimited", "read_jsonl", "read_label_text", "read_lines", "read_folder",
     "read_parallel", "read_lm_text", "read_conll", "read_conllu", "read_ts", "read_series_csv",
     "TSData", "SeriesScaler",
+    # the same readers, lazily (data.streaming)
+    "iter_conll", "iter_conllu", "iter_delimited", "iter_jsonl", "iter_label_text", "iter_parallel",
+    "iter_lm_text",
     # examples
     "TextExample", "TaggedExample", "PairExample", "SeriesExample",
     # tokens and vocabularies

@@ -55,8 +55,9 @@ def read_text(path: PathLike, encoding: str = "utf-8") -> str:
     return text
 
 
-def iter_lines(path: PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, line)`` with 1-based numbers, without the line terminator.
+def iter_lines(path: PathLike, encoding: str = "utf-8", *, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` with 1-based numbers, without the line terminator
+    (``keep_ends=True``: with it, as the csv module wants its lines).
 
     Streams the file (a 5 GB GloVe file is never held in memory): bytes are split at ``\n``
     and each line is decoded on its own, which is exact for UTF-8 and for single- and multi-byte
@@ -73,13 +74,15 @@ def iter_lines(path: PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, s
             raise ValueError(f"unknown encoding {encoding!r} for {path}") from None
         if codec.startswith(("utf-16", "utf-32")):
             lines = read_text(path, encoding).split("\n")
-            if lines[-1] == "":
-                lines.pop()
+            last = lines.pop() if lines[-1] == "" else None
             for number, line in enumerate(lines, start=1):
-                yield number, line[:-1] if line.endswith("\r") else line
+                if keep_ends:
+                    yield number, line + ("\n" if number < len(lines) or last is not None else "")
+                else:
+                    yield number, line[:-1] if line.endswith("\r") else line
             return
         content = False
-        for number, line in decode_lines(f, path, encoding):
+        for number, line in decode_lines(f, path, encoding, keep_ends=keep_ends):
             content = content or bool(line.strip())
             yield number, line
     if not content:
@@ -90,9 +93,10 @@ ENCODING_HINT = "if the file uses another encoding, pass encoding=..., e.g. enco
 
 
 def decode_lines(stream: Iterable[bytes], name, encoding: str = "utf-8",
-                 hint: str = ENCODING_HINT) -> Iterator[tuple[int, str]]:
+                 hint: str = ENCODING_HINT, *, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
     """``(line_number, line)`` of a binary stream (an open file, ``sys.stdin.buffer``), decoded
-    as ``iter_lines`` does: a leading byte-order mark dropped, ``\n`` / ``\r\n`` removed, and
+    as ``iter_lines`` does: a leading byte-order mark dropped, ``\n`` / ``\r\n`` removed (kept
+    with ``keep_ends``), and
     undecodable bytes an error naming ``name:line``, ending with ``hint``. Empty input yields
     nothing. Not for UTF-16/32, whose bytes cannot be split at ``\n``."""
     offset = 0
@@ -104,8 +108,9 @@ def decode_lines(stream: Iterable[bytes], name, encoding: str = "utf-8",
         if number == 1 and line.startswith("\ufeff"):
             line = line[1:]
         offset += len(raw)
-        line = line[:-1] if line.endswith("\n") else line
-        line = line[:-1] if line.endswith("\r") else line
+        if not keep_ends:
+            line = line[:-1] if line.endswith("\n") else line
+            line = line[:-1] if line.endswith("\r") else line
         yield number, line
 
 
