@@ -71,8 +71,9 @@ class _Data(Strict):
     @model_validator(mode="after")
     def _streaming(self):
         if not self.streaming:
+            # compared with the defaults, not model_fields_set: a checkpoint stores every field
             given = [f"{name} ({getattr(self, name)})" for name in ("shuffle_buffer", "num_workers")
-                     if name in self.model_fields_set]
+                     if getattr(self, name) != type(self).model_fields[name].default]
             if given:
                 raise ValueError(f"{', '.join(given)} only apply with streaming: true")
             return self

@@ -82,7 +82,7 @@ def iter_lines(path: PathLike, encoding: str = "utf-8", *, keep_ends: bool = Fal
                     yield number, line[:-1] if line.endswith("\r") else line
             return
         content = False
-        for number, line in decode_lines(f, path, encoding, keep_ends=keep_ends):
+        for number, line in _file_lines(f, path, encoding, keep_ends):
             content = content or bool(line.strip())
             yield number, line
     if not content:
@@ -96,11 +96,15 @@ def decode_lines(stream: Iterable[bytes], name, encoding: str = "utf-8",
                  hint: str = ENCODING_HINT, *, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
     """``(line_number, line)`` of a binary stream (an open file, ``sys.stdin.buffer``), decoded
     as ``iter_lines`` does: a leading byte-order mark dropped, ``\n`` / ``\r\n`` removed (kept
-    with ``keep_ends``), and
-    undecodable bytes an error naming ``name:line``, ending with ``hint``. Empty input yields
-    nothing. Not for UTF-16/32, whose bytes cannot be split at ``\n``."""
-    offset = 0
-    for number, raw in enumerate(stream, start=1):
+    with ``keep_ends``), and undecodable bytes an error naming ``name:line``, ending with
+    ``hint``. Empty input yields nothing. Not for UTF-16/32, whose bytes cannot be split at ``\n``."""
+    return _decoded(stream, name, encoding, hint, keep_ends)
+
+
+def _decoded(stream: Iterable[bytes], name, encoding: str, hint: str, keep_ends: bool, first: int = 1,
+             offset: int = 0) -> Iterator[tuple[int, str]]:
+    """``decode_lines``, numbering from line ``first`` at byte ``offset``."""
+    for number, raw in enumerate(stream, start=first):
         try:
             line = raw.decode(encoding)
         except UnicodeDecodeError as e:
@@ -112,6 +116,38 @@ def decode_lines(stream: Iterable[bytes], name, encoding: str = "utf-8",
             line = line[:-1] if line.endswith("\n") else line
             line = line[:-1] if line.endswith("\r") else line
         yield number, line
+
+
+_BLOCK = 1 << 16  # bytes of lines decoded at once by iter_lines
+
+
+def _file_lines(f, path, encoding: str, keep_ends: bool) -> Iterator[tuple[int, str]]:
+    """``decode_lines`` of a file, decoding blocks of ~64 KB of whole lines at once (a
+    per-line ``decode`` costs more than the parsing of a CoNLL line). A block that does not
+    decode, or whose text does not split into its lines again, is decoded line by line, which
+    names the line of the error."""
+    number, offset = 0, 0
+    while raws := f.readlines(_BLOCK):
+        data = b"".join(raws)
+        try:
+            lines = data.decode(encoding).split("\n")
+        except UnicodeDecodeError:
+            lines = None
+        if lines is not None and lines[-1] == "":
+            lines.pop()
+        if lines is None or len(lines) != len(raws):
+            yield from _decoded(raws, path, encoding, ENCODING_HINT, keep_ends, number + 1, offset)
+        else:
+            if number == 0 and lines and lines[0].startswith("\ufeff"):
+                lines[0] = lines[0][1:]
+            last = len(lines) - 1
+            for i, line in enumerate(lines):
+                if keep_ends:
+                    yield number + i + 1, line + "\n" if i < last or raws[-1].endswith(b"\n") else line
+                else:
+                    yield number + i + 1, line[:-1] if line.endswith("\r") else line
+        number += len(raws)
+        offset += len(data)
 
 
 def _decode_error(path, line: int, line_offset: int, raw: bytes, e: UnicodeDecodeError,
