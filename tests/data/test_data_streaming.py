@@ -98,7 +98,7 @@ def test_a_dataloader_with_another_worker_count_is_an_error():
 
 
 @pytest.mark.parametrize("n, batch, buffer, world, workers", [
-    (1, 1, 1, 1, 0), (100, 4, 16, 1, 0), (100, 4, 17, 1, 0), (101, 3, 10, 2, 0), (999, 8, 300, 3, 0),
+    (1, 1, 1, 1, 0), (100, 4, 16, 1, 0), (100, 4, 17, 1, 0), (101, 3, 10, 2, 0), (400, 8, 100, 3, 0),
     (40, 4, 8, 1, 2), (41, 4, 9, 2, 2)])
 def test_the_batch_count_is_known_before_reading(n, batch, buffer, world, workers):
     for rank in range(world):
