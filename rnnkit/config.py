@@ -80,6 +80,9 @@ class _Data(Strict):
         if self.format not in STREAMING_FORMATS:
             raise ValueError(f"streaming reads {', '.join(STREAMING_FORMATS)} lazily; data.format "
                              f"{self.format!r} is read whole (set streaming: false)")
+        if self.format == "lm_text" and self.num_workers:
+            raise ValueError(f"an lm_text stream is read in order by the training process; num_workers "
+                             f"({self.num_workers}) must be 0")
         if self.dev_fraction is not None:
             raise ValueError(f"streaming cannot carve dev_fraction ({self.dev_fraction}) out of a file it "
                              "does not hold; give a dev file")
@@ -157,7 +160,7 @@ DataConfig = Annotated[Union[ConlluData, ConllData, DelimitedData, JsonlData, La
 
 DATA_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "parallel", "lm_text", "ts")
 # The formats data.streaming reads lazily (a .ts file is a few MB of series, read whole).
-STREAMING_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "parallel")
+STREAMING_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "parallel", "lm_text")
 
 # Which data formats each head can learn from.
 MODEL_TYPES = {

@@ -31,7 +31,8 @@ from .config import Config, ConfigError, TokenizerConfig, parse_config
 from .data import (Batches, Encoder, LMStream, SeriesScaler, TaggedExample, TextExample, Tokenizer, Vocab,
                    collate, iter_conll, iter_conllu, iter_delimited, iter_jsonl, iter_label_text,
                    iter_lm_text, iter_parallel, read_ts)
-from .data.streaming import StreamingBatches, StreamingDataset
+from .data._io import line_offsets
+from .data.streaming import StreamingBatches, StreamingDataset, StreamingLM
 from .training.metrics import (BleuMetrics, ClassificationMetrics, PerplexityMetrics, RegressionMetrics,
                       TaggingMetrics)
 from .training.trainer import Trainer, evaluate_batches, seed_everything
@@ -336,6 +337,45 @@ def prepare(cfg: Config, *, rank: int = 0, world: int = 1) -> Prepared:
         counts={"train": len(train), "dev": len(dev) if dev else 0, "test": len(test) if test else 0})
 
 
+# A streaming language model's rows seek to the nearest indexed line before their first token:
+# one index entry per this many lines (a few KB of index per GB, a few ms of skipping).
+LM_INDEX_LINES = 1000
+
+
+@dataclass(frozen=True)
+class LMTrainFile:
+    """``read(start)`` of a streaming language model: the token lists of the train file's lines
+    from ``start = (byte offset, line number)`` on."""
+
+    cfg: Config
+
+    def __call__(self, start: tuple[int, int]) -> Iterator[list[str]]:
+        d = self.cfg.data
+        return iter_lm_text(d.train, tokenizer=_tokenizer(d.tokenizer), encoding=d.encoding, start=start)
+
+
+def count_lm_tokens(cfg: Config, *, fit: bool) -> tuple[dict | None, int, list[tuple[int, int, int]]]:
+    """One pass over an lm_text train file: (the word vocabulary if ``fit``, the number of
+    tokens N -- the first ``data.max_train_examples`` -- and the index StreamingLM seeks by)."""
+    d = cfg.data
+    cap = d.max_train_examples
+    counts, n, marks = Counter(), 0, []
+    for i, tokens in enumerate(iter_file(d, d.train)):  # one list per line, blank lines too
+        if i % LM_INDEX_LINES == 0:
+            marks.append(n)
+        if cap is not None and n + len(tokens) >= cap:
+            tokens = tokens[:cap - n]
+        if fit:
+            counts.update(tokens)
+        n += len(tokens)
+        if cap is not None and n >= cap:
+            break
+    offsets = line_offsets(d.train, LM_INDEX_LINES)
+    index = [(offsets[j], j * LM_INDEX_LINES + 1, before) for j, before in enumerate(marks)]
+    vocabs = {"words": Vocab(min_freq=d.min_freq, max_size=d.max_vocab).fit_counts(counts)} if fit else None
+    return vocabs, n, index
+
+
 @dataclass(frozen=True)
 class TrainFile:
     """``read()`` of a streaming run: the train file's examples as they are read (the first
@@ -357,7 +397,10 @@ def _prepare_streaming(cfg: Config, *, rank: int, world: int) -> Prepared:
 
     d, read = cfg.data, TrainFile(cfg)
     vocabs, n = read_vocab_file(cfg) if d.vocab is not None else (None, None)
-    if vocabs is None:
+    if d.format == "lm_text":  # the rows' index is made by this pass whatever the vocabulary
+        counted, n, index = count_lm_tokens(cfg, fit=vocabs is None)
+        vocabs = vocabs or counted
+    elif vocabs is None:
         vocabs, n = count_vocabs(cfg, read())
     elif n is None:  # a vocabulary of another file (or of none): count this one
         n = sum(1 for _ in read())
@@ -366,11 +409,16 @@ def _prepare_streaming(cfg: Config, *, rank: int, world: int) -> Prepared:
     test = _limit(_read(cfg, d.test), cap) if d.test is not None else None
     seed_everything(cfg.trainer.seed)
     model = model_types()[cfg.model.type](**model_kwargs(cfg, vocabs, []))
-    dataset = StreamingDataset(read, _encoder(cfg, vocabs), num_examples=n, batch_size=cfg.trainer.batch_size,
-                               shuffle_buffer=d.shuffle_buffer, seed=cfg.trainer.seed, num_workers=d.num_workers,
-                               rank=rank if world > 1 else None, world_size=world if world > 1 else None)
+    place = dict(rank=rank if world > 1 else None, world_size=world if world > 1 else None)
+    if d.format == "lm_text":
+        batches = StreamingLM(LMTrainFile(cfg), vocabs["words"].encode, index=index, num_tokens=n,
+                              batch_size=cfg.trainer.batch_size, bptt=d.bptt, **place)
+    else:
+        batches = StreamingBatches(StreamingDataset(
+            read, _encoder(cfg, vocabs), num_examples=n, batch_size=cfg.trainer.batch_size,
+            shuffle_buffer=d.shuffle_buffer, seed=cfg.trainer.seed, num_workers=d.num_workers, **place))
     return Prepared(
-        model=model, vocabs=vocabs, metrics=metrics_for(cfg, vocabs), train=StreamingBatches(dataset),
+        model=model, vocabs=vocabs, metrics=metrics_for(cfg, vocabs), train=batches,
         dev=_batches(cfg, vocabs, dev, train=False) if dev else None,
         test=_batches(cfg, vocabs, test, train=False) if test else None,
         counts={"train": n, "dev": len(dev) if dev else 0, "test": len(test) if test else 0})

@@ -155,13 +155,14 @@ def test_a_bad_vocabulary_file_is_one_clear_error(tmp_path, content, message):
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"format": "ts", "streaming": True}, "streaming reads conllu, .* lazily; data.format 'ts' is read whole"),
+    ({"format": "ts", "streaming": True}, "streaming reads conllu, .* lazily; data.format .ts. is read whole"),
+    ({"format": "lm_text", "streaming": True, "num_workers": 1}, r"read in order .* num_workers \(1\) must be 0"),
     ({"format": "conll", "streaming": True, "dev_fraction": 0.1}, "cannot carve dev_fraction"),
     ({"format": "conll", "shuffle_buffer": 100}, r"shuffle_buffer \(100\) only apply with streaming: true"),
     ({"format": "conll", "num_workers": 2}, r"num_workers \(2\) only apply with streaming: true"),
 ])
 def test_streaming_options_that_cannot_apply_are_refused(tmp_path, data, message):
-    kind = "SequenceClassifier" if data["format"] == "ts" else "SequenceTagger"
+    kind = {"ts": "SequenceClassifier", "lm_text": "LanguageModel"}.get(data["format"], "SequenceTagger")
     with pytest.raises(ConfigError, match=message):
         config(tmp_path, {"train": "x", **data}, kind)
 
@@ -180,3 +181,45 @@ def test_the_cli_trains_streaming_and_reports_a_bad_line_in_one_line(tmp_path, c
     assert main(["train", str(cfg), "--overwrite"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("rnnkit train: error: ") and f"{f}:{lines + 1}: expected 2" in err[-1]
+
+
+# ------------------------------------------------------------------------------ lm_text
+
+def lm_file(tmp_path, lines=120):
+    f = tmp_path / "lm.txt"
+    f.write_text("".join(("\n" if i % 17 == 5 else " ".join(WORDS[(i * 3 + t) % 9] for t in range(1 + i % 5)) + "\n")
+                         for i in range(lines)))
+    return f
+
+
+@pytest.mark.parametrize("world, cap", [(1, None), (2, None), (3, 200)])
+def test_a_streamed_lm_gives_the_in_memory_lm_windows(tmp_path, monkeypatch, world, cap):
+    monkeypatch.setattr(run_module, "LM_INDEX_LINES", 7)  # many index lines: rows seek midway
+    f = lm_file(tmp_path)
+    data = {"format": "lm_text", "train": str(f), "bptt": 4, "max_train_examples": cap}
+    for rank in range(world):
+        memory = prepare(config(tmp_path, data, "LanguageModel", batch_size=5), rank=rank, world=world)
+        streamed = prepare(config(tmp_path, {**data, "streaming": True}, "LanguageModel", batch_size=5),
+                           rank=rank, world=world)
+        assert streamed.vocabs["words"] == memory.vocabs["words"]
+        a, b = list(memory.train), list(streamed.train)
+        assert len(b) == len(streamed.train) == len(memory.train) == len(a) > 3
+        for x, y in zip(a, b):
+            assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_streamed_lm_training_equals_in_memory_training(tmp_path):
+    f = lm_file(tmp_path)
+    data = {"format": "lm_text", "train": str(f), "dev": str(f), "bptt": 5}
+    memory = train(config(tmp_path, data, "LanguageModel", out="memory"))
+    streamed = train(config(tmp_path, {**data, "streaming": True}, "LanguageModel", out="streamed"))
+    assert streamed["dev"] == memory["dev"]
+
+
+def test_a_streamed_lm_file_that_lost_tokens_is_an_error(tmp_path):
+    f = lm_file(tmp_path)
+    p = prepare(config(tmp_path, {"format": "lm_text", "train": str(f), "bptt": 4, "streaming": True},
+                       "LanguageModel", batch_size=5))
+    f.write_text(f.read_text()[: len(f.read_text()) // 2])
+    with pytest.raises(ValueError, match="ended before token .* it changed since its tokens were counted"):
+        list(p.train)

@@ -55,9 +55,11 @@ def read_text(path: PathLike, encoding: str = "utf-8") -> str:
     return text
 
 
-def iter_lines(path: PathLike, encoding: str = "utf-8", *, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
+def iter_lines(path: PathLike, encoding: str = "utf-8", *, keep_ends: bool = False,
+               start: tuple[int, int] | None = None) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line)`` with 1-based numbers, without the line terminator
-    (``keep_ends=True``: with it, as the csv module wants its lines).
+    (``keep_ends=True``: with it, as the csv module wants its lines). ``start=(offset, number)``
+    begins at the line that starts at byte ``offset`` (``line_offsets``), numbered ``number``.
 
     Streams the file (a 5 GB GloVe file is never held in memory): bytes are split at ``\n``
     and each line is decoded on its own, which is exact for UTF-8 and for single- and multi-byte
@@ -73,6 +75,9 @@ def iter_lines(path: PathLike, encoding: str = "utf-8", *, keep_ends: bool = Fal
         except LookupError:
             raise ValueError(f"unknown encoding {encoding!r} for {path}") from None
         if codec.startswith(("utf-16", "utf-32")):
+            if start is not None:
+                raise ValueError(f"{path}: a {encoding} file cannot be read from a line midway; "
+                                 "convert it to UTF-8 (e.g. iconv -f utf-16 -t utf-8)")
             lines = read_text(path, encoding).split("\n")
             last = lines.pop() if lines[-1] == "" else None
             for number, line in enumerate(lines, start=1):
@@ -81,8 +86,10 @@ def iter_lines(path: PathLike, encoding: str = "utf-8", *, keep_ends: bool = Fal
                 else:
                     yield number, line[:-1] if line.endswith("\r") else line
             return
-        content = False
-        for number, line in _file_lines(f, path, encoding, keep_ends):
+        content = start is not None  # a file's tail may be blank
+        if start is not None:
+            f.seek(start[0])
+        for number, line in _file_lines(f, path, encoding, keep_ends, *(start or (0, 1))):
             content = content or bool(line.strip())
             yield number, line
     if not content:
@@ -121,12 +128,13 @@ def _decoded(stream: Iterable[bytes], name, encoding: str, hint: str, keep_ends:
 _BLOCK = 1 << 16  # bytes of lines decoded at once by iter_lines
 
 
-def _file_lines(f, path, encoding: str, keep_ends: bool) -> Iterator[tuple[int, str]]:
+def _file_lines(f, path, encoding: str, keep_ends: bool, offset: int = 0,
+                first: int = 1) -> Iterator[tuple[int, str]]:
     """``decode_lines`` of a file, decoding blocks of ~64 KB of whole lines at once (a
     per-line ``decode`` costs more than the parsing of a CoNLL line). A block that does not
     decode, or whose text does not split into its lines again, is decoded line by line, which
-    names the line of the error."""
-    number, offset = 0, 0
+    names the line of the error. Numbers lines from ``first``, at byte ``offset``."""
+    number = first - 1
     while raws := f.readlines(_BLOCK):
         data = b"".join(raws)
         try:
@@ -148,6 +156,19 @@ def _file_lines(f, path, encoding: str, keep_ends: bool) -> Iterator[tuple[int, 
                     yield number + i + 1, line[:-1] if line.endswith("\r") else line
         number += len(raws)
         offset += len(data)
+
+
+def line_offsets(path: PathLike, every: int) -> list[int]:
+    """Byte offsets of lines 1, 1 + every, 1 + 2 * every, ... of a file (``\n``-separated):
+    where ``iter_lines(start=...)`` can begin. A scan of the bytes, without decoding."""
+    offsets, number, offset = [], 0, 0
+    with open_bytes(path) as f:
+        for raw in f:
+            if number % every == 0:
+                offsets.append(offset)
+            number += 1
+            offset += len(raw)
+    return offsets
 
 
 def _decode_error(path, line: int, line_offset: int, raw: bytes, e: UnicodeDecodeError,

@@ -37,7 +37,7 @@ import torch
 
 from .batching import BucketBatchSampler, collate
 
-__all__ = ["StreamingDataset", "StreamingBatches", "count_batches"]
+__all__ = ["StreamingDataset", "StreamingBatches", "StreamingLM", "count_batches"]
 
 # Distinct generator seeds for each (window, shard) of a pass; window 0 of shard 0 uses ``seed``
 # itself, which is what makes a buffer holding the whole file equal the in-memory order.
@@ -213,3 +213,94 @@ class StreamingBatches:
                 first.append(batch)
             yield batch
         yield from first[:short]
+
+
+# ------------------------------------------------------------------------------ LM streams
+
+class StreamingLM:
+    """``LMStream``'s windows over a token stream read from a file, never held whole.
+
+    ``LMStream`` cuts the N - 1 (input, next token) pairs of the stream into B contiguous rows
+    and serves consecutive (B, bptt) windows, so that row b of window k + 1 continues row b of
+    window k. Here each row reads the file from its own starting token: ``read(start)`` yields
+    the token lists of the lines from ``start = (byte offset, line number)`` on, and ``index``
+    lists ``(byte offset, line number, tokens before that line)`` every so many lines (made by
+    the counting pass), so a row seeks to the nearest line before its first token and skips the
+    rest. The windows are exactly ``LMStream(ids, batch_size, bptt)``'s. Under DDP (rank and
+    world size from ``torch.distributed`` unless given) rank r reads its contiguous share of
+    the stream, as the in-memory run does: ``N // world`` pairs each, so every rank takes the
+    same number of steps. There is no shuffle (an LM stream is read in order) and no loader
+    worker: the B readers live in the training process.
+    """
+
+    def __init__(self, read: Callable[[tuple[int, int]], Iterable[list[str]]], encode: Callable[[list[str]], list[int]],
+                 *, index: list[tuple[int, int, int]], num_tokens: int, batch_size: int, bptt: int,
+                 rank: int | None = None, world_size: int | None = None) -> None:
+        if not index or index[0][2] != 0:
+            raise ValueError("index must start at the first line: (offset, line, 0 tokens before)")
+        self.read, self.encode, self.index = read, encode, index
+        self.num_tokens, self.batch_size, self.bptt = num_tokens, batch_size, bptt
+        self._rank, self._world = rank, world_size
+        lo, hi = self._share()
+        if hi - lo < batch_size + 1:
+            raise ValueError(f"the token stream has {hi - lo} ids for this process; B = batch_size = {batch_size} "
+                             f"streams need at least B + 1 = {batch_size + 1}")
+        q, r = divmod(hi - lo - 1, batch_size)  # the first r rows get q + 1 pairs, the rest q
+        self._rows = [(lo + b * q + min(b, r), q + (1 if b < r else 0)) for b in range(batch_size)]
+        self.stream_length = q + (1 if r else 0)
+
+    def _share(self) -> tuple[int, int]:
+        rank, world = (self._rank or 0, self._world or 1) if self._world is not None else _rank_world()
+        if world == 1:
+            return 0, self.num_tokens
+        share = self.num_tokens // world  # as run._lm_stream splits the in-memory stream
+        return rank * share, min((rank + 1) * share + 1, self.num_tokens)  # a slice's end
+
+    def set_epoch(self, epoch: int) -> None:
+        """The stream is read in order every epoch (as ``LMStream``); nothing to reseed."""
+
+    def __len__(self) -> int:
+        return math.ceil(self.stream_length / self.bptt)
+
+    def _ids_from(self, position: int) -> Iterator[int]:
+        import bisect
+
+        j = bisect.bisect_right([before for _, _, before in self.index], position) - 1
+        offset, line, before = self.index[j]
+        skip = position - before
+        for tokens in self.read((offset, line)):
+            if skip >= len(tokens):
+                skip -= len(tokens)
+                continue
+            yield from self.encode(tokens[skip:])
+            skip = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        from .batching import IGNORE_INDEX
+
+        B, L = self.batch_size, self.stream_length
+        readers = [self._ids_from(start) for start, _ in self._rows]
+
+        def take(b: int) -> int:
+            token = next(readers[b], None)
+            if token is None:
+                raise ValueError(f"the training file ended before token {self._rows[b][0]:,} + "
+                                 f"{self._rows[b][1]:,} of row {b}; it changed since its tokens were counted")
+            return token
+
+        current = [take(b) for b in range(B)]  # each row's next input token
+        for start in range(0, L, self.bptt):
+            T = min(self.bptt, L - start)
+            inputs = torch.zeros(B, T, dtype=torch.long)
+            labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
+            for b, (_, pairs) in enumerate(self._rows):
+                steps = min(T, pairs - start)  # a shorter row ends one step early, padded
+                if steps <= 0:
+                    continue
+                row = [current[b]]
+                for _ in range(steps):
+                    row.append(take(b))
+                inputs[b, :steps] = torch.tensor(row[:-1])
+                labels[b, :steps] = torch.tensor(row[1:])
+                current[b] = row[-1]
+            yield {"inputs": inputs, "labels": labels, "lengths": torch.full((B,), T, dtype=torch.long)}

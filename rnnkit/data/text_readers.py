@@ -377,9 +377,11 @@ def read_lm_text(path: PathLike, **options) -> list[str]:
 
 
 def iter_lm_text(path: PathLike, *, tokenizer: TokenizeFn | None = None, eos: str | None = "<eos>",
-                 skip_blank: bool = True, encoding: str = "utf-8") -> Iterator[list[str]]:
+                 skip_blank: bool = True, encoding: str = "utf-8",
+                 start: tuple[int, int] | None = None) -> Iterator[list[str]]:
     """Read plain text lazily for a language model: the tokens each line adds to the one token
-    stream (an empty list adds nothing).
+    stream (an empty list adds nothing), one list per line. ``start=(byte offset, line number)``
+    begins at that line (``iter_lines``), for reading a stream from several places at once.
 
     Each line is tokenised (default: whitespace words; ``Tokenizer("char")`` for characters) and
     followed by ``eos`` (PTB convention). For a character model that should predict line breaks
@@ -387,8 +389,8 @@ def iter_lm_text(path: PathLike, *, tokenizer: TokenizeFn | None = None, eos: st
     with ``skip_blank=True`` they add nothing, otherwise they add one ``eos``.
     """
     tokenize = _tokenizer(tokenizer)
-    found = False
-    for line_no, line in iter_lines(path, encoding):
+    found = start is not None  # a tail may hold no tokens
+    for line_no, line in iter_lines(path, encoding, start=start):
         if not line.strip():
             tokens = [eos] if not skip_blank and eos is not None else []
         else:
