@@ -14,6 +14,10 @@ rnnkit.models or rnnkit.training.
     loader = DataLoader(items, batch_sampler=BucketBatchSampler(
         [len(x["inputs"]) for x in items], batch_size=32, seed=0), collate_fn=collate)
     batches = Batches(items, batch_size=32, seed=0)   # the same without a DataLoader; set_epoch(e)
+
+A file larger than memory (``data.streaming``): the ``iter_*`` readers yield the same examples
+lazily, and ``rnnkit.data.streaming`` batches them from a bounded buffer, sharded by rank and
+DataLoader worker (``StreamingDataset``, ``StreamingBatches``; ``StreamingLM`` for token streams).
 """
 
 from .batching import IGNORE_INDEX, Batches, BucketBatchSampler, LMStream, collate
