@@ -220,7 +220,11 @@ def read_vocab_file(cfg: Config) -> tuple[dict, int | None]:
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: vocabs: not a vocabulary rnnkit wrote ({e}) (data.vocab)") from None
     train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
-    same = (train.get("bytes") == os.path.getsize(d.train) and train.get("path") == str(d.train)
+    try:
+        size = os.path.getsize(d.train)
+    except OSError:  # reading the train file will say what is wrong with it
+        size = None
+    same = (size is not None and train.get("bytes") == size and train.get("path") == str(d.train)
             and train.get("max_train_examples") == d.max_train_examples)
     n = train.get("examples") if same and isinstance(train.get("examples"), int) else None
     return vocabs, n
