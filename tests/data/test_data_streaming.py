@@ -197,3 +197,16 @@ def test_count_batches_is_the_bucket_sampler_count():
     for n in (1, 7, 50, 200, 201):
         assert count_batches(n, batch_size=4, bucket_factor=5) == len(
             BucketBatchSampler([1] * n, batch_size=4, bucket_factor=5))
+
+
+def test_rank_and_world_size_come_from_torch_distributed_when_it_is_initialised(monkeypatch):
+    import torch.distributed as dist
+
+    n = 30
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 3)
+    monkeypatch.setattr(dist, "get_rank", lambda: 2)
+    source = dataset(n)
+    assert source.place() == (2, 3)
+    assert sorted(i for batch in source for i in ids_of(batch)) == list(range(2, n, 3))
