@@ -125,8 +125,9 @@ class StreamingDataset(torch.utils.data.IterableDataset):
         """Batches shard ``shard`` yields in a pass: its full buffers and the rest, each batched."""
         n, size = self.shard_examples(shard), self.shuffle_buffer
         full, rest = divmod(n, size)
-        count = lambda m: count_batches(m, batch_size=self.batch_size, bucket_factor=self.bucket_factor)  # noqa: E731
-        return full * count(size) + count(rest)
+        per_buffer, last = (count_batches(m, batch_size=self.batch_size, bucket_factor=self.bucket_factor)
+                            for m in (size, rest))
+        return full * per_buffer + last
 
     def rank_batches(self, rank: int) -> int:
         """Batches all the workers of rank ``rank`` yield in a pass."""
