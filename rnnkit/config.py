@@ -24,8 +24,8 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from .training.options import OptimizerConfig, SchedulerConfig, Strict, TrainerConfig
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_config", "apply_overrides", "DATA_FORMATS",
-           "MODEL_TYPES", "DERIVED_OPTIONS", "TokenizerConfig", "TrainerConfig", "OptimizerConfig",
-           "SchedulerConfig"]
+           "STREAMING_FORMATS", "MODEL_TYPES", "DERIVED_OPTIONS", "TokenizerConfig", "TrainerConfig",
+           "OptimizerConfig", "SchedulerConfig"]
 
 
 class ConfigError(ValueError):
@@ -58,11 +58,35 @@ class _Data(Strict):
     truncate: bool = False                                # cut longer sequences instead of raising
     encoding: str = "utf-8"                               # text encoding of the files
     unk_replace: float = Field(0.0, ge=0, lt=1)           # train: a word seen once is <unk> with this chance
+    vocab: str | None = None                              # vocabulary file (a run's vocab.json) instead of fitting
+    streaming: bool = False                               # read train lazily, for files larger than memory
+    shuffle_buffer: int = Field(10_000, ge=1)             # streaming: examples shuffled and bucketed together
+    num_workers: int = Field(0, ge=0)                     # streaming: DataLoader workers reading train; 0: none
 
     @model_validator(mode="after")
     def _dev_source(self):
         if self.dev is not None and self.dev_fraction is not None:
             raise ValueError(f"give either dev ({self.dev!r}) or dev_fraction ({self.dev_fraction}), not both")
+        return self
+
+    @model_validator(mode="after")
+    def _streaming(self):
+        if not self.streaming:
+            # compared with the defaults, not model_fields_set: a checkpoint stores every field
+            given = [f"{name} ({getattr(self, name)})" for name in ("shuffle_buffer", "num_workers")
+                     if getattr(self, name) != type(self).model_fields[name].default]
+            if given:
+                raise ValueError(f"{', '.join(given)} only apply with streaming: true")
+            return self
+        if self.format not in STREAMING_FORMATS:
+            raise ValueError(f"streaming reads {', '.join(STREAMING_FORMATS)} lazily; data.format "
+                             f"{self.format!r} is read whole (set streaming: false)")
+        if self.format == "lm_text" and self.num_workers:
+            raise ValueError(f"an lm_text stream is read in order by the training process; num_workers "
+                             f"({self.num_workers}) must be 0")
+        if self.dev_fraction is not None:
+            raise ValueError(f"streaming cannot carve dev_fraction ({self.dev_fraction}) out of a file it "
+                             "does not hold; give a dev file")
         return self
 
 
@@ -201,6 +225,9 @@ DataConfig = Annotated[Union[ConlluData, ConllData, DelimitedData, JsonlData, La
 
 DATA_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "folder", "parallel", "lm_text", "ts",
                 "series")
+# The formats data.streaming reads lazily (a .ts file is a few MB of series, read whole; a folder
+# is one file per document already; a series is one table of numbers).
+STREAMING_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "parallel", "lm_text")
 
 # Which data formats each head can learn from.
 MODEL_TYPES = {

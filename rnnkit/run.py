@@ -14,22 +14,27 @@ that ``evaluate`` and ``predict`` read new files exactly as training read its ow
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 
 import torch
 
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, TokenizerConfig, parse_config
-from .data import (Batches, Encoder, LMStream, SeriesScaler, TaggedExample,
-                    TextExample, Tokenizer, Vocab, chronological_split, collate, read_conll, read_conllu,
-                    read_delimited, read_folder, read_jsonl, read_label_text, read_lm_text, read_parallel,
-                    read_series_table, read_ts, series_windows)
+from .data import (Batches, Encoder, LMStream, SeriesScaler, TaggedExample, TextExample, Tokenizer, Vocab,
+                   chronological_split, collate, iter_conll, iter_conllu, iter_delimited, iter_jsonl,
+                   iter_label_text, iter_lm_text, iter_parallel, read_folder, read_series_table, read_ts,
+                   series_windows)
+from .data._io import line_offsets
+from .data.streaming import StreamingBatches, StreamingDataset, StreamingLM
 from .training.metrics import (BleuMetrics, ClassificationMetrics, ClassPerplexityMetrics, ForecastMetrics,
                                PerplexityMetrics, RegressionMetrics, TaggingMetrics, mase_scale)
 from .training.trainer import Trainer, evaluate_batches, seed_everything
@@ -65,44 +70,53 @@ def word_form(data):
     return form
 
 
-def read_file(data, path: str | Path, *, label_type: str = "class"):
-    """Examples of one file, read as ``data`` (a data config section) describes."""
+def iter_file(data, path: str | Path, *, label_type: str = "class") -> Iterator:
+    """Examples of one file as they are read, as ``data`` (a data config section) describes;
+    ``lm_text``: the tokens of each line. Every text format but ``folder``; not ``ts``."""
     f, enc = data.format, data.encoding
     if f in ("conllu", "conll"):
         if f == "conllu":
-            examples = read_conllu(path, tag=data.tag, encoding=enc)
+            examples = iter_conllu(path, tag=data.tag, encoding=enc)
         else:
-            examples = read_conll(path, token_column=data.token_column, tag_column=data.tag_column,
+            examples = iter_conll(path, token_column=data.token_column, tag_column=data.tag_column,
                                   separator=data.separator, encoding=enc)
         form = word_form(data)
-        return examples if form is None else [replace(ex, tokens=form(ex.tokens)) for ex in examples]
+        return examples if form is None else (replace(ex, tokens=form(ex.tokens)) for ex in examples)
     if f in ("csv", "tsv"):
-        return read_delimited(path, text_column=data.text_column, label_column=data.label_column,
+        return iter_delimited(path, text_column=data.text_column, label_column=data.label_column,
                               delimiter="," if f == "csv" else "\t", header=data.header,
                               label_type=label_type, tokenizer=_tokenizer(data.tokenizer), encoding=enc)
     if f == "jsonl":
-        return read_jsonl(path, text_field=data.text_field, label_field=data.label_field,
+        return iter_jsonl(path, text_field=data.text_field, label_field=data.label_field,
                           label_type=label_type, tokenizer=_tokenizer(data.tokenizer), encoding=enc)
     if f == "label_text":
-        return read_label_text(path, label_type=label_type, tokenizer=_tokenizer(data.tokenizer),
+        return iter_label_text(path, label_type=label_type, tokenizer=_tokenizer(data.tokenizer),
                                encoding=enc)
-    if f == "folder":
+    if f == "parallel":
+        return iter_parallel(path, source_column=data.source_column, target_column=data.target_column,
+                             num_columns=data.num_columns, source_tokenizer=_tokenizer(data.source_tokenizer),
+                             target_tokenizer=_tokenizer(data.target_tokenizer), encoding=enc)
+    if f == "lm_text":
+        return iter_lm_text(path, tokenizer=_tokenizer(data.tokenizer), encoding=enc)
+    raise ValueError(f"data.format {f!r} is not read lazily")  # the schema keeps it from streaming
+
+
+def read_file(data, path: str | Path, *, label_type: str = "class"):
+    """Examples of one file, read whole as ``data`` (a data config section) describes:
+    ``iter_file``'s, in a list (``lm_text``: one token stream)."""
+    if data.format == "ts":
+        return read_ts(path, missing=data.missing, encoding=data.encoding).examples
+    if data.format == "series":  # the windows of the whole file
+        return _windows(data, _table(data, path))
+    if data.format == "folder":
         if label_type == "float":
             raise ValueError("data.format folder labels documents by their folder's name; a regression "
                              "target needs csv, tsv, jsonl or label_text")
         return read_folder(path, labels=data.labels, pattern=data.pattern, tokenizer=_tokenizer(data.tokenizer),
-                           markup=data.markup, encoding=enc)
-    if f == "parallel":
-        return read_parallel(path, source_column=data.source_column, target_column=data.target_column,
-                             num_columns=data.num_columns, source_tokenizer=_tokenizer(data.source_tokenizer),
-                             target_tokenizer=_tokenizer(data.target_tokenizer), encoding=enc)
-    if f == "lm_text":
-        return read_lm_text(path, tokenizer=_tokenizer(data.tokenizer), encoding=enc)
-    if f == "ts":
-        return read_ts(path, missing=data.missing, encoding=enc).examples
-    if f == "series":  # the windows of the whole file
-        return _windows(data, _table(data, path))
-    raise ValueError(f"data.format {f!r} has no reader")  # the schema makes this unreachable
+                           markup=data.markup, encoding=data.encoding)
+    if data.format == "lm_text":
+        return [token for line in iter_file(data, path) for token in line]
+    return list(iter_file(data, path, label_type=label_type))
 
 
 def _sample(examples: list, n: int, seed: int, *, by_label: bool) -> tuple[list, list]:
@@ -240,28 +254,25 @@ def _splits(cfg: Config, *, schemes_found: dict | None = None) -> tuple[list, li
     else:
         dev = _read(cfg, d.dev) if d.dev is not None else None
     test = _read(cfg, d.test) if d.test is not None else None
+    return (_cap(cfg, train, d.max_train_examples, 1), _cap(cfg, dev, d.max_eval_examples, 2),
+            _cap(cfg, test, d.max_eval_examples, 3))
 
-    def cap(examples, n, salt):
-        if not examples or n is None:
-            return examples
-        return _sample(examples, n, seed + salt, by_label=_by_label(cfg, examples))[0]
 
-    return (cap(train, d.max_train_examples, 1), cap(dev, d.max_eval_examples, 2),
-            cap(test, d.max_eval_examples, 3))
+def _cap(cfg: Config, examples: list | None, n: int | None, salt: int) -> list | None:
+    """``n`` of ``examples`` drawn as ``_sample`` draws (the seed salted per split)."""
+    if not examples or n is None:
+        return examples
+    return _sample(examples, n, cfg.trainer.seed + salt, by_label=_by_label(cfg, examples))[0]
 
 
 # ----------------------------------------------------------------------- vocabularies
 
 def fit_vocabs(cfg: Config, train: list) -> dict:
     """Vocabularies (and a series scaler) fitted on the training examples, as objects."""
-    d, kind = cfg.data, cfg.model.type
-    size = dict(min_freq=d.min_freq, max_size=d.max_vocab)
+    d = cfg.data
     out: dict = {}
     if d.format == "lm_text":
-        out["words"] = Vocab(**size).fit([train])
-    elif kind == "Seq2Seq":
-        out["words"] = Vocab(**size).fit(ex.source for ex in train)
-        out["target"] = Vocab(**size, name="target token").fit(ex.target for ex in train)
+        out["words"] = Vocab(min_freq=d.min_freq, max_size=d.max_vocab).fit([train])
     elif d.format == "series":
         if not isinstance(train, _TrainWindows):
             raise ValueError("a forecaster's MASE scale is fitted on the training rows of the series: "
@@ -277,15 +288,103 @@ def fit_vocabs(cfg: Config, train: list) -> dict:
         if d.scale:
             out["scaler"] = SeriesScaler().fit(train)
     else:
-        out["words"] = Vocab(**size).fit(ex.tokens for ex in train)
-        if kind == "SequenceTagger":
-            out["labels"] = Vocab.for_labels((t for ex in train for t in ex.tags), name="tag")
-            if d.chars:
-                out["chars"] = Vocab(specials=("<pad>", "<unk>"), name="char").fit_chars(
-                    ex.tokens for ex in train)
-        elif not is_regression(cfg):
-            out["labels"] = Vocab.for_labels((ex.label for ex in train), name="label")
+        out, _ = count_vocabs(cfg, train)
     return out
+
+
+def count_vocabs(cfg: Config, examples: Iterable) -> tuple[dict, int]:
+    """(vocabularies, number of examples) of text examples, in one pass over ``examples`` (a list,
+    or a file read lazily): the token counts are kept, never the examples."""
+    d, kind = cfg.data, cfg.model.type
+    words, target, labels, n = Counter(), Counter(), set(), 0
+    for ex in examples:
+        n += 1
+        if kind == "Seq2Seq":
+            words.update(ex.source)
+            target.update(ex.target)
+            continue
+        words.update(ex.tokens)
+        if kind == "SequenceTagger":
+            labels.update(ex.tags)
+        elif not is_regression(cfg):
+            labels.add(str(ex.label))
+    size = dict(min_freq=d.min_freq, max_size=d.max_vocab)
+    out = {"words": Vocab(**size).fit_counts(words)}
+    if kind == "Seq2Seq":
+        out["target"] = Vocab(**size, name="target token").fit_counts(target)
+    elif kind == "SequenceTagger":
+        out["labels"] = Vocab.for_labels(labels, name="tag")
+        if d.chars:  # a token seen c times adds c of each of its characters
+            chars = Counter()
+            for token, c in words.items():
+                for ch in token:
+                    chars[ch] += c
+            out["chars"] = Vocab(specials=("<pad>", "<unk>"), name="char").fit_counts(chars)
+    elif not is_regression(cfg):
+        out["labels"] = Vocab.for_labels(labels, name="label")
+    return out, n
+
+
+VOCAB_FILE = "vocab.json"  # what a streaming run writes to out_dir, and data.vocab reads
+
+
+def needed_vocabs(cfg: Config) -> tuple[str, ...]:
+    """The vocabularies (and scaler) a run of ``cfg`` encodes its data with."""
+    kind, d = cfg.model.type, cfg.data
+    if kind == "Seq2Seq":
+        return ("words", "target")
+    if kind == "LanguageModel":
+        return ("words",)
+    if kind == "SequenceTagger":
+        return ("words", "labels") + (("chars",) if d.chars else ())
+    if d.format == "ts":
+        return ("labels",) + (("scaler",) if d.scale else ())
+    return ("words",) if is_regression(cfg) else ("words", "labels")
+
+
+def write_vocab_file(path: str | Path, cfg: Config, vocabs: dict, num_examples: int) -> None:
+    """``{"vocabs": {name: Vocab.to_dict()}, "train": {...}}``: the vocabularies, and how many
+    examples the train file held (with its size in bytes and data.max_train_examples, so that
+    a run reading the same file with ``data.vocab`` needs no counting pass)."""
+    train = {"path": str(cfg.data.train), "bytes": os.path.getsize(cfg.data.train),
+             "max_train_examples": cfg.data.max_train_examples, "examples": num_examples}
+    Path(path).write_text(json.dumps({"vocabs": vocabs_to_json(vocabs), "train": train}, ensure_ascii=False)
+                          + "\n", encoding="utf-8")
+
+
+def read_vocab_file(cfg: Config) -> tuple[dict, int | None]:
+    """The vocabularies of ``data.vocab`` that ``cfg`` needs, and the number of training examples
+    the file records for this train file (None when it records none or another file)."""
+    path, d = Path(cfg.data.vocab), cfg.data
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such vocabulary file (data.vocab)") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}) (data.vocab)") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg}) (data.vocab)") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("vocabs"), dict):
+        raise ValueError(f'{path}: not a vocabulary file: expected a JSON object with "vocabs", as a run '
+                         f"writes to out_dir/{VOCAB_FILE} (data.vocab)")
+    need = needed_vocabs(cfg)
+    missing = [name for name in need if name not in raw["vocabs"]]
+    if missing:
+        raise ValueError(f"{path}: has no {', '.join(missing)} vocabulary; a {cfg.model.type} on "
+                         f"{d.format} needs {', '.join(need)} (data.vocab)")
+    try:
+        vocabs = vocabs_from_json({name: raw["vocabs"][name] for name in need})
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: vocabs: not a vocabulary rnnkit wrote ({e}) (data.vocab)") from None
+    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+    try:
+        size = os.path.getsize(d.train)
+    except OSError:  # reading the train file will say what is wrong with it
+        size = None
+    same = (size is not None and train.get("bytes") == size and train.get("path") == str(d.train)
+            and train.get("max_train_examples") == d.max_train_examples)
+    n = train.get("examples") if same and isinstance(train.get("examples"), int) else None
+    return vocabs, n
 
 
 def vocabs_to_json(vocabs: dict) -> dict:
@@ -338,6 +437,9 @@ class UnkReplace:
 
     def __init__(self, batches, vocab, p: float, *, seed: int) -> None:
         counts = getattr(vocab, "counts_", {})
+        if not counts:
+            raise ValueError("data.unk_replace needs the training words' counts; a vocabulary loaded "
+                             "from data.vocab has none (fit it from the train file instead)")
         singles = [vocab.stoi_[w] for w, c in counts.items() if c == 1 and w in vocab.stoi_]
         self.singleton = torch.zeros(len(vocab), dtype=torch.bool)
         self.singleton[singles] = True
@@ -458,9 +560,11 @@ class Prepared:
 def prepare(cfg: Config, *, rank: int = 0, world: int = 1) -> Prepared:
     from .models.registry import model_types
 
+    if cfg.data.streaming:
+        return _prepare_streaming(cfg, rank=rank, world=world)
     found: dict = {}
     train, dev, test = _splits(cfg, schemes_found=found)
-    vocabs = fit_vocabs(cfg, train)
+    vocabs = read_vocab_file(cfg)[0] if cfg.data.vocab is not None else fit_vocabs(cfg, train)
     seed_everything(cfg.trainer.seed)
     model = model_types()[cfg.model.type](**model_kwargs(cfg, vocabs, train))
     if cfg.model.type == "Forecaster" and model.scaling == "standard":  # on training rows only
@@ -480,6 +584,118 @@ def _scheme_extra(cfg: Config, p: Prepared) -> dict:
     if p.tag_scheme is None:
         return {}
     return {"tag_scheme": {"input": p.tag_scheme, "model": model_tag_scheme(cfg)}}
+
+
+# A streaming language model's rows seek to the nearest indexed line before their first token:
+# one index entry per this many lines (a few KB of index per GB, a few ms of skipping).
+LM_INDEX_LINES = 1000
+
+
+@dataclass(frozen=True)
+class LMTrainFile:
+    """``read(start)`` of a streaming language model: the token lists of the train file's lines
+    from ``start = (byte offset, line number)`` on."""
+
+    cfg: Config
+
+    def __call__(self, start: tuple[int, int]) -> Iterator[list[str]]:
+        d = self.cfg.data
+        return iter_lm_text(d.train, tokenizer=_tokenizer(d.tokenizer), encoding=d.encoding, start=start)
+
+
+def count_lm_tokens(cfg: Config, *, fit: bool) -> tuple[dict | None, int, list[tuple[int, int, int]]]:
+    """One pass over an lm_text train file: (the word vocabulary if ``fit``, the number of
+    tokens N -- the first ``data.max_train_examples`` -- and the index StreamingLM seeks by)."""
+    d = cfg.data
+    cap = d.max_train_examples
+    counts, n, marks = Counter(), 0, []
+    for i, tokens in enumerate(iter_file(d, d.train)):  # one list per line, blank lines too
+        if i % LM_INDEX_LINES == 0:
+            marks.append(n)
+        if cap is not None and n + len(tokens) >= cap:
+            tokens = tokens[:cap - n]
+        if fit:
+            counts.update(tokens)
+        n += len(tokens)
+        if cap is not None and n >= cap:
+            break
+    offsets = line_offsets(d.train, LM_INDEX_LINES)
+    index = [(offsets[j], j * LM_INDEX_LINES + 1, before) for j, before in enumerate(marks)]
+    vocabs = {"words": Vocab(min_freq=d.min_freq, max_size=d.max_vocab).fit_counts(counts)} if fit else None
+    return vocabs, n, index
+
+
+@dataclass(frozen=True)
+class TrainFile:
+    """``read()`` of a streaming run: the train file's examples as they are read (the first
+    ``data.max_train_examples``). A dataclass, so that DataLoader workers can be sent it."""
+
+    cfg: Config
+
+    def __call__(self) -> Iterator:
+        d = self.cfg.data
+        examples = iter_file(d, d.train, label_type="float" if is_regression(self.cfg) else "class")
+        if d.format == "conll" and self.cfg.model.type == "SequenceTagger" and d.tag_scheme != "none":
+            examples = _retag_each(self.cfg, examples)
+        return examples if d.max_train_examples is None else islice(examples, d.max_train_examples)
+
+
+def _retag_each(cfg: Config, examples: Iterable) -> Iterator:
+    """``_retag`` one sentence at a time, for a file read lazily: under ``tag_scheme: auto`` each
+    sentence's scheme is read from its own tags (E-/S-: IOBES; a chunk opened by I-: IOB1; else
+    IOB2). A file written in one scheme gets exactly the tags the whole-file reading gives; only
+    a file mixing schemes, which the whole-file reading refuses, passes sentence by sentence."""
+    from .data import schemes
+
+    declared, target = cfg.data.tag_scheme, model_tag_scheme(cfg)
+    for ex in examples:
+        if ex.tags is not None and schemes.span_tags(ex.tags):
+            scheme = schemes.detect([ex.tags]) if declared == "auto" else declared
+            schemes.check(ex.tags, scheme, ex.where)
+            if scheme != target:
+                ex = replace(ex, tags=schemes.convert(ex.tags, scheme, target))
+        elif ex.tags is not None and declared != "auto":
+            schemes.check(ex.tags, declared, ex.where)  # O only passes; other tags are named
+        yield ex
+
+
+def _prepare_streaming(cfg: Config, *, rank: int, world: int) -> Prepared:
+    """``prepare`` for ``data.streaming``: one pass over the train file counts its examples and
+    fits the vocabularies (or ``data.vocab`` gives them), then batches are read from the file
+    each epoch; dev and test are read whole."""
+    from .models.registry import model_types
+
+    d, read = cfg.data, TrainFile(cfg)
+    vocabs, n = read_vocab_file(cfg) if d.vocab is not None else (None, None)
+    if d.format == "lm_text":  # the rows' index is made by this pass whatever the vocabulary
+        counted, n, index = count_lm_tokens(cfg, fit=vocabs is None)
+        vocabs = vocabs or counted
+    elif vocabs is None:
+        vocabs, n = count_vocabs(cfg, read())
+    elif n is None:  # a vocabulary of another file (or of none): count this one
+        n = sum(1 for _ in read())
+    cap = d.max_eval_examples
+    dev = _cap(cfg, _read(cfg, d.dev), cap, 2) if d.dev is not None else None
+    test = _cap(cfg, _read(cfg, d.test), cap, 3) if d.test is not None else None
+    seed_everything(cfg.trainer.seed)
+    model = model_types()[cfg.model.type](**model_kwargs(cfg, vocabs, []))
+    place = dict(rank=rank if world > 1 else None, world_size=world if world > 1 else None)
+    if d.format == "lm_text":
+        batches = StreamingLM(LMTrainFile(cfg), vocabs["words"].encode, index=index, num_tokens=n,
+                              batch_size=cfg.trainer.batch_size, bptt=d.bptt, **place)
+    else:
+        batches = StreamingBatches(StreamingDataset(
+            read, _encoder(cfg, vocabs), num_examples=n, batch_size=cfg.trainer.batch_size,
+            shuffle_buffer=d.shuffle_buffer, seed=cfg.trainer.seed, num_workers=d.num_workers, **place))
+    if d.unk_replace:
+        batches = UnkReplace(batches, vocabs["words"], d.unk_replace, seed=cfg.trainer.seed + rank)
+    return Prepared(
+        model=model, vocabs=vocabs, metrics=metrics_for(cfg, vocabs), train=batches,
+        dev=_batches(cfg, vocabs, dev, train=False) if dev else None,
+        test=_batches(cfg, vocabs, test, train=False) if test else None,
+        counts={"train": n, "dev": len(dev) if dev else 0, "test": len(test) if test else 0},
+        # an auto scheme is read sentence by sentence here: only a declared one is the file's
+        tag_scheme=d.tag_scheme if getattr(d, "tag_scheme", "none") not in ("auto", "none") else None)
 
 
 def _limit_note(cfg: Config) -> str:
@@ -504,7 +720,8 @@ def train(cfg: Config, *, resume: bool = False, stream=None) -> dict:
     p = prepare(cfg, rank=rank, world=world)
     unit = {"lm_text": "tokens", "series": "windows"}.get(cfg.data.format, "examples")
     if rank == 0:
-        print(f"rnnkit train {cfg.name}: {p.counts['train']:,} train / {p.counts['dev']:,} dev / "
+        streamed = " (streamed)" if cfg.data.streaming else ""
+        print(f"rnnkit train {cfg.name}: {p.counts['train']:,} train{streamed} / {p.counts['dev']:,} dev / "
               f"{p.counts['test']:,} test {unit}; {cfg.model.type} with "
               f"{sum(x.numel() for x in p.model.parameters()):,} weights{_limit_note(cfg)}", file=stream, flush=True)
     trainer = Trainer(p.model, cfg.trainer, train=p.train, dev=p.dev, metrics=p.metrics,
@@ -521,6 +738,8 @@ def train(cfg: Config, *, resume: bool = False, stream=None) -> dict:
         best = ckpt.load(Path(cfg.trainer.out_dir) / "best")
         summary["test"] = evaluate_batches(best.model, p.test, p.metrics)
     summary["seconds"] = round(time.perf_counter() - start, 1)
+    if cfg.data.streaming:  # the next run on this file can skip the vocabulary pass (data.vocab)
+        write_vocab_file(Path(cfg.trainer.out_dir) / VOCAB_FILE, cfg, p.vocabs, p.counts["train"])
     out = Path(cfg.trainer.out_dir) / "results.json"
     out.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return summary

@@ -178,7 +178,7 @@ def test_cli_refuses_text_and_sampling_options_for_a_forecaster(tmp_path, capsys
                         "trainer": {**TRAINER, "epochs": 1, "out_dir": str(tmp_path / "run")}}))
     best = str(tmp_path / "run" / "best")
     assert cli.main(["predict", best, str(path), "--strategy", "sample"]) == 2
-    assert "strategy set how a Generator samples" in capsys.readouterr().err
+    assert "strategy set how a Generator or LanguageModel samples" in capsys.readouterr().err
     (tmp_path / "other.csv").write_text("t,y,x2\n" + "".join(f"{i},{i},{i}\n" for i in range(20)))
     assert cli.main(["predict", best, str(tmp_path / "other.csv")]) == 2
     assert "no column 'x'" in capsys.readouterr().err

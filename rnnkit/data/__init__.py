@@ -14,17 +14,22 @@ rnnkit.models or rnnkit.training.
     loader = DataLoader(items, batch_sampler=BucketBatchSampler(
         [len(x["inputs"]) for x in items], batch_size=32, seed=0), collate_fn=collate)
     batches = Batches(items, batch_size=32, seed=0)   # the same without a DataLoader; set_epoch(e)
+
+A file larger than memory (``data.streaming``): the ``iter_*`` readers yield the same examples
+lazily, and ``rnnkit.data.streaming`` batches them from a bounded buffer, sharded by rank and
+DataLoader worker (``StreamingDataset``, ``StreamingBatches``; ``StreamingLM`` for token streams).
 """
 
 from .batching import IGNORE_INDEX, Batches, BucketBatchSampler, LMStream, collate
-from .conll import read_conll, read_conllu
+from .conll import iter_conll, iter_conllu, read_conll, read_conllu
 from .embeddings import load_embeddings
 from .encode import Encoder
 from .examples import PairExample, SeriesExample, TaggedExample, TextExample
 from .series import SeriesScaler, TSData, read_series_csv, read_ts
 from .series_table import (SeriesTable, SeriesWindow, chronological_split, read_series_table,
                            series_windows)
-from .text_readers import (read_delimited, read_folder, read_jsonl, read_label_text, read_lines,
+from .text_readers import (iter_delimited, iter_jsonl, iter_label_text, iter_lm_text, iter_parallel,
+                           read_delimited, read_folder, read_jsonl, read_label_text, read_lines,
                            read_lm_text, read_parallel)
 from .tokenize import Tokenizer
 from .vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
@@ -35,6 +40,9 @@ __all__ = [
     "read_parallel", "read_lm_text", "read_conll", "read_conllu", "read_ts", "read_series_csv",
     "TSData", "SeriesScaler", "read_series_table", "SeriesTable", "SeriesWindow", "chronological_split",
     "series_windows",
+    # the same readers, lazily (data.streaming)
+    "iter_conll", "iter_conllu", "iter_delimited", "iter_jsonl", "iter_label_text", "iter_parallel",
+    "iter_lm_text",
     # examples
     "TextExample", "TaggedExample", "PairExample", "SeriesExample",
     # tokens and vocabularies

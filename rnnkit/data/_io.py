@@ -55,8 +55,11 @@ def read_text(path: PathLike, encoding: str = "utf-8") -> str:
     return text
 
 
-def iter_lines(path: PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, line)`` with 1-based numbers, without the line terminator.
+def iter_lines(path: PathLike, encoding: str = "utf-8", *, keep_ends: bool = False,
+               start: tuple[int, int] | None = None) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` with 1-based numbers, without the line terminator
+    (``keep_ends=True``: with it, as the csv module wants its lines). ``start=(offset, number)``
+    begins at the line that starts at byte ``offset`` (``line_offsets``), numbered ``number``.
 
     Streams the file (a 5 GB GloVe file is never held in memory): bytes are split at ``\n``
     and each line is decoded on its own, which is exact for UTF-8 and for single- and multi-byte
@@ -72,14 +75,21 @@ def iter_lines(path: PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, s
         except LookupError:
             raise ValueError(f"unknown encoding {encoding!r} for {path}") from None
         if codec.startswith(("utf-16", "utf-32")):
+            if start is not None:
+                raise ValueError(f"{path}: a {encoding} file cannot be read from a line midway; "
+                                 "convert it to UTF-8 (e.g. iconv -f utf-16 -t utf-8)")
             lines = read_text(path, encoding).split("\n")
-            if lines[-1] == "":
-                lines.pop()
+            last = lines.pop() if lines[-1] == "" else None
             for number, line in enumerate(lines, start=1):
-                yield number, line[:-1] if line.endswith("\r") else line
+                if keep_ends:
+                    yield number, line + ("\n" if number < len(lines) or last is not None else "")
+                else:
+                    yield number, line[:-1] if line.endswith("\r") else line
             return
-        content = False
-        for number, line in decode_lines(f, path, encoding):
+        content = start is not None  # a file's tail may be blank
+        if start is not None:
+            f.seek(start[0])
+        for number, line in _file_lines(f, path, encoding, keep_ends, *(start or (0, 1))):
             content = content or bool(line.strip())
             yield number, line
     if not content:
@@ -90,13 +100,18 @@ ENCODING_HINT = "if the file uses another encoding, pass encoding=..., e.g. enco
 
 
 def decode_lines(stream: Iterable[bytes], name, encoding: str = "utf-8",
-                 hint: str = ENCODING_HINT) -> Iterator[tuple[int, str]]:
+                 hint: str = ENCODING_HINT, *, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
     """``(line_number, line)`` of a binary stream (an open file, ``sys.stdin.buffer``), decoded
-    as ``iter_lines`` does: a leading byte-order mark dropped, ``\n`` / ``\r\n`` removed, and
-    undecodable bytes an error naming ``name:line``, ending with ``hint``. Empty input yields
-    nothing. Not for UTF-16/32, whose bytes cannot be split at ``\n``."""
-    offset = 0
-    for number, raw in enumerate(stream, start=1):
+    as ``iter_lines`` does: a leading byte-order mark dropped, ``\n`` / ``\r\n`` removed (kept
+    with ``keep_ends``), and undecodable bytes an error naming ``name:line``, ending with
+    ``hint``. Empty input yields nothing. Not for UTF-16/32, whose bytes cannot be split at ``\n``."""
+    return _decoded(stream, name, encoding, hint, keep_ends)
+
+
+def _decoded(stream: Iterable[bytes], name, encoding: str, hint: str, keep_ends: bool, first: int = 1,
+             offset: int = 0) -> Iterator[tuple[int, str]]:
+    """``decode_lines``, numbering from line ``first`` at byte ``offset``."""
+    for number, raw in enumerate(stream, start=first):
         try:
             line = raw.decode(encoding)
         except UnicodeDecodeError as e:
@@ -104,9 +119,56 @@ def decode_lines(stream: Iterable[bytes], name, encoding: str = "utf-8",
         if number == 1 and line.startswith("\ufeff"):
             line = line[1:]
         offset += len(raw)
-        line = line[:-1] if line.endswith("\n") else line
-        line = line[:-1] if line.endswith("\r") else line
+        if not keep_ends:
+            line = line[:-1] if line.endswith("\n") else line
+            line = line[:-1] if line.endswith("\r") else line
         yield number, line
+
+
+_BLOCK = 1 << 16  # bytes of lines decoded at once by iter_lines
+
+
+def _file_lines(f, path, encoding: str, keep_ends: bool, offset: int = 0,
+                first: int = 1) -> Iterator[tuple[int, str]]:
+    """``decode_lines`` of a file, decoding blocks of ~64 KB of whole lines at once (a
+    per-line ``decode`` costs more than the parsing of a CoNLL line). A block that does not
+    decode, or whose text does not split into its lines again, is decoded line by line, which
+    names the line of the error. Numbers lines from ``first``, at byte ``offset``."""
+    number = first - 1
+    while raws := f.readlines(_BLOCK):
+        data = b"".join(raws)
+        try:
+            lines = data.decode(encoding).split("\n")
+        except UnicodeDecodeError:
+            lines = None
+        if lines is not None and lines[-1] == "":
+            lines.pop()
+        if lines is None or len(lines) != len(raws):
+            yield from _decoded(raws, path, encoding, ENCODING_HINT, keep_ends, number + 1, offset)
+        else:
+            if number == 0 and lines and lines[0].startswith("\ufeff"):
+                lines[0] = lines[0][1:]
+            last = len(lines) - 1
+            for i, line in enumerate(lines):
+                if keep_ends:
+                    yield number + i + 1, line + "\n" if i < last or raws[-1].endswith(b"\n") else line
+                else:
+                    yield number + i + 1, line[:-1] if line.endswith("\r") else line
+        number += len(raws)
+        offset += len(data)
+
+
+def line_offsets(path: PathLike, every: int) -> list[int]:
+    """Byte offsets of lines 1, 1 + every, 1 + 2 * every, ... of a file (``\n``-separated):
+    where ``iter_lines(start=...)`` can begin. A scan of the bytes, without decoding."""
+    offsets, number, offset = [], 0, 0
+    with open_bytes(path) as f:
+        for raw in f:
+            if number % every == 0:
+                offsets.append(offset)
+            number += 1
+            offset += len(raw)
+    return offsets
 
 
 def _decode_error(path, line: int, line_offset: int, raw: bytes, e: UnicodeDecodeError,

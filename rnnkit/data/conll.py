@@ -1,23 +1,32 @@
 """CoNLL column files (CoNLL-2003 NER, MSRA ``char<TAB>tag``) and CoNLL-U (Universal Dependencies).
 
-Both return ``TaggedExample(tokens, tags, where)`` per sentence; ``where`` is the sentence's first
-line. Sentences end at blank lines; every malformed line is an error naming ``path:line``.
+``iter_conll`` / ``iter_conllu`` yield ``TaggedExample(tokens, tags, where)`` per sentence as
+they read (what ``data.streaming`` uses); ``read_conll`` / ``read_conllu`` are the lists of the
+same. ``where`` is the sentence's first line. Sentences end at blank lines; every malformed line
+is an error naming ``path:line``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from ._io import PathLike, iter_lines, show
 from .examples import TaggedExample
 
-__all__ = ["read_conll", "read_conllu", "CONLLU_TAGS"]
+__all__ = ["read_conll", "read_conllu", "iter_conll", "iter_conllu", "CONLLU_TAGS"]
 
 
-def read_conll(path: PathLike, *, token_column: int = 0, tag_column: int | None = -1,
+def read_conll(path: PathLike, **options) -> list[TaggedExample]:
+    """Read a CoNLL column file whole: ``list(iter_conll(path, **options))``."""
+    return list(iter_conll(path, **options))
+
+
+def iter_conll(path: PathLike, *, token_column: int = 0, tag_column: int | None = -1,
                num_columns: int | None = None, separator: str | None = None,
-               docstart: str | None = "-DOCSTART-", encoding: str = "utf-8") -> list[TaggedExample]:
-    """Read a CoNLL column file: one token per line, columns separated, blank line between sentences.
+               docstart: str | None = "-DOCSTART-", encoding: str = "utf-8") -> Iterator[TaggedExample]:
+    """Read a CoNLL column file lazily, one sentence at a time: one token per line, columns
+    separated, a blank line between sentences.
 
     Args:
         token_column, tag_column: 0-based (negative counts from the end) column of the token and
@@ -29,30 +38,36 @@ def read_conll(path: PathLike, *, token_column: int = 0, tag_column: int | None 
         docstart: a token that marks a document boundary (``-DOCSTART- -X- -X- O``); such lines
             end the current sentence and are not tokens. None treats them as ordinary lines.
 
-    Returns one ``TaggedExample`` per sentence.
+    Yields one ``TaggedExample`` per sentence; a file without any is an error (raised once it is
+    read to its end).
     """
-    sentences: list[TaggedExample] = []
     tokens: list[str] = []
     tags: list[str] = []
-    start = 0
+    start, found = 0, False
 
     def flush():
+        sentence = None
         if tokens:
-            sentences.append(TaggedExample(list(tokens), list(tags) if tag_column is not None else None,
-                                           f"{path}:{start}"))
+            sentence = TaggedExample(list(tokens), list(tags) if tag_column is not None else None,
+                                     f"{path}:{start}")
         tokens.clear()
         tags.clear()
+        return sentence
 
     for line_no, line in iter_lines(path, encoding):
         if not line.strip():
-            flush()
+            if (sentence := flush()) is not None:
+                found = True
+                yield sentence
             continue
         if separator is None:
             separator = "\t" if "\t" in line else " "
         # split(None) collapses runs of spaces; a tab-separated file keeps empty fields visible.
         fields = line.split("\t") if separator == "\t" else line.split(None if separator == " " else separator)
         if docstart is not None and fields[0] == docstart:
-            flush()
+            if (sentence := flush()) is not None:
+                found = True
+                yield sentence
             continue
         if num_columns is None:
             num_columns = len(fields)
@@ -67,17 +82,19 @@ def read_conll(path: PathLike, *, token_column: int = 0, tag_column: int | None 
         if len(fields) != num_columns:
             raise ValueError(f"{path}:{line_no}: expected {num_columns} {sep_name}-separated columns, "
                              f"got {len(fields)}: {show(line)}")
-        if any(not f.strip() for f in fields):
+        # split(None) never gives an empty field; a tab or another separator can
+        if separator != " " and any(not f.strip() for f in fields):
             raise ValueError(f"{path}:{line_no}: empty column in {show(line)}")
         if not tokens:
             start = line_no
         tokens.append(fields[token_column])
         if tag_column is not None:
             tags.append(fields[tag_column])
-    flush()
-    if not sentences:
+    if (sentence := flush()) is not None:
+        found = True
+        yield sentence
+    if not found:
         raise ValueError(f"{path}: no sentences found")
-    return sentences
 
 
 # ------------------------------------------------------------------------------ CoNLL-U
@@ -90,9 +107,15 @@ _RANGE_ID = re.compile(r"([1-9][0-9]*)-([1-9][0-9]*)")
 _EMPTY_ID = re.compile(r"(0|[1-9][0-9]*)\.([1-9][0-9]*)")
 
 
-def read_conllu(path: PathLike, *, tag: str | None = "upos", lowercase: bool = False,
-                encoding: str = "utf-8") -> list[TaggedExample]:
-    """Read a CoNLL-U file (10 tab-separated columns) as tagged syntactic words.
+def read_conllu(path: PathLike, **options) -> list[TaggedExample]:
+    """Read a CoNLL-U file whole: ``list(iter_conllu(path, **options))``."""
+    return list(iter_conllu(path, **options))
+
+
+def iter_conllu(path: PathLike, *, tag: str | None = "upos", lowercase: bool = False,
+                encoding: str = "utf-8") -> Iterator[TaggedExample]:
+    """Read a CoNLL-U file (10 tab-separated columns) lazily, one sentence at a time, as tagged
+    syntactic words.
 
     Args:
         tag: which column is the tag: ``"upos"``, ``"xpos"`` or ``"deprel"``; None for no tags.
@@ -107,10 +130,9 @@ def read_conllu(path: PathLike, *, tag: str | None = "upos", lowercase: bool = F
     if tag is not None and tag not in CONLLU_TAGS:
         raise ValueError(f"tag must be one of {', '.join(CONLLU_TAGS)} or None; got {tag!r}")
     tag_i = CONLLU_TAGS.get(tag)
-    sentences: list[TaggedExample] = []
     words: list[str] = []
     tags: list[str] = []
-    state = {"start": 0, "range_end": 0, "range_line": 0}  # start = the sentence's first data line
+    state = {"start": 0, "range_end": 0, "range_line": 0, "found": False}  # start = first data line
 
     def flush():
         if state["range_end"] > len(words):
@@ -118,17 +140,21 @@ def read_conllu(path: PathLike, *, tag: str | None = "upos", lowercase: bool = F
                              f"a multi-word token that covers words up to {state['range_end']}")
         if state["start"] and not words:
             raise ValueError(f"{path}:{state['start']}: sentence has no words (only empty nodes)")
+        sentence = None
         if words:
-            sentences.append(TaggedExample(list(words), list(tags) if tag is not None else None,
-                                           f"{path}:{state['start']}"))
+            sentence = TaggedExample(list(words), list(tags) if tag is not None else None,
+                                     f"{path}:{state['start']}")
+            state["found"] = True
         words.clear()
         tags.clear()
         state.update(start=0, range_end=0)
+        return sentence
 
     for line_no, line in iter_lines(path, encoding):
         where = f"{path}:{line_no}"
         if not line.strip():
-            flush()
+            if (sentence := flush()) is not None:
+                yield sentence
             continue
         if line.startswith("#"):
             continue
@@ -164,7 +190,7 @@ def read_conllu(path: PathLike, *, tag: str | None = "upos", lowercase: bool = F
         else:
             raise ValueError(f"{where}: ID {id_!r} is not a word ID (3), a range (3-4) or an empty "
                              f"node (3.1): {show(line)}")
-    flush()
-    if not sentences:
+    if (sentence := flush()) is not None:
+        yield sentence
+    if not state["found"]:
         raise ValueError(f"{path}: no sentences found")
-    return sentences

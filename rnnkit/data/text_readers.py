@@ -3,26 +3,29 @@ files, folders of documents, parallel text, and plain text for language models.
 
 Each reader returns a list of examples (``examples.py``) and raises ValueError with
 ``path:line: why`` for anything it cannot read faithfully. Nothing is skipped or repaired silently.
+The readers of the config's formats have a lazy form, ``iter_*``, that yields the same examples
+as it reads a line (what ``data.streaming`` uses); ``read_*`` is the list of it, so each format
+has one parser.
 """
 
 from __future__ import annotations
 
 import csv
 import html
-import io
 import json
 import math
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from ._io import PathLike, iter_lines, read_text, show, short_list
+from ._io import PathLike, iter_lines, show, short_list
 from .examples import PairExample, TextExample
 from .tokenize import Tokenizer
 
 __all__ = ["read_delimited", "read_jsonl", "read_label_text", "read_lines", "read_folder",
-           "read_parallel", "read_lm_text", "strip_markup"]
+           "read_parallel", "read_lm_text", "strip_markup", "iter_delimited", "iter_jsonl", "iter_label_text",
+           "iter_parallel", "iter_lm_text"]
 
 TokenizeFn = Callable[[str], list]
 LABEL_TYPES = ("class", "float")
@@ -110,14 +113,29 @@ def _not_empty(examples: list, path: PathLike) -> list:
     return examples
 
 
+def _none_empty(examples: Iterator, path: PathLike, what: str = "examples") -> Iterator:
+    """``examples`` as they come; an error at the end if there were none."""
+    found = False
+    for example in examples:
+        found = True
+        yield example
+    if not found:
+        raise ValueError(f"{path}: no {what} found")
+
+
 # ------------------------------------------------------------------------------ CSV / TSV
 
-def read_delimited(path: PathLike, *, text_column: str | int = "text",
+def read_delimited(path: PathLike, **options) -> list[TextExample]:
+    """Read a CSV or TSV file whole: ``list(iter_delimited(path, **options))``."""
+    return list(iter_delimited(path, **options))
+
+
+def iter_delimited(path: PathLike, *, text_column: str | int = "text",
                    label_column: str | int | None = "label", delimiter: str | None = None,
                    header: bool = True, quoting: bool | None = None, label_type: str = "class",
                    tokenizer: TokenizeFn | None = None, skip_empty: bool = False,
-                   encoding: str = "utf-8") -> list[TextExample]:
-    """Read a CSV or TSV file with a text column and an optional label column.
+                   encoding: str = "utf-8") -> Iterator[TextExample]:
+    """Read a CSV or TSV file with a text column and an optional label column, lazily.
 
     Args:
         text_column, label_column: column names (with ``header=True``) or 0-based indices.
@@ -132,7 +150,7 @@ def read_delimited(path: PathLike, *, text_column: str | int = "text",
         skip_empty: skip rows whose text has no tokens (reported in one warning); by default
             they are an error (ChnSentiCorp_htl_all.csv has one, at line 6376).
 
-    Returns a list of ``TextExample(tokens, label, where)``.
+    Yields ``TextExample(tokens, label, where)``.
     """
     _check_label_type(label_type)
     path = Path(path)
@@ -146,7 +164,9 @@ def read_delimited(path: PathLike, *, text_column: str | int = "text",
     sep_name = {"\t": "tab", ",": "comma"}.get(delimiter, repr(delimiter))
     tokenize = _tokenizer(tokenizer)
 
-    reader = csv.reader(io.StringIO(read_text(path, encoding), newline=""), delimiter=delimiter,
+    # lines with their ends, as csv wants them (a quoted field may hold a line break)
+    lines = (line for _, line in iter_lines(path, encoding, keep_ends=True))
+    reader = csv.reader(lines, delimiter=delimiter,
                         quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE, strict=True)
     rows = _csv_rows(reader, path)
     first_line, first = next(rows, (1, None))
@@ -168,7 +188,7 @@ def read_delimited(path: PathLike, *, text_column: str | int = "text",
         text_i, label_i = text_column, label_column
 
     guard, report = _skipping(skip_empty, path)
-    examples = []
+    found = False
     for line, row in rows:
         where = f"{path}:{line}"
         if len(row) != width:
@@ -179,9 +199,11 @@ def read_delimited(path: PathLike, *, text_column: str | int = "text",
             continue
         label = None if label_i is None else _label(row[label_i], label_type, where,
                                                     f"column {names[label_i]!r}")
-        examples.append(TextExample(tokens, label, where))
+        found = True
+        yield TextExample(tokens, label, where)
     report()
-    return _not_empty(examples, path)
+    if not found:
+        raise ValueError(f"{path}: no examples found")
 
 
 def _csv_rows(reader, path):
@@ -213,17 +235,22 @@ def _column_index(column, names: list[str], path, arg: str) -> int:
 
 # ------------------------------------------------------------------------------ JSONL
 
-def read_jsonl(path: PathLike, *, text_field: str = "text", label_field: str | None = "label",
+def read_jsonl(path: PathLike, **options) -> list[TextExample]:
+    """Read a JSONL file whole: ``list(iter_jsonl(path, **options))``."""
+    return list(iter_jsonl(path, **options))
+
+
+def iter_jsonl(path: PathLike, *, text_field: str = "text", label_field: str | None = "label",
                label_type: str = "class", tokenizer: TokenizeFn | None = None,
-               skip_empty: bool = False, encoding: str = "utf-8") -> list[TextExample]:
-    """Read one JSON object per line. ``text_field`` holds a string (tokenised) or a list of
+               skip_empty: bool = False, encoding: str = "utf-8") -> Iterator[TextExample]:
+    """Read one JSON object per line, lazily. ``text_field`` holds a string (tokenised) or a list of
     tokens; ``label_field`` a class name/int or a number (``label_type="float"``), or None for
     unlabelled input. Blank lines are allowed (many writers end with one). ``skip_empty`` as in
     ``read_delimited``."""
     _check_label_type(label_type)
     tokenize = _tokenizer(tokenizer)
     guard, report = _skipping(skip_empty, path)
-    examples = []
+    found = False
     for line_no, line in iter_lines(path, encoding):
         if not line.strip():
             continue
@@ -242,27 +269,35 @@ def read_jsonl(path: PathLike, *, text_field: str = "text", label_field: str | N
             continue
         label = None if label_field is None else _label(record[label_field], label_type, where,
                                                         f"field {label_field!r}")
-        examples.append(TextExample(tokens, label, where))
+        found = True
+        yield TextExample(tokens, label, where)
     report()
-    return _not_empty(examples, path)
+    if not found:
+        raise ValueError(f"{path}: no examples found")
 
 
 # ------------------------------------------------------------------------------ line files
 
-def read_label_text(path: PathLike, *, label_type: str = "class", tokenizer: TokenizeFn | None = None,
-                    encoding: str = "utf-8") -> list[TextExample]:
-    """Read ``label<space>text`` lines (SST-2 sentence level: ``1 a stirring , funny ...``)."""
+def read_label_text(path: PathLike, **options) -> list[TextExample]:
+    """Read a ``label text`` file whole: ``list(iter_label_text(path, **options))``."""
+    return list(iter_label_text(path, **options))
+
+
+def iter_label_text(path: PathLike, *, label_type: str = "class", tokenizer: TokenizeFn | None = None,
+                    encoding: str = "utf-8") -> Iterator[TextExample]:
+    """Read ``label<space>text`` lines (SST-2 sentence level: ``1 a stirring , funny ...``) lazily."""
     _check_label_type(label_type)
     tokenize = _tokenizer(tokenizer)
-    examples = []
-    for line_no, line in iter_lines(path, encoding):
-        where = f"{path}:{line_no}"
-        parts = line.split(None, 1)
-        if len(parts) != 2:
-            raise ValueError(f"{where}: expected 'label text', got {show(line)}")
-        label = _label(parts[0], label_type, where, "the label (first field)")
-        examples.append(TextExample(_tokens(parts[1], tokenize, where, "the text"), label, where))
-    return _not_empty(examples, path)
+
+    def examples():
+        for line_no, line in iter_lines(path, encoding):
+            where = f"{path}:{line_no}"
+            parts = line.split(None, 1)
+            if len(parts) != 2:
+                raise ValueError(f"{where}: expected 'label text', got {show(line)}")
+            label = _label(parts[0], label_type, where, "the label (first field)")
+            yield TextExample(_tokens(parts[1], tokenize, where, "the text"), label, where)
+    return _none_empty(examples(), path)
 
 
 def read_lines(path: PathLike, *, label: str | float | None = None, tokenizer: TokenizeFn | None = None,
@@ -326,12 +361,17 @@ def read_folder(root: PathLike, *, labels: Sequence[str] | None = None, pattern:
 
 # ------------------------------------------------------------------------------ parallel text
 
-def read_parallel(path: PathLike, *, source_column: int = 0, target_column: int = 1,
+def read_parallel(path: PathLike, **options) -> list[PairExample]:
+    """Read parallel text whole: ``list(iter_parallel(path, **options))``."""
+    return list(iter_parallel(path, **options))
+
+
+def iter_parallel(path: PathLike, *, source_column: int = 0, target_column: int = 1,
                   num_columns: int | None = None, tokenizer: TokenizeFn | None = None,
                   source_tokenizer: TokenizeFn | None = None,
                   target_tokenizer: TokenizeFn | None = None,
-                  encoding: str = "utf-8") -> list[PairExample]:
-    """Read ``source<TAB>target`` lines (the fra-eng format: ``english<TAB>french[<TAB>attribution]``).
+                  encoding: str = "utf-8") -> Iterator[PairExample]:
+    """Read ``source<TAB>target`` lines lazily (the fra-eng format: ``english<TAB>french[<TAB>attribution]``).
 
     ``source_column`` / ``target_column`` pick the direction (swap them to translate the other
     way). ``num_columns`` fixes the exact column count; by default a line needs at least enough
@@ -344,25 +384,35 @@ def read_parallel(path: PathLike, *, source_column: int = 0, target_column: int 
                          f"got {source_column}, {target_column}")
     tokenize_src = source_tokenizer or _tokenizer(tokenizer)
     tokenize_tgt = target_tokenizer or _tokenizer(tokenizer)
-    examples = []
-    for line_no, line in iter_lines(path, encoding):
-        where = f"{path}:{line_no}"
-        fields = line.split("\t")
-        if (num_columns is not None and len(fields) != num_columns) or len(fields) < need:
-            expected = num_columns if num_columns is not None else f"at least {need}"
-            raise ValueError(f"{where}: expected {expected} tab-separated columns, got {len(fields)}: "
-                             f"{show(line)}")
-        source = _tokens(fields[source_column], tokenize_src, where, f"source column {source_column}")
-        target = _tokens(fields[target_column], tokenize_tgt, where, f"target column {target_column}")
-        examples.append(PairExample(source, target, where))
-    return _not_empty(examples, path)
+
+    def examples():
+        for line_no, line in iter_lines(path, encoding):
+            where = f"{path}:{line_no}"
+            fields = line.split("\t")
+            if (num_columns is not None and len(fields) != num_columns) or len(fields) < need:
+                expected = num_columns if num_columns is not None else f"at least {need}"
+                raise ValueError(f"{where}: expected {expected} tab-separated columns, got {len(fields)}: "
+                                 f"{show(line)}")
+            source = _tokens(fields[source_column], tokenize_src, where, f"source column {source_column}")
+            target = _tokens(fields[target_column], tokenize_tgt, where, f"target column {target_column}")
+            yield PairExample(source, target, where)
+    return _none_empty(examples(), path)
 
 
 # ------------------------------------------------------------------------------ language models
 
-def read_lm_text(path: PathLike, *, tokenizer: TokenizeFn | None = None, eos: str | None = "<eos>",
-                 skip_blank: bool = True, encoding: str = "utf-8") -> list[str]:
-    """Read plain text as one token stream for a language model.
+def read_lm_text(path: PathLike, **options) -> list[str]:
+    """Read plain text whole as one token stream: the lines of ``iter_lm_text(path, **options)``
+    joined."""
+    return [token for line in iter_lm_text(path, **options) for token in line]
+
+
+def iter_lm_text(path: PathLike, *, tokenizer: TokenizeFn | None = None, eos: str | None = "<eos>",
+                 skip_blank: bool = True, encoding: str = "utf-8",
+                 start: tuple[int, int] | None = None) -> Iterator[list[str]]:
+    """Read plain text lazily for a language model: the tokens each line adds to the one token
+    stream (an empty list adds nothing), one list per line. ``start=(byte offset, line number)``
+    begins at that line (``iter_lines``), for reading a stream from several places at once.
 
     Each line is tokenised (default: whitespace words; ``Tokenizer("char")`` for characters) and
     followed by ``eos`` (PTB convention). For a character model that should predict line breaks
@@ -370,15 +420,13 @@ def read_lm_text(path: PathLike, *, tokenizer: TokenizeFn | None = None, eos: st
     with ``skip_blank=True`` they add nothing, otherwise they add one ``eos``.
     """
     tokenize = _tokenizer(tokenizer)
-    stream: list[str] = []
-    for line_no, line in iter_lines(path, encoding):
+    found = start is not None  # a tail may hold no tokens
+    for line_no, line in iter_lines(path, encoding, start=start):
         if not line.strip():
-            if not skip_blank and eos is not None:
-                stream.append(eos)
-            continue
-        stream.extend(_split(tokenize, line, f"{path}:{line_no}"))
-        if eos is not None:
-            stream.append(eos)
-    if not stream:
+            tokens = [eos] if not skip_blank and eos is not None else []
+        else:
+            tokens = _split(tokenize, line, f"{path}:{line_no}") + ([eos] if eos is not None else [])
+        found = found or bool(tokens)
+        yield tokens
+    if not found:
         raise ValueError(f"{path}: no tokens found")
-    return stream

@@ -12,7 +12,7 @@ Two kinds, one class:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from ._io import short_list
 
@@ -33,7 +33,8 @@ class Vocab:
         unk: the token unknown tokens map to, or None to make an unknown token an error.
         name: what the entries are ("token", "char", "label", "tag"), used in error messages.
 
-    ``fit(sequences)`` counts tokens (``fit_chars`` the characters of the tokens) and sets the
+    ``fit(sequences)`` counts tokens (``fit_chars`` the characters of the tokens; ``fit_counts``
+    takes the counts made elsewhere) and sets the
     fitted state ``itos_`` (id -> token), ``stoi_`` (token -> id) and ``counts_``. Ties in
     frequency are broken alphabetically, so the ids do not depend on the order of the data.
     """
@@ -82,6 +83,12 @@ class Vocab:
                 raise TypeError("fit expects an iterable of token lists; got a str inside it "
                                 "(for labels use Vocab.for_labels)")
             counts.update(seq)
+        return self.fit_counts(counts)
+
+    def fit_counts(self, counts: Mapping[str, int]) -> Vocab:
+        """Build the map from token counts already made (``fit`` counts, then calls this): what a
+        one-pass reader of a file too large to hold (``data.streaming``) uses."""
+        counts = counts if isinstance(counts, Counter) else Counter(counts)
         kept = sorted((t for t, c in counts.items() if c >= self.min_freq and t not in self.specials),
                       key=lambda t: (-counts[t], t))
         if self.max_size is not None:

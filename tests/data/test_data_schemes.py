@@ -138,3 +138,21 @@ def test_pos_tags_are_left_alone_and_predict_refuses_a_scheme_for_them(tmp_path)
     train(cfg)
     with pytest.raises(ValueError, match="holds no span tagger"):
         Predictor(tmp_path / "run" / "best", tag_scheme="input")
+
+
+def test_a_streamed_iob1_file_gets_the_tags_the_whole_file_reading_gives(tmp_path):
+    from rnnkit.run import TrainFile
+
+    data = _write_iob1(tmp_path / "train.conll")
+    whole = prepare(_cfg(tmp_path, data))
+    cfg = parse_config({**_cfg(tmp_path, data).model_dump(),
+                        "data": {**_cfg(tmp_path, data).data.model_dump(), "streaming": True}})
+    streamed = [ex.tags for ex in TrainFile(cfg)()]
+    assert streamed[:3] == [["B-PER", "I-PER", "O", "O", "B-LOC"], ["B-LOC", "O", "O"], ["B-PER", "B-PER", "O"]]
+    assert prepare(cfg).vocabs["labels"].itos_ == whole.vocabs["labels"].itos_
+    bad = tmp_path / "bad.conll"
+    bad.write_text("a O\nb I-PER\n\nc O\n")
+    cfg = parse_config({**cfg.model_dump(), "data": {**cfg.data.model_dump(), "train": str(bad),
+                                                     "dev": str(data), "tag_scheme": "iob2"}})
+    with pytest.raises(ValueError, match=r"bad.conll:1: token 2: 'I-PER' follows 'O'"):
+        list(TrainFile(cfg)())
