@@ -223,21 +223,22 @@ def _at_least_two(text: str) -> int:
     return value
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0; got {text}")
-    return value
+def _finite(low: float, *, inclusive: bool):
+    """An argparse type: a finite number above ``low`` (or equal to it when ``inclusive``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (value >= low if inclusive else value > low) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a number {'>=' if inclusive else '>'} {low:g}; got {text}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0; got {text}")
-    return value
+_non_negative = _finite(0, inclusive=True)
+_positive_float = _finite(0, inclusive=False)
 
 
 def _port(text: str) -> int:

@@ -792,8 +792,9 @@ def evaluate(path: str | Path, data_path: str | Path, *, batch_size: int | None 
                             progress=f"evaluate {Path(data_path).name}" if cfg.trainer.progress else None)
 
 
-def _records(lines: Iterable[str], source: str) -> Iterator[tuple[str, dict]]:
-    """(where, {"text": ...} or {"tokens": [...]}) per non-blank line; JSON objects allowed."""
+def _input_lines(lines: Iterable[str], source: str, *, plain: str) -> Iterator[tuple[str, str | dict]]:
+    """(where, text or JSON object) per non-blank line of ``predict``'s input; ``plain`` names
+    what a plain line is, for the error a broken JSON line gets."""
     for n, line in enumerate(lines, 1):
         text = line.rstrip("\n")
         if n == 1 and text.startswith("\ufeff"):  # a byte-order mark is not part of the first token
@@ -801,18 +802,25 @@ def _records(lines: Iterable[str], source: str) -> Iterator[tuple[str, dict]]:
         if not text.strip():
             continue
         where = f"{source}:{n}"
-        if text.lstrip().startswith("{"):
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e.msg}); give plain text or a JSON object "
-                                 'with "text" or "tokens"') from None
-            if not isinstance(obj.get("tokens", obj.get("text")), (str, list)):
-                raise ValueError(f'{where}: a JSON line needs "text" (a string) or "tokens" (a list); '
-                                 f"got keys {sorted(obj)}")
-            yield where, obj
+        if not text.lstrip().startswith("{"):
+            yield where, text
+            continue
+        try:
+            yield where, json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not valid JSON ({e.msg}); give {plain} or a JSON object") from None
+
+
+def _records(lines: Iterable[str], source: str) -> Iterator[tuple[str, dict]]:
+    """(where, {"text": ...} or {"tokens": [...]}) per non-blank line; JSON objects allowed."""
+    for where, item in _input_lines(lines, source, plain='plain text (or {"text": ...}, {"tokens": [...]})'):
+        if isinstance(item, str):
+            yield where, {"text": item}
+        elif isinstance(item, dict) and isinstance(item.get("tokens", item.get("text")), (str, list)):
+            yield where, item
         else:
-            yield where, {"text": text}
+            raise ValueError(f'{where}: a JSON line needs "text" (a string) or "tokens" (a list); '
+                             f"got {sorted(item) if isinstance(item, dict) else type(item).__name__}")
 
 
 class Predictor:
@@ -1032,21 +1040,14 @@ def predict(path: str | Path, lines: Iterable[str], *, source: str = "<stdin>",
 
 def _label_records(lines: Iterable[str], source: str) -> Iterator[tuple[str, dict]]:
     """(where, {"label": ...}) per non-blank line: a class name, or a JSON object with "label"."""
-    for n, line in enumerate(lines, 1):
-        text = line.rstrip("\n").lstrip("\ufeff" if n == 1 else "")
-        if not text.strip():
-            continue
-        where = f"{source}:{n}"
-        if text.lstrip().startswith("{"):
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ValueError(f'{where}: not valid JSON ({e.msg}); give a class name or {{"label": ...}}') from None
-            if not isinstance(obj.get("label"), str):
-                raise ValueError(f'{where}: a JSON line needs "label" (a class name); got keys {sorted(obj)}')
-            yield where, obj
+    for where, item in _input_lines(lines, source, plain='a class name (or {"label": ...})'):
+        if isinstance(item, str):
+            yield where, {"label": item.strip()}
+        elif isinstance(item, dict) and isinstance(item.get("label"), str):
+            yield where, item
         else:
-            yield where, {"label": text.strip()}
+            raise ValueError(f'{where}: a JSON line needs "label" (a class name); '
+                             f"got {sorted(item) if isinstance(item, dict) else type(item).__name__}")
 
 
 def _predict_forecasts(run, cfg: Config, vocabs: dict, source: str, batch_size: int,
