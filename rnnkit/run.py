@@ -256,7 +256,7 @@ def train(cfg: Config, *, resume: bool = False, stream=None) -> dict:
     from .training.trainer import setup_distributed
 
     stream = stream if stream is not None else sys.stderr
-    rank, world = setup_distributed()
+    rank, world = setup_distributed(cfg.trainer.backend, cfg.trainer.device)
     start = time.perf_counter()
     if cfg.trainer.num_threads is not None:
         torch.set_num_threads(cfg.trainer.num_threads)

@@ -8,7 +8,9 @@
 * translation: corpus BLEU (sacrebleu);
 * regression and forecasting: MAE, RMSE, MAPE (scikit-learn).
 
-The functions take plain Python lists. The ``*Metrics`` accumulators have ``reset()``, ``update(head, batch, loss)`` and ``compute()``:
+The functions take plain Python lists. The ``*Metrics`` accumulators have ``reset()``,
+``update(head, batch, loss)``, ``merge(other)`` (add another accumulator's examples: what
+distributed evaluation gathers from each process) and ``compute()``:
 they call ``head.predict(batch)`` (docs/contracts.md) and gather what the functions need, so the
 trainer never knows which task it runs.
 """
@@ -147,6 +149,10 @@ class ClassificationMetrics:
     def reset(self) -> None:
         self.gold, self.pred = [], []
 
+    def merge(self, other) -> None:
+        self.gold += other.gold
+        self.pred += other.pred
+
     @torch.no_grad()
     def update(self, model, batch: dict, loss: float | None = None) -> None:
         self.pred += _rows(model.predict(batch))
@@ -176,6 +182,10 @@ class TaggingMetrics:
 
     def reset(self) -> None:
         self.gold, self.pred = [], []
+
+    def merge(self, other) -> None:
+        self.gold += other.gold
+        self.pred += other.pred
 
     @torch.no_grad()
     def update(self, model, batch: dict, loss: float | None = None) -> None:
@@ -209,6 +219,10 @@ class PerplexityMetrics:
     def reset(self) -> None:
         self.nll, self.tokens = 0.0, 0
 
+    def merge(self, other) -> None:
+        self.nll += other.nll
+        self.tokens += other.tokens
+
     @torch.no_grad()
     def update(self, model, batch: dict, loss: float | None = None) -> None:
         labels = batch["labels"]
@@ -237,6 +251,10 @@ class BleuMetrics:
     def reset(self) -> None:
         self.hyps, self.refs = [], []
 
+    def merge(self, other) -> None:
+        self.hyps += other.hyps
+        self.refs += other.refs
+
     def text(self, ids: Sequence[int]) -> str:
         return self.join.join(self.itos[i] for i in ids if i not in self.specials)
 
@@ -258,6 +276,10 @@ class RegressionMetrics:
 
     def reset(self) -> None:
         self.gold, self.pred = [], []
+
+    def merge(self, other) -> None:
+        self.gold += other.gold
+        self.pred += other.pred
 
     @torch.no_grad()
     def update(self, model, batch: dict, loss: float | None = None) -> None:
