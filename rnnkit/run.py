@@ -170,7 +170,9 @@ def _batches(cfg: Config, vocabs: dict, examples: list, *, train: bool, rank: in
     if train:
         return Batches(items, batch_size=cfg.trainer.batch_size, shuffle=True, seed=cfg.trainer.seed,
                        rank=rank, world_size=world)
-    return Batches(items, batch_size=cfg.trainer.batch_size, shuffle=False)
+    # evaluation batches are global ones too (the trainer gives each process every W-th), so a
+    # run of W processes evaluates exactly the batches one process of batch W x b would
+    return Batches(items, batch_size=cfg.trainer.batch_size * world, shuffle=False)
 
 
 def model_kwargs(cfg: Config, vocabs: dict, train: list) -> dict:
@@ -236,8 +238,8 @@ def prepare(cfg: Config, *, rank: int = 0, world: int = 1) -> Prepared:
     return Prepared(
         model=model, vocabs=vocabs, metrics=metrics_for(cfg, vocabs),
         train=_batches(cfg, vocabs, train, train=True, rank=rank, world=world),
-        dev=_batches(cfg, vocabs, dev, train=False) if dev else None,
-        test=_batches(cfg, vocabs, test, train=False) if test else None,
+        dev=_batches(cfg, vocabs, dev, train=False, world=world) if dev else None,
+        test=_batches(cfg, vocabs, test, train=False, world=world) if test else None,
         counts={"train": len(train), "dev": len(dev) if dev else 0, "test": len(test) if test else 0})
 
 
