@@ -330,7 +330,17 @@ def _fused(cells: list, x: Tensor, states: list[State], lengths: Tensor | None,
     ``states`` holds one state per cell, each (B, H) or ((B, H), (B, H)). Returns the last
     layer's output (B, T, H) or (B, T, 2H) and the final states per cell, in the order of
     ``cells``. ``dropout`` acts between layers in training, as torch.nn.GRU's does.
+
+    Under CPU autocast the kernel runs in the weights' dtype with autocast off: autocast sends
+    an LSTM to oneDNN in bfloat16 beside float32 weights, which oneDNN refuses on CPUs without
+    bfloat16 instructions (torch.nn.LSTM fails the same way, torch 2.13), and GRU/RNN are not on
+    autocast's list anyway; the layers around the recurrence still run in the autocast dtype.
     """
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        dtype = cells[0].weight_ih.dtype
+        states = [tuple(t.to(dtype) for t in s) if isinstance(s, tuple) else s.to(dtype) for s in states]
+        with torch.autocast("cpu", enabled=False):
+            return _fused(cells, x.to(dtype), states, lengths, training, num_layers=num_layers, dropout=dropout)
     mode, bidirectional = _mode(cells[0]), len(cells) == 2 * num_layers
     weights = _fused_weights(cells, x, num_layers=num_layers, bidirectional=bidirectional)
     lstm = mode == "lstm"
