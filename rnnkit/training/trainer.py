@@ -500,7 +500,7 @@ class Trainer:
         batches = self._epoch_batches(epoch)
         bar = _progress(total=self._steps_per_epoch(), desc=f"{self.name} epoch {epoch}/{cfg.epochs}",
                         enabled=cfg.progress and self.rank == 0)
-        start, tokens, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
+        start, cpu_start, tokens, loss_sum, steps = time.perf_counter(), time.process_time(), 0, 0.0, 0
         self.model.train()
         self._reset_state()
         # only when some callback acts per step (a duck-typed one may have no on_step at all)
@@ -523,12 +523,22 @@ class Trainer:
                                     refresh=False)
                 bar.update(1)
         if steps == 0:
-            raise ValueError("training data is empty: no batches in this epoch")
+            raise ValueError("training data is empty: no batches in this epoch" + (
+                f" (a global batch needs at least one row per process, {self.world})" if self.world > 1 else ""))
         self._check_weights(epoch)
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        if self.world > 1:  # every process's tokens and CPU time: the run's, not rank 0's times W
+            import torch.distributed as dist
+
+            counted = torch.tensor([float(tokens), cpu_seconds], dtype=torch.float64, device=self.device)
+            dist.all_reduce(counted)
+            tokens, cpu_seconds = int(counted[0]), float(counted[1])
         record = {"epoch": epoch, "step": self.step, "train_loss": loss_sum / steps,
                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
-                  "tokens_per_s": round(tokens * self.world / max(seconds, 1e-9), 1)}
+                  "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+                  # CPU time of every process's training (all its threads): on a shared machine
+                  # tokens per CPU-second compares runs that got different shares of the cores
+                  "cpu_seconds": round(cpu_seconds, 3)}
         self.epoch = epoch
         # decided on rank 0: (monitored value, stop flag, 1.0 if higher is better)
         shared = torch.zeros(3, dtype=torch.float64, device=self.device)
