@@ -476,11 +476,6 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
                 (self.out_dir / "log.jsonl").unlink(missing_ok=True)
-        if self.world > 1 and isinstance(self.train_data, Sequence) and self.rank == 0:
-            left = len(self.train_data) % self.world
-            if left:
-                _log.info("rnnkit: %d batches over %d processes: each epoch leaves out %d (a different %d "
-                          "each epoch, by the shuffle)", len(self.train_data), self.world, left, left)
         self.model.train()
         while self.epoch < cfg.epochs and not self.should_stop:
             self._run_epoch()
