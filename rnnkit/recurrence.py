@@ -303,7 +303,10 @@ def _fused_weights(cells: list, x: Tensor, *, num_layers: int = 1, bidirectional
     (``torch._cudnn_rnn_flatten_weight``, as ``nn.RNNBase.flatten_parameters``); afterwards the
     pointers are the buffer's, so the flattening happens once per placement, not per call."""
     params = [w for cell in cells for w in _flat_weights(cell)]
-    key = tuple((id(p), p.data_ptr()) for p in params)
+    try:
+        key = tuple((id(p), p.data_ptr()) for p in params)
+    except RuntimeError:  # torch.func's wrapped tensors have no storage: nothing to keep
+        return params
     cache = cells[0].__dict__.setdefault("_fused_cache", {})
     group = tuple(id(cell) for cell in cells)
     kept = cache.get(group)
@@ -331,12 +334,13 @@ def _fused(cells: list, x: Tensor, states: list[State], lengths: Tensor | None,
     layer's output (B, T, H) or (B, T, 2H) and the final states per cell, in the order of
     ``cells``. ``dropout`` acts between layers in training, as torch.nn.GRU's does.
 
-    Under CPU autocast the kernel runs in the weights' dtype with autocast off: autocast sends
-    an LSTM to oneDNN in bfloat16 beside float32 weights, which oneDNN refuses on CPUs without
-    bfloat16 instructions (torch.nn.LSTM fails the same way, torch 2.13), and GRU/RNN are not on
-    autocast's list anyway; the layers around the recurrence still run in the autocast dtype.
+    Under CPU autocast an LSTM runs in the weights' dtype with autocast off: autocast sends an
+    unpacked LSTM to oneDNN in bfloat16 beside float32 weights, which oneDNN refuses on CPUs
+    without bfloat16 instructions (torch.nn.LSTM fails the same way, torch 2.13; a packed one
+    already runs in float32). GRU and RNN kernels keep autocast's own behaviour; the layers around
+    the recurrence run in the autocast dtype either way.
     """
-    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and isinstance(cells[0], LSTMCell):
         dtype = cells[0].weight_ih.dtype
         states = [tuple(t.to(dtype) for t in s) if isinstance(s, tuple) else s.to(dtype) for s in states]
         with torch.autocast("cpu", enabled=False):
