@@ -162,6 +162,9 @@ def _build_name() -> str:
         if name.endswith((".cpp", ".h")):
             with open(os.path.join(_CSRC, name), "rb") as f:
                 digest.update(name.encode() + b"\0" + f.read())
+    # torch's build.ninja names the sources by path: two checkouts of the same source (git
+    # worktrees, a copy) sharing one name would each find the other's build.ninja and rebuild
+    digest.update(os.path.abspath(_CSRC).encode())
     digest.update(" ".join(_flags() + _OPENMP).encode())
     digest.update(torch.__version__.encode())
     # torch's build folder records the include paths of the environment that built it: two

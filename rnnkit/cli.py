@@ -2,7 +2,7 @@
 
     rnnkit demo [--out runs/demo]
     rnnkit demo --gradients [--length 200] [--steps 1000]          # which cells learn across 200 steps
-    rnnkit train CONFIG.yaml [--set trainer.epochs=3 ...] [--resume]
+    rnnkit train CONFIG.yaml [--set trainer.epochs=3 ...] [--resume] [--nproc N]
     rnnkit evaluate CHECKPOINT DATA
     rnnkit predict CHECKPOINT [FILE|-] > predictions.jsonl
     rnnkit predict CHECKPOINT FILE --backend onnxruntime           # through the exported ONNX file
@@ -67,11 +67,38 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append(f"trainer.out_dir={args.out}")
     if args.overwrite:
         overrides.append("trainer.overwrite=true")
-    cfg = load_config(args.config, overrides=overrides)
+    cfg = load_config(args.config, overrides=overrides)  # a bad config fails here, before any launch
+    if args.nproc is not None and args.nproc > 1:
+        return _launch(args, cfg)
     summary = train(cfg, resume=args.resume)
     if summary:  # empty on torchrun ranks other than 0
         print(json.dumps(summary))
     return 0
+
+
+def _launch(args: argparse.Namespace, cfg) -> int:
+    """``rnnkit train ... --nproc N``: the same command in N processes on this machine, started by
+    torch's launcher (``python -m torch.distributed.run --standalone --nproc_per_node N -m rnnkit
+    train ...``), which gives each its RANK, LOCAL_RANK and WORLD_SIZE and stops them all when
+    one fails. Returns the launcher's exit status."""
+    import subprocess
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(f"--nproc {args.nproc}: this process already runs under torchrun "
+                         f"(WORLD_SIZE={os.environ['WORLD_SIZE']}); drop --nproc, torchrun starts the processes")
+    child = [args.config, *(f"--set={s}" for s in args.set or [])]
+    child += [f"--out={args.out}"] if args.out is not None else []
+    child += ["--resume"] * args.resume + ["--overwrite"] * args.overwrite
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "rnnkit", "train", *child]
+    print(f"rnnkit train: {args.nproc} processes on this machine through torch.distributed.run "
+          f"(trainer.backend {cfg.trainer.backend}: gloo on CPU, nccl on CUDA); rank 0 writes "
+          f"{cfg.trainer.out_dir}/ (log.jsonl, last, best, results.json); every process's messages come "
+          "here on stderr", file=sys.stderr, flush=True)
+    try:
+        return subprocess.run(command).returncode
+    except KeyboardInterrupt:  # the launcher got the same Ctrl-C and stops its workers
+        return 130
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -306,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue exactly from OUT/last (weights, optimizer, schedule, RNG)")
     train.add_argument("--overwrite", action="store_true",
                        help="replace a run already in OUT (same as --set trainer.overwrite=true)")
+    train.add_argument("--nproc", metavar="N", type=_positive, default=None,
+                       help="train in N processes on this machine (torch.distributed.run, "
+                            "DistributedDataParallel; gloo on CPU, nccl on CUDA): each takes 1/N of "
+                            "every batch of N x trainer.batch_size; same as torchrun --nproc_per_node N "
+                            "-m rnnkit train ... (multi-node: docs/training.md)")
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser(

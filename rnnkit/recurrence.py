@@ -3,8 +3,11 @@
 Three paths compute the same function:
 
 * ``fused`` -- torch's own multi-step kernels (the ones behind torch.nn.RNN/GRU/LSTM, with
-  packed sequences for variable lengths). Chosen whenever the cell is a plain RNN/GRU/LSTM cell
-  and nothing per step needs Python (no recurrent dropout in training).
+  packed sequences for variable lengths; cuDNN's on CUDA tensors). Chosen whenever the cell is a
+  plain RNN/GRU/LSTM cell and nothing per step needs Python (no recurrent dropout in training).
+  The weight list handed to the kernel is kept between calls (``_fused_weights``); on CUDA the
+  weights are first laid out in one cuDNN buffer, as ``torch.nn.LSTM.flatten_parameters`` does,
+  so that cuDNN neither warns nor copies them on every call.
 * ``loop`` -- the cell's own ``recurrent_step`` in a time loop, with the input projection of all
   steps done in one GEMM before the loop. Used for layer-normalised cells, recurrent dropout and
   any cell without a fused kernel.
@@ -223,6 +226,8 @@ def choose_path(cell, *, recurrent_dropout: float = 0.0, training: bool = False,
         return Path("loop", "recurrent dropout needs one mask per sequence inside the step")
     if cell.weight_ih.dtype not in _FUSED_DTYPES:
         return Path("loop", f"dtype {cell.weight_ih.dtype} has no fused kernel")
+    if cell.weight_ih.is_cuda:
+        return Path("fused", "CUDA tensors: cuDNN's kernel (the compiled loop is CPU-only)")
     return Path("fused")
 
 
@@ -286,6 +291,41 @@ def _flat_weights(cell) -> list[Tensor]:
     return [cell.weight_ih, cell.weight_hh]
 
 
+def _fused_weights(cells: list, x: Tensor, *, num_layers: int = 1, bidirectional: bool = False) -> list[Tensor]:
+    """The weights of ``cells`` in the order torch's fused kernels take them, kept on the first
+    cell between calls.
+
+    The list holds the Parameters themselves, so the optimizer's in-place updates (which bump a
+    parameter's version but keep its storage) are seen without rebuilding it; it is rebuilt when
+    a parameter is replaced or moves (``.to()``, ``.double()``, a loaded state with
+    ``assign=True``): the key is each parameter's identity and data pointer. On CUDA (cuDNN) the
+    weights are first copied into one flat buffer and made views of it
+    (``torch._cudnn_rnn_flatten_weight``, as ``nn.RNNBase.flatten_parameters``); afterwards the
+    pointers are the buffer's, so the flattening happens once per placement, not per call."""
+    params = [w for cell in cells for w in _flat_weights(cell)]
+    try:
+        key = tuple((id(p), p.data_ptr()) for p in params)
+    except RuntimeError:  # torch.func's wrapped tensors have no storage: nothing to keep
+        return params
+    cache = cells[0].__dict__.setdefault("_fused_cache", {})
+    group = tuple(id(cell) for cell in cells)
+    kept = cache.get(group)
+    if kept is not None and kept[0] == key:
+        return kept[1]
+    if x.is_cuda and torch.backends.cudnn.is_acceptable(x) and torch._use_cudnn_rnn_flatten_weight():
+        from torch.backends.cudnn import rnn as cudnn_rnn
+
+        first = cells[0]
+        mode = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}[_mode(first)]
+        with torch.no_grad():
+            torch._cudnn_rnn_flatten_weight(
+                params, 4 if first.bias else 2, first.input_size, cudnn_rnn.get_cudnn_mode(mode),
+                first.hidden_size, 0, num_layers, True, bidirectional)
+        key = tuple((id(p), p.data_ptr()) for p in params)
+    cache[group] = (key, params)
+    return params
+
+
 def _fused(cells: list, x: Tensor, states: list[State], lengths: Tensor | None,
            training: bool, *, num_layers: int = 1, dropout: float = 0.0) -> tuple[Tensor, list[State]]:
     """Run cells with torch's kernel: per layer one (uni) or two (forward, backward) cells.
@@ -293,9 +333,20 @@ def _fused(cells: list, x: Tensor, states: list[State], lengths: Tensor | None,
     ``states`` holds one state per cell, each (B, H) or ((B, H), (B, H)). Returns the last
     layer's output (B, T, H) or (B, T, 2H) and the final states per cell, in the order of
     ``cells``. ``dropout`` acts between layers in training, as torch.nn.GRU's does.
+
+    Under CPU autocast an LSTM runs in the weights' dtype with autocast off: autocast sends an
+    unpacked LSTM to oneDNN in bfloat16 beside float32 weights, which oneDNN refuses on CPUs
+    without bfloat16 instructions (torch.nn.LSTM fails the same way, torch 2.13; a packed one
+    already runs in float32). GRU and RNN kernels keep autocast's own behaviour; the layers around
+    the recurrence run in the autocast dtype either way.
     """
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and isinstance(cells[0], LSTMCell):
+        dtype = cells[0].weight_ih.dtype
+        states = [tuple(t.to(dtype) for t in s) if isinstance(s, tuple) else s.to(dtype) for s in states]
+        with torch.autocast("cpu", enabled=False):
+            return _fused(cells, x.to(dtype), states, lengths, training, num_layers=num_layers, dropout=dropout)
     mode, bidirectional = _mode(cells[0]), len(cells) == 2 * num_layers
-    weights = [w for cell in cells for w in _flat_weights(cell)]
+    weights = _fused_weights(cells, x, num_layers=num_layers, bidirectional=bidirectional)
     lstm = mode == "lstm"
     if lstm:
         hx = (torch.stack([s[0] for s in states]), torch.stack([s[1] for s in states]))

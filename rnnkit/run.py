@@ -474,7 +474,9 @@ def _batches(cfg: Config, vocabs: dict, examples: list, *, train: bool, rank: in
     else:
         items = _items(cfg, vocabs, examples)
         if not train:
-            return Batches(items, batch_size=cfg.trainer.batch_size, shuffle=False)
+            # evaluation batches are global ones too (the trainer gives each process every W-th), so
+            # a run of W processes evaluates exactly the batches one process of batch W x b would
+            return Batches(items, batch_size=cfg.trainer.batch_size * world, shuffle=False)
         out = Batches(items, batch_size=cfg.trainer.batch_size, shuffle=True, seed=cfg.trainer.seed,
                       rank=rank, world_size=world)
     if train and cfg.data.unk_replace:
@@ -572,8 +574,8 @@ def prepare(cfg: Config, *, rank: int = 0, world: int = 1) -> Prepared:
     return Prepared(
         model=model, vocabs=vocabs, metrics=metrics_for(cfg, vocabs),
         train=_batches(cfg, vocabs, train, train=True, rank=rank, world=world),
-        dev=_batches(cfg, vocabs, dev, train=False) if dev else None,
-        test=_batches(cfg, vocabs, test, train=False) if test else None,
+        dev=_batches(cfg, vocabs, dev, train=False, world=world) if dev else None,
+        test=_batches(cfg, vocabs, test, train=False, world=world) if test else None,
         counts={"train": len(train), "dev": len(dev) if dev else 0, "test": len(test) if test else 0},
         tag_scheme=found.get(str(cfg.data.train)))
 
@@ -691,8 +693,8 @@ def _prepare_streaming(cfg: Config, *, rank: int, world: int) -> Prepared:
         batches = UnkReplace(batches, vocabs["words"], d.unk_replace, seed=cfg.trainer.seed + rank)
     return Prepared(
         model=model, vocabs=vocabs, metrics=metrics_for(cfg, vocabs), train=batches,
-        dev=_batches(cfg, vocabs, dev, train=False) if dev else None,
-        test=_batches(cfg, vocabs, test, train=False) if test else None,
+        dev=_batches(cfg, vocabs, dev, train=False, world=world) if dev else None,
+        test=_batches(cfg, vocabs, test, train=False, world=world) if test else None,
         counts={"train": n, "dev": len(dev) if dev else 0, "test": len(test) if test else 0},
         # an auto scheme is read sentence by sentence here: only a declared one is the file's
         tag_scheme=d.tag_scheme if getattr(d, "tag_scheme", "none") not in ("auto", "none") else None)
@@ -713,7 +715,7 @@ def train(cfg: Config, *, resume: bool = False, stream=None) -> dict:
     from .training.trainer import setup_distributed
 
     stream = stream if stream is not None else sys.stderr
-    rank, world = setup_distributed()
+    rank, world = setup_distributed(cfg.trainer.backend, cfg.trainer.device)
     start = time.perf_counter()
     if cfg.trainer.num_threads is not None:
         torch.set_num_threads(cfg.trainer.num_threads)

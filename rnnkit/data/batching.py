@@ -116,10 +116,15 @@ class BucketBatchSampler(torch.utils.data.Sampler):
     from epoch to epoch. The order is a pure function of ``(seed, epoch)``; call
     ``set_epoch(e)`` before each epoch as with ``DistributedSampler``.
 
-    With ``world_size > 1`` every rank gets ``len(self)`` batches: batch ``rank``,
-    ``rank + world_size``, ...; when the count does not divide, the first batches are repeated to
-    fill the last round (no index is left out), or with ``drop_last=True`` the remainder
-    batches are dropped. ``drop_last`` also drops a final short batch.
+    With ``world_size = W > 1`` the batches are cut for all ranks at once: the *global* batches
+    are exactly the ones a single process with ``batch_size * W`` would get (same seed, same
+    chunks, same order), and rank r takes every W-th item of each, starting at item r. So one
+    optimizer step of W processes sees the items one process sees with W times the batch, and
+    a trainer that weights each rank's mean loss by its share (rnnkit's does) computes the same
+    gradient. A global batch of fewer than W items (the short tail of a chunk) would leave a
+    rank without one: it is skipped by every rank, so all take ``len(self)`` steps. A
+    streaming source can shard the same way: cut global batches, then every W-th item.
+    ``drop_last`` drops every short global batch.
     """
 
     def __init__(self, lengths: Sequence[int], *, batch_size: int, shuffle: bool = True, seed: int = 0,
@@ -148,43 +153,37 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         self.epoch = int(epoch)
 
     def _all_batches(self) -> list[list[int]]:
+        """The global batches of this epoch: of ``batch_size * world_size`` items."""
         n = len(self.lengths)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
-        chunk = self.batch_size * self.bucket_factor
+        size = self.batch_size * self.world_size
+        chunk = size * self.bucket_factor
         batches = []
         for start in range(0, n, chunk):
             # sorted() is stable, so equal lengths keep their (shuffled) order.
             part = sorted(order[start:start + chunk], key=lambda i: -self.lengths[i])
-            batches += [part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size)]
-        if self.drop_last:
-            batches = [b for b in batches if len(b) == self.batch_size]
+            batches += [part[i:i + size] for i in range(0, len(part), size)]
+        least = size if self.drop_last else self.world_size
+        batches = [b for b in batches if len(b) >= least]
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
         return batches
 
     def __iter__(self):
-        batches = self._all_batches()
-        per_rank = len(self)
-        if self.world_size > 1:
-            total = per_rank * self.world_size
-            if total > len(batches):  # repeat from the start so every rank runs as many steps
-                batches = batches + (batches * math.ceil(total / max(len(batches), 1)))[: total - len(batches)]
-            batches = batches[self.rank:total:self.world_size]
-        yield from batches
+        for batch in self._all_batches():
+            yield batch[self.rank::self.world_size]
 
     def __len__(self) -> int:
-        n = len(self.lengths)
-        if self.drop_last:
-            # drop_last batches are counted per chunk: a short tail in every chunk is dropped
-            chunk = self.batch_size * self.bucket_factor
-            full, rest = divmod(n, chunk)
-            count = full * (chunk // self.batch_size) + rest // self.batch_size
-            return count // self.world_size
-        chunk = self.batch_size * self.bucket_factor
+        n, W = len(self.lengths), self.world_size
+        size = self.batch_size * W
+        chunk = size * self.bucket_factor
         full, rest = divmod(n, chunk)
-        count = full * math.ceil(chunk / self.batch_size) + math.ceil(rest / self.batch_size)
-        return math.ceil(count / self.world_size)
+        least = size if self.drop_last else W
+        # per chunk: its full batches, and a short tail batch if it has enough items to keep
+        per_chunk = chunk // size  # chunk is a multiple of size: no tail
+        tail_full, tail_rest = divmod(rest, size)
+        return full * per_chunk + tail_full + (1 if tail_rest and tail_rest >= least else 0)
 
 
 class Batches:

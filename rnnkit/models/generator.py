@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ._common import (build_stack, check_batch, check_choice, check_class_labels, check_int,
                       check_rate, encoder_config)
 from .decoding import STRATEGIES, forbid, greedy, sample
-from .seq2seq import DECODER_REASON, Bridge, check_targets, target_loss
+from .seq2seq import DECODER_REASON, Bridge, check_targets, target_count, target_loss
 
 __all__ = ["Generator", "CONDITIONINGS"]
 
@@ -116,6 +116,10 @@ class Generator(nn.Module):
     def loss(self, batch: dict) -> Tensor:
         """Mean cross-entropy per real target token (EOS included, BOS not)."""
         return target_loss(self(batch), batch)
+
+    def loss_count(self, batch: dict) -> int:
+        """What ``loss`` is a mean over: the real target tokens (EOS included, BOS not)."""
+        return target_count(batch)
 
     @torch.no_grad()
     def predict(self, batch: dict, *, strategy: str = "greedy", temperature: float = 1.0,

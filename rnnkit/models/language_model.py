@@ -122,6 +122,11 @@ class LanguageModel(nn.Module):
         nll = F.cross_entropy(logits[keep], real, reduction="sum")
         return nll, int(keep.sum()), state
 
+    def loss_count(self, batch: dict) -> int:
+        """The tokens ``loss`` is a mean over (labels not -100 or 0, within lengths)."""
+        y, T = batch["labels"], batch["inputs"].shape[1]
+        return int((length_mask(batch["lengths"].long().to(y.device), T) & (y != IGNORE_INDEX) & (y != 0)).sum())
+
     def loss_and_state(self, batch: dict, state=None) -> tuple[Tensor, list]:
         """Mean NLL per scored token starting from ``state``, and the final state (not detached)."""
         nll, n, state = self._nll(batch, state)

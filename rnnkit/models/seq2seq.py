@@ -71,6 +71,11 @@ class Bridge(nn.Module):
         return list(zip(hs, self.c(s).split(self.sizes, dim=-1)))
 
 
+def target_count(batch: dict) -> int:
+    """The target tokens ``target_loss`` is a mean over: each row's length minus its BOS."""
+    return int((batch["target_lengths"].long() - 1).sum())
+
+
 def target_loss(logits: Tensor, batch: dict) -> Tensor:
     """Mean cross-entropy of teacher-forced logits (B, T'-1, V) per real target token: each
     step predicts the next token of ``batch["targets"]``, EOS included, BOS never."""
@@ -281,6 +286,10 @@ class Seq2Seq(nn.Module):
     def loss(self, batch: dict) -> Tensor:
         """Mean cross-entropy per real target token (EOS included, BOS not)."""
         return target_loss(self(batch), batch)
+
+    def loss_count(self, batch: dict) -> int:
+        """What ``loss`` is a mean over: the real target tokens (EOS included, BOS not)."""
+        return target_count(batch)
 
     # -------------------------------------------------------------------------- decoding
     @torch.no_grad()

@@ -197,6 +197,15 @@ class SequenceTagger(nn.Module):
             return F.cross_entropy(scores.reshape(-1, self.num_tags), y.reshape(-1), ignore_index=IGNORE_INDEX)
         return self.crf.nll(scores, y.clamp(min=0), lengths).mean()
 
+    def loss_count(self, batch: dict) -> int:
+        """What ``loss`` is a mean over: labelled tokens (softmax) or sentences (CRF); the
+        trainer weights each process's loss by it under torchrun."""
+        lengths = batch["lengths"].long()
+        if self.crf is not None:
+            return int(lengths.shape[0])
+        y = batch["labels"]
+        return int((length_mask(lengths.to(y.device), y.shape[1]) & (y != IGNORE_INDEX)).sum())
+
     @torch.no_grad()
     def predict(self, batch: dict) -> list[list[int]]:
         """The tag ids of each sentence, one list of its L tags each (Viterbi for the CRF)."""

@@ -11,7 +11,9 @@
   seasonal-naive forecast;
 * conditioned generation: perplexity, overall and per class.
 
-The functions take plain Python lists. The ``*Metrics`` accumulators have ``reset()``, ``update(head, batch, loss)`` and ``compute()``:
+The functions take plain Python lists. The ``*Metrics`` accumulators have ``reset()``,
+``update(head, batch, loss)``, ``merge(other)`` (add another accumulator's examples: what
+distributed evaluation gathers from each process) and ``compute()``:
 they call ``head.predict(batch)`` (docs/contracts.md) and gather what the functions need, so the
 trainer never knows which task it runs.
 """
@@ -177,6 +179,10 @@ class ClassificationMetrics:
     def reset(self) -> None:
         self.gold, self.pred = [], []
 
+    def merge(self, other) -> None:
+        self.gold += other.gold
+        self.pred += other.pred
+
     @torch.no_grad()
     def update(self, model, batch: dict, loss: float | None = None) -> None:
         self.pred += _rows(model.predict(batch))
@@ -206,6 +212,10 @@ class TaggingMetrics:
 
     def reset(self) -> None:
         self.gold, self.pred = [], []
+
+    def merge(self, other) -> None:
+        self.gold += other.gold
+        self.pred += other.pred
 
     @torch.no_grad()
     def update(self, model, batch: dict, loss: float | None = None) -> None:
@@ -239,6 +249,10 @@ class PerplexityMetrics:
     def reset(self) -> None:
         self.nll, self.tokens = 0.0, 0
 
+    def merge(self, other) -> None:
+        self.nll += other.nll
+        self.tokens += other.tokens
+
     @torch.no_grad()
     def update(self, model, batch: dict, loss: float | None = None) -> None:
         labels = batch["labels"]
@@ -267,6 +281,10 @@ class BleuMetrics:
     def reset(self) -> None:
         self.hyps, self.refs = [], []
 
+    def merge(self, other) -> None:
+        self.hyps += other.hyps
+        self.refs += other.refs
+
     def text(self, ids: Sequence[int]) -> str:
         return self.join.join(self.itos[i] for i in ids if i not in self.specials)
 
@@ -288,6 +306,10 @@ class RegressionMetrics:
 
     def reset(self) -> None:
         self.gold, self.pred = [], []
+
+    def merge(self, other) -> None:
+        self.gold += other.gold
+        self.pred += other.pred
 
     @torch.no_grad()
     def update(self, model, batch: dict, loss: float | None = None) -> None:
@@ -320,6 +342,11 @@ class ForecastMetrics:
 
     def reset(self) -> None:
         self.gold, self.pred, self.base = [], [], []
+
+    def merge(self, other) -> None:
+        self.gold += other.gold
+        self.pred += other.pred
+        self.base += other.base
 
     @torch.no_grad()
     def update(self, model, batch: dict, loss: float | None = None) -> None:
@@ -357,6 +384,10 @@ class ClassPerplexityMetrics:
     def reset(self) -> None:
         self.nll = [0.0] * len(self.labels)
         self.tokens = [0] * len(self.labels)
+
+    def merge(self, other) -> None:
+        self.nll = [a + b for a, b in zip(self.nll, other.nll)]
+        self.tokens = [a + b for a, b in zip(self.tokens, other.tokens)]
 
     @torch.no_grad()
     def update(self, model, batch: dict, loss: float | None = None) -> None:

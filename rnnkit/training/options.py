@@ -39,7 +39,7 @@ class SchedulerConfig(Strict):
 
 class TrainerConfig(Strict):
     epochs: int = Field(10, ge=1)                      # passes over the training data
-    batch_size: int = Field(32, ge=1)                  # sequences per batch (per process under DDP)
+    batch_size: int = Field(32, ge=1)                  # sequences per batch per process (W processes: W x this per step)
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     clip_grad_norm: float | None = Field(5.0, gt=0)    # max global gradient norm; null: no clipping
@@ -53,6 +53,9 @@ class TrainerConfig(Strict):
     progress: bool = True                              # tqdm progress bar
     plots: bool = True                                 # write curves.png after each epoch
     num_threads: int | None = Field(None, ge=1)        # torch CPU threads; null: torch's default
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda (cuda:LOCAL_RANK) if there is one, else cpu
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast (fp16 with a grad scaler)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # torchrun process group; auto: nccl on cuda, else gloo
     loggers: list[Literal["tensorboard", "mlflow"]] = []  # per-step and per-epoch metrics (extras)
 
     @model_validator(mode="after")

@@ -11,8 +11,26 @@ language models when ``bptt`` is set), evaluate on dev, step the schedule, then 
 ``out_dir/best`` when the monitored metric improved, a line of ``out_dir/log.jsonl`` and
 ``out_dir/curves.png``.
 
-Under ``torchrun`` (WORLD_SIZE > 1) each process takes every WORLD_SIZE-th batch, gradients are
-averaged by DistributedDataParallel, and only rank 0 evaluates, logs and writes files.
+Under ``torchrun`` (WORLD_SIZE = W > 1; ``rnnkit train --nproc W`` starts it) every optimizer
+step is one global batch cut across the W processes: ``Batches`` built with ``rank`` and
+``world_size`` cut it themselves (``BucketBatchSampler``), and a list of batches is cut here,
+process r taking rows r, r + W, ... of each. Each process's mean loss is weighted by its share
+of what the head averages over (``head.loss_count(batch)``: labelled tokens for token means,
+else rows), one all-reduce per step adds the shares up, and DistributedDataParallel averages the
+gradients: so W processes compute the gradient one process computes on the whole global batch,
+token-mean losses (tagger, LM, seq2seq) included. The dev set is cut the same way (every W-th
+batch) and the metric accumulators of all processes are merged, so dev metrics cover the whole
+dev set; a head that carries its state from batch to batch (LanguageModel) is evaluated by rank
+0 alone, in order. Rank 0 alone logs, shows the progress bar and writes files (atomically,
+``rnnkit.checkpoint``); ``out_dir/last`` holds every process's random state, so ``--resume``
+continues a distributed run exactly. A process that fails ends with its error; torchrun then
+stops the others.
+
+Device and precision. ``device: auto`` takes ``cuda:LOCAL_RANK`` when CUDA is there, else the
+CPU; ``cpu``, ``cuda`` and ``mps`` are asked for by name (an error when absent). ``precision``
+``bf16`` or ``fp16`` runs forward passes (training and dev) under ``torch.autocast``, fp16 with a
+``GradScaler`` (a step whose gradients overflow is skipped and the scale lowered, as the scaler
+does, instead of counting as divergence); the weights and the optimizer stay float32.
 
 Divergence. Training stops with a ``TrainingError`` naming the step (1-based, counted over the
 run) and the loss when, before the optimizer step:
@@ -29,8 +47,9 @@ and at the end of an epoch, before anything is evaluated or saved, when a weight
 infinite. So ``out_dir/last`` and ``out_dir/best`` only ever hold epochs that ended healthy (the
 message names the epoch ``last`` still holds): the diverged state is never saved. A dev value that is NaN or infinite (e.g. perplexity
 overflowing ``exp``) never makes an epoch ``best``; when no epoch had a finite monitored value,
-``fit`` ends with a ``TrainingError`` (there is no best model to use). Under torchrun, a
-divergence seen by one process only stops that process; the others wait for it.
+``fit`` ends with a ``TrainingError`` (there is no best model to use). Under torchrun the loss
+checked is the global batch's (all-reduced) and the gradients are the averaged ones, so every
+process sees a divergence at the same step and stops with the same error.
 
 JSON. Strict JSON has no NaN or Infinity, so every non-finite value the trainer reports --
 ``evaluate_batches``' result (``rnnkit evaluate``, results.json's ``test``), the dev metrics of
@@ -57,10 +76,12 @@ from .. import checkpoint as ckpt
 from .._log import get_logger
 from .callbacks import Callback, CurvePlotter, EarlyStopping, JsonlLogger, json_safe, make_logger
 from .metrics import HIGHER_IS_BETTER
+from .distributed import batch_rows as _batch_size
+from .distributed import global_mean_loss, loss_count, resolve_device, setup_distributed, shard_rows
 from .options import TrainerConfig
 
 __all__ = ["Trainer", "TrainingError", "EXPLODE_FACTOR", "evaluate_batches", "seed_everything", "setup_distributed",
-           "build_optimizer", "build_scheduler"]
+           "resolve_device", "build_optimizer", "build_scheduler"]
 
 _log = get_logger(__name__)
 
@@ -126,10 +147,6 @@ def _tokens(batch: dict) -> int:
     return int(batch["inputs"].shape[0] * batch["inputs"].shape[1])
 
 
-def _batch_size(batch: dict) -> int:
-    return int(batch["inputs" if "inputs" in batch else "targets"].shape[0])
-
-
 class Trainer:
     """Train ``model`` (a head with ``loss(batch)``, ``predict(batch)`` and ``config``).
 
@@ -161,7 +178,15 @@ class Trainer:
         self.metrics, self.vocabs, self.extra = metrics, vocabs or {}, extra or {}
         self.name = name or type(model).__name__
         self.out_dir = Path(self.config.out_dir)
-        self.rank, self.world = setup_distributed()
+        self.rank, self.world = setup_distributed(self.config.backend, self.config.device)
+        self.device = resolve_device(self.config.device)
+        if self.device.type == "mps" and self.world > 1:
+            raise ValueError("trainer.device 'mps' cannot run under torchrun: DistributedDataParallel has "
+                             "no MPS backend; use device cpu (gloo) or a single process")
+        model.to(self.device)
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.config.precision]
+        # fp16's narrow range underflows small gradients: the scaler multiplies the loss first
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.config.precision == "fp16")
         self.monitor = self.config.monitor or ("loss" if metrics is None else None)
         self.higher_is_better: bool | None = None
         self.optimizer = build_optimizer(model, self.config)
@@ -183,7 +208,8 @@ class Trainer:
         self.loss_module = _LossOf(model)
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
-            self.loss_module = DistributedDataParallel(self.loss_module)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.loss_module = DistributedDataParallel(self.loss_module, device_ids=ids)
         self.callbacks: list[Callback] = []
         if self.rank == 0:
             self.callbacks.append(JsonlLogger(self.out_dir / "log.jsonl"))
@@ -228,14 +254,16 @@ class Trainer:
         if isinstance(data, Sequence):
             g = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
             order = torch.randperm(len(data), generator=g).tolist()
-            if self.world > 1:
-                per_rank = len(order) // self.world
-                if per_rank == 0:
-                    raise ValueError(f"{len(order)} training batches cannot feed {self.world} processes")
-                order = order[self.rank::self.world][:per_rank]
             if self.config.max_steps_per_epoch is not None:
                 order = order[:self.config.max_steps_per_epoch]
-            return [data[i] for i in order]
+            if self.world == 1:
+                return [data[i] for i in order]
+            for i in order:
+                if _batch_size(data[i]) < self.world:
+                    raise ValueError(f"training batch {i} has {_batch_size(data[i])} rows; {self.world} processes "
+                                     "each take every W-th row of a batch, so every batch needs at least "
+                                     f"{self.world}")
+            return [shard_rows(data[i], self.rank, self.world) for i in order]
         if hasattr(data, "set_epoch"):
             data.set_epoch(epoch)
         return data
@@ -246,7 +274,7 @@ class Trainer:
             n = len(data) if hasattr(data, "__len__") else None  # Batches count their own rank's share
             cap = self.config.max_steps_per_epoch
             return cap if n is None else min(n, cap or n)
-        n = len(data) // self.world
+        n = len(data)  # every process takes a share of every batch
         return min(n, self.config.max_steps_per_epoch or n)
 
     # -------------------------------------------------------------------------- steps
@@ -270,12 +298,23 @@ class Trainer:
         if self.config.bptt is not None and batch["inputs"].shape[1] > self.config.bptt:
             return self._bptt_step(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_module(batch)
-        self._backward(loss)
-        return float(loss.detach())
+        with self._autocast():
+            loss = self.loss_module(batch)
+        if self.world > 1:
+            loss, value = self._global_loss(loss, batch)
+        else:
+            value = float(loss.detach())
+        self._backward(loss, value)
+        return value
 
-    def _backward(self, loss) -> None:
-        value = float(loss.detach())
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+
+    def _global_loss(self, loss, batch: dict):
+        return global_mean_loss(loss, loss_count(self.model, batch), world=self.world, device=self.device,
+                                step=self.step + 1)
+
+    def _backward(self, loss, value: float) -> None:
         if not math.isfinite(value):
             raise self._diverged(f"loss is {value}")
         if self.first_loss is None:
@@ -284,13 +323,15 @@ class Trainer:
         if value > bound:
             raise self._diverged(f"loss is {value:.4g}, over {EXPLODE_FACTOR:g} x max(the run's first "
                                  f"loss {self.first_loss:.4g}, 1) = {bound:.4g}")
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients (a no-op unless fp16)
         # clip_grad_norm_ measures the norm either way; with no limit it scales by exactly 1
         limit = self.config.clip_grad_norm if self.config.clip_grad_norm is not None else math.inf
         norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), limit))
-        if not math.isfinite(norm):
+        if not math.isfinite(norm) and not self.scaler.is_enabled():
             raise self._diverged(f"the gradient norm is {norm} (loss {value:.4g})")
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # fp16: skipped when the gradients overflowed
+        self.scaler.update()
         self.step += 1
         self._grad_norms = (norm, min(norm, limit))  # before and after clipping, for on_step
 
@@ -344,20 +385,44 @@ class Trainer:
                     chunk["labels"] = chunk["labels"].masked_fill((chunk["lengths"] == 0)[:, None], -100)
                     chunk["lengths"] = chunk["lengths"].clamp(min=1)
             self.optimizer.zero_grad(set_to_none=True)
-            loss, state = self.loss_module(chunk, state, with_state=True)
+            with self._autocast():
+                loss, state = self.loss_module(chunk, state, with_state=True)
             state = _detach(state)
-            self._backward(loss)
-            total, n = total + float(loss.detach()), n + 1
+            value = float(loss.detach())
+            self._backward(loss, value)
+            total, n = total + value, n + 1
         return total / max(n, 1)
 
     # ----------------------------------------------------------------------- evaluation
     def evaluate(self, batches: Iterable[dict] | None = None) -> dict:
-        """Mean loss and the metrics over ``batches`` (default: the dev batches)."""
-        return evaluate_batches(self.model, self.dev_data if batches is None else batches, self.metrics)
+        """Mean loss and the metrics over ``batches`` (default: the dev batches), under the run's
+        precision. Under torchrun every process must call it: each evaluates every W-th batch
+        and the results are merged (all processes get them), except for a head that carries its
+        state across batches, which rank 0 evaluates alone, in order."""
+        batches = self.dev_data if batches is None else batches
+        with self._autocast():
+            if self.world == 1:
+                return evaluate_batches(self.model, batches, self.metrics)
+            import torch.distributed as dist
+
+            if callable(getattr(self.model, "reset_state", None)):
+                box = [evaluate_batches(self.model, batches, self.metrics) if self.rank == 0 else None]
+                dist.broadcast_object_list(box, src=0)
+                return box[0]
+            mine = (b for i, b in enumerate(batches) if i % self.world == self.rank)
+            part = _accumulate(self.model, mine, self.metrics)
+            parts = [None] * self.world
+            dist.all_gather_object(parts, part)
+        total, count, metrics = parts[0]
+        for t, c, m in parts[1:]:
+            total, count = total + t, count + c
+            if metrics is not None:
+                metrics.merge(m)
+        return _finish(total, count, metrics)
 
     def _to_device(self, batch: dict) -> dict:
-        device = next(self.model.parameters()).device
-        return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        return {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                for k, v in batch.items()}
 
     # ------------------------------------------------------------------------------ fit
     def fit(self, *, resume: bool | str | os.PathLike = False) -> list[dict]:
@@ -383,11 +448,6 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
                 (self.out_dir / "log.jsonl").unlink(missing_ok=True)
-        if self.world > 1 and isinstance(self.train_data, Sequence) and self.rank == 0:
-            left = len(self.train_data) % self.world
-            if left:
-                _log.info("rnnkit: %d batches over %d processes: each epoch leaves out %d (a different %d "
-                          "each epoch, by the shuffle)", len(self.train_data), self.world, left, left)
         self.model.train()
         while self.epoch < cfg.epochs and not self.should_stop:
             self._run_epoch()
@@ -407,7 +467,7 @@ class Trainer:
         batches = self._epoch_batches(epoch)
         bar = _progress(total=self._steps_per_epoch(), desc=f"{self.name} epoch {epoch}/{cfg.epochs}",
                         enabled=cfg.progress and self.rank == 0)
-        start, tokens, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
+        start, cpu_start, tokens, loss_sum, steps = time.perf_counter(), time.process_time(), 0, 0.0, 0
         self.model.train()
         self._reset_state()
         # only when some callback acts per step (a duck-typed one may have no on_step at all)
@@ -430,18 +490,29 @@ class Trainer:
                                     refresh=False)
                 bar.update(1)
         if steps == 0:
-            raise ValueError("training data is empty: no batches in this epoch")
+            raise ValueError("training data is empty: no batches in this epoch" + (
+                f" (a global batch needs at least one row per process, {self.world})" if self.world > 1 else ""))
         self._check_weights(epoch)
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        if self.world > 1:  # every process's tokens and CPU time: the run's, not rank 0's times W
+            import torch.distributed as dist
+
+            counted = torch.tensor([float(tokens), cpu_seconds], dtype=torch.float64, device=self.device)
+            dist.all_reduce(counted)
+            tokens, cpu_seconds = int(counted[0]), float(counted[1])
         record = {"epoch": epoch, "step": self.step, "train_loss": loss_sum / steps,
                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
-                  "tokens_per_s": round(tokens * self.world / max(seconds, 1e-9), 1)}
+                  "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+                  # CPU time of every process's training (all its threads): on a shared machine
+                  # tokens per CPU-second compares runs that got different shares of the cores
+                  "cpu_seconds": round(cpu_seconds, 3)}
         self.epoch = epoch
         # decided on rank 0: (monitored value, stop flag, 1.0 if higher is better)
-        shared = torch.zeros(3, dtype=torch.float64)
+        shared = torch.zeros(3, dtype=torch.float64, device=self.device)
+        dev = self.evaluate() if self.dev_data is not None else None  # every process takes part
+        rngs = self._gather_rng()
         if self.rank == 0:
-            if self.dev_data is not None:
-                dev = self.evaluate()
+            if dev is not None:
                 record["dev"] = dev
                 if self.higher_is_better is None:
                     self._resolve_monitor(dev)
@@ -472,7 +543,7 @@ class Trainer:
             self.history.append(record)
             for cb in self.callbacks:
                 cb.on_epoch_end(self, record)
-            self._save(best=record.get("best", False))
+            self._save(best=record.get("best", False), rngs=rngs)
             self._saved_epoch = epoch
             shared[1] = float(self.should_stop)
         if bar is not None:
@@ -502,22 +573,35 @@ class Trainer:
                 "best_value": self.best_value, "best_epoch": self.best_epoch,
                 "dev": self.history[-1].get("dev") if self.history else None}
 
-    def _save(self, *, best: bool) -> None:
+    def _save(self, *, best: bool, rngs: list | None = None) -> None:
         model = self.model
         if best:
             ckpt.save(self.out_dir / "best", model, vocabs=self.vocabs, extra=self._extra())
         ckpt.save(self.out_dir / "last", model, vocabs=self.vocabs, extra=self._extra(),
-                  trainer_state=self._trainer_state())
+                  trainer_state=self._trainer_state(rngs))
 
-    def _trainer_state(self) -> dict:
+    def _gather_rng(self) -> list | None:
+        """Every process's random state (rank order), for rank 0 to save; None in one process."""
+        if self.world == 1:
+            return None
+        import torch.distributed as dist
+
+        states = [None] * self.world
+        dist.all_gather_object(states, _rng_state())
+        return states if self.rank == 0 else None
+
+    def _trainer_state(self, rngs: list | None = None) -> dict:
         return {"epoch": self.epoch, "step": self.step, "best_value": self.best_value,
                 "best_epoch": self.best_epoch, "monitor": self.monitor,
                 "higher_is_better": self.higher_is_better, "history": self.history,
                 "first_loss": self.first_loss,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
-                        "torch": torch.get_rng_state()},
+                "rng": _rng_state(),
+                # under torchrun: every process's, in rank order (rng above is rank 0's)
+                "rng_ranks": rngs,
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "world_size": self.world,
                 "config": self.config.model_dump(mode="json")}
 
     def _rewrite_log(self) -> None:
@@ -568,10 +652,21 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         else:
             self._pending_scheduler_state = state["scheduler"]
-        rng = state["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
+        if self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        ranks = state.get("rng_ranks")
+        if ranks is not None and len(ranks) == self.world:
+            _set_rng_state(ranks[self.rank])
+        else:
+            _set_rng_state(state["rng"])
+            saved_world = state.get("world_size", 1)
+            if saved_world != self.world:
+                # the batches are cut anew for this many processes; dropout draws restart per rank
+                seed_everything(self.config.seed + self.rank + 1_000 * self.epoch)
+                if self.rank == 0:
+                    _log.info("rnnkit: %s was trained by %d process(es), resumed by %d: global batches are "
+                              "cut anew and random streams reseeded, so the run continues, but not as the "
+                              "uninterrupted one would have", path, saved_world, self.world)
         if self.epoch >= self.config.epochs:
             _log.info("rnnkit: %s has already trained %d of %d epochs; nothing to do (raise trainer.epochs "
                       "to train on)", path, self.epoch, self.config.epochs)
@@ -584,6 +679,13 @@ def evaluate_batches(model: nn.Module, batches: Iterable[dict], metrics=None, *,
 
     A NaN or infinite value comes back as ``None`` (so that the result is valid JSON, where it is
     ``null``), with a line on stderr naming it."""
+    return _finish(*_accumulate(model, batches, metrics, progress=progress))
+
+
+@torch.no_grad()
+def _accumulate(model: nn.Module, batches: Iterable[dict], metrics=None, *,
+                progress: str | None = None) -> tuple[float, int, object]:
+    """(sum of batch loss x batch size, number of rows, the filled ``metrics``) over ``batches``."""
     was_training = model.training
     model.eval()
     reset = getattr(model, "reset_state", None)
@@ -612,6 +714,10 @@ def evaluate_batches(model: nn.Module, batches: Iterable[dict], metrics=None, *,
             reset()
         if bar is not None:
             bar.close()
+    return total, count, metrics
+
+
+def _finish(total: float, count: int, metrics) -> dict:
     if count == 0:
         raise ValueError("evaluation data is empty: no batches to evaluate")
     out = {"loss": total / count}
@@ -676,13 +782,11 @@ class _LineProgress:
         self._line()
 
 
-def setup_distributed() -> tuple[int, int]:
-    """(rank, world size); joins the process group that torchrun describes in the environment."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+
+def _set_rng_state(rng: dict) -> None:
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])

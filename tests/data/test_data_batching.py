@@ -161,19 +161,32 @@ def test_no_shuffle_keeps_chunk_order():
 
 
 @pytest.mark.parametrize("drop_last", [False, True])
-def test_ranks_split_batches_evenly(drop_last):
+def test_ranks_split_global_batches(drop_last):
+    """W ranks of batch b take, step by step, every W-th item of the batches one process of
+    batch W * b gets; a global batch too short to give every rank an item is skipped by all."""
     world = 3
     samplers = [BucketBatchSampler(LENGTHS, batch_size=2, bucket_factor=2, seed=5, drop_last=drop_last,
                                    rank=r, world_size=world) for r in range(world)]
     per_rank = [list(s) for s in samplers]
-    assert all(len(b) == len(samplers[0]) for b in per_rank)
-    seen = [i for batches in per_rank for b in batches for i in b]
-    full = BucketBatchSampler(LENGTHS, batch_size=2, bucket_factor=2, seed=5, drop_last=drop_last)
-    if drop_last:
-        assert len(seen) == len(set(seen))  # no repeats, at most world_size - 1 batches dropped
-        assert len(samplers[0]) == len(full) // world
-    else:
-        assert set(seen) == set(range(len(LENGTHS)))  # nothing left out
+    assert all(len(b) == len(s) for b, s in zip(per_rank, samplers))
+    assert len({len(b) for b in per_rank}) == 1
+    full = list(BucketBatchSampler(LENGTHS, batch_size=2 * world, bucket_factor=2, seed=5, drop_last=drop_last))
+    kept = [b for b in full if len(b) >= (2 * world if drop_last else world)]
+    assert len(per_rank[0]) == len(kept)
+    for step, batch in enumerate(kept):
+        for r in range(world):
+            assert per_rank[r][step] == batch[r::world]
+    if not drop_last:
+        assert sum(map(len, kept)) > len(LENGTHS) - world  # at most W - 1 items left out per chunk
+
+
+def test_sampler_len_matches_iteration_for_many_worlds():
+    for n in range(1, 30):
+        for world in (2, 3):
+            for drop_last in (False, True):
+                s = BucketBatchSampler([1 + i % 5 for i in range(n)], batch_size=2, bucket_factor=2, seed=1,
+                                       drop_last=drop_last, rank=world - 1, world_size=world)
+                assert len(list(s)) == len(s), (n, world, drop_last)
 
 
 def test_sampler_len_matches_iteration_for_many_sizes():
