@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError, TokenizerConfig, parse_config
+from .config import Config, ConfigError, TokenizerConfig, parse_config, resolve_contextual
 from .data import (Batches, Encoder, LMStream, SeriesScaler, TaggedExample,
                     TextExample, Tokenizer, Vocab, collate, read_conll, read_conllu, read_delimited,
-                    read_jsonl, read_label_text, read_lm_text, read_parallel, read_ts)
-from .training.metrics import (BleuMetrics, ClassificationMetrics, PerplexityMetrics, RegressionMetrics,
-                      TaggingMetrics)
+                    read_jsonl, read_label_text, read_lines, read_lm_text, read_parallel, read_ts)
+from .training.metrics import (BiPerplexityMetrics, BleuMetrics, ClassificationMetrics, PerplexityMetrics,
+                               RegressionMetrics, TaggingMetrics)
 from .training.trainer import Trainer, evaluate_batches, seed_everything
 
 __all__ = ["Prepared", "prepare", "train", "evaluate", "predict", "Predictor", "BACKENDS", "export_checkpoint"]
@@ -67,6 +67,8 @@ def read_file(data, path: str | Path, *, label_type: str = "class"):
         return read_parallel(path, source_column=data.source_column, target_column=data.target_column,
                              num_columns=data.num_columns, source_tokenizer=_tokenizer(data.source_tokenizer),
                              target_tokenizer=_tokenizer(data.target_tokenizer), encoding=enc)
+    if f == "text":
+        return read_lines(path, tokenizer=_tokenizer(data.tokenizer), encoding=enc)
     if f == "lm_text":
         return read_lm_text(path, tokenizer=_tokenizer(data.tokenizer), encoding=enc)
     if f == "ts":
@@ -79,7 +81,13 @@ def _limit(examples: list, n: int | None) -> list:
 
 
 def _read(cfg: Config, path) -> list:
-    return read_file(cfg.data, path, label_type="float" if is_regression(cfg) else "class")
+    examples = read_file(cfg.data, path, label_type="float" if is_regression(cfg) else "class")
+    if cfg.model.type == "BiLanguageModel":  # a biLM learns from the text alone
+        from dataclasses import replace
+
+        examples = [replace(ex, tags=None) if isinstance(ex, TaggedExample) else replace(ex, label=None)
+                    for ex in examples]
+    return examples
 
 
 def _splits(cfg: Config) -> tuple[list, list | None, list | None]:
@@ -122,7 +130,9 @@ def fit_vocabs(cfg: Config, train: list) -> dict:
             out["scaler"] = SeriesScaler().fit(train)
     else:
         out["words"] = Vocab(**size).fit(ex.tokens for ex in train)
-        if kind == "SequenceTagger":
+        if kind == "BiLanguageModel":
+            pass  # no labels: the text predicts itself
+        elif kind == "SequenceTagger":
             out["labels"] = Vocab.for_labels((t for ex in train for t in ex.tags), name="tag")
             if d.chars:
                 out["chars"] = Vocab(specials=("<pad>", "<unk>"), name="char").fit_chars(
@@ -193,7 +203,48 @@ def model_kwargs(cfg: Config, vocabs: dict, train: list) -> dict:
         target = vocabs["target"]
         opts.update(source_vocab_size=len(vocabs["words"]), target_vocab_size=len(target),
                     bos_id=target.bos_id, eos_id=target.eos_id)
+    elif kind == "BiLanguageModel":
+        words = vocabs["words"]
+        opts.update(vocab_size=len(words), bos_id=words.bos_id, eos_id=words.eos_id)
+    if "contextual" in opts:
+        opts["contextual"] = resolve_contextual(opts["contextual"])
     return opts
+
+
+def _contextual_source(cfg: Config) -> str | None:
+    """The biLM checkpoint folder a config's ``contextual`` option names, if any; a config that
+    gives the stored form (``bilm:``, as a trained checkpoint keeps it) cannot start training."""
+    contextual = cfg.model.options.get("contextual")
+    if contextual is None:
+        return None
+    if "checkpoint" not in contextual:
+        raise ValueError("model.options.contextual needs checkpoint: the folder of a pre-trained biLM "
+                         "(rnnkit pretrain); the form with bilm: is what a trained model's checkpoint "
+                         "stores, with the biLM's weights beside it")
+    return contextual["checkpoint"]
+
+
+def attach_contextual(model, cfg: Config, vocabs: dict) -> dict | None:
+    """Load the pre-trained biLM that ``model.options.contextual`` names into ``model`` (a
+    tagger or classifier built with its config) and map the head's words onto the biLM's."""
+    path = _contextual_source(cfg)
+    if path is None:
+        return None
+    bilm = ckpt.load(path, expected_type="BiLanguageModel")
+    bilm_words = vocabs_from_json(bilm.vocabs)["words"]
+    return model.contextual.load_bilm(bilm.model, list(vocabs["words"].itos_), bilm_words.stoi_,
+                                      unk_id=bilm_words.unk_id)
+
+
+def stored_config(cfg: Config) -> dict:
+    """The run config a checkpoint keeps: the config itself, except that a ``contextual``
+    option naming a biLM folder is replaced by the biLM's config (its weights are in the
+    checkpoint), so that loading never needs that folder."""
+    saved = cfg.model_dump(mode="json")
+    contextual = saved["model"]["options"].get("contextual")
+    if contextual is not None:
+        saved["model"]["options"]["contextual"] = resolve_contextual(contextual)
+    return saved
 
 
 def metrics_for(cfg: Config, vocabs: dict):
@@ -204,6 +255,8 @@ def metrics_for(cfg: Config, vocabs: dict):
         return RegressionMetrics() if is_regression(cfg) else ClassificationMetrics(vocabs["labels"].itos_)
     if kind == "LanguageModel":
         return PerplexityMetrics()
+    if kind == "BiLanguageModel":
+        return BiPerplexityMetrics()
     level = cfg.data.target_tokenizer.level
     # regex-tokenised targets are already split the way BLEU counts n-grams: score them as they
     # are; whitespace-split text is close to raw, so let sacrebleu tokenise it (13a)
@@ -233,6 +286,12 @@ def prepare(cfg: Config, *, rank: int = 0, world: int = 1) -> Prepared:
     vocabs = fit_vocabs(cfg, train)
     seed_everything(cfg.trainer.seed)
     model = model_types()[cfg.model.type](**model_kwargs(cfg, vocabs, train))
+    known = attach_contextual(model, cfg, vocabs)
+    if known is not None:
+        from ._log import get_logger
+
+        get_logger(__name__).info("contextual features: the biLM knows %d of the head's %d words",
+                                  known["known"], known["total"])
     return Prepared(
         model=model, vocabs=vocabs, metrics=metrics_for(cfg, vocabs),
         train=_batches(cfg, vocabs, train, train=True, rank=rank, world=world),
@@ -267,7 +326,7 @@ def train(cfg: Config, *, resume: bool = False, stream=None) -> dict:
               f"{p.counts['test']:,} test {unit}; {cfg.model.type} with "
               f"{sum(x.numel() for x in p.model.parameters()):,} weights{_limit_note(cfg)}", file=stream, flush=True)
     trainer = Trainer(p.model, cfg.trainer, train=p.train, dev=p.dev, metrics=p.metrics,
-                      vocabs=vocabs_to_json(p.vocabs), extra={"config": cfg.model_dump(mode="json")},
+                      vocabs=vocabs_to_json(p.vocabs), extra={"config": stored_config(cfg)},
                       name=cfg.name)
     history = trainer.fit(resume=resume)
     if rank != 0:  # rank 0 evaluates, writes and reports for every process
@@ -363,6 +422,10 @@ class Predictor:
         check_choice("backend", backend, BACKENDS)
         self.path = Path(path)
         self.loaded, self.cfg, self.vocabs = _restore(path)
+        if self.cfg.model.type == "BiLanguageModel":
+            raise ValueError(f"{path}: a BiLanguageModel has no predictions to print; its use is its "
+                             "vectors: rnnkit embed CHECKPOINT FILE, or contextual features of a tagger "
+                             "or classifier (model.options.contextual)")
         self.model, self.kind, self.backend = self.loaded.model, self.cfg.model.type, backend
         d = self.cfg.data
         self.series = d.format == "ts"
