@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# docs/benchmarks.md, "Pre-trained biLM features": the same tagger with and without ELMo-style
+# features, on UD-EWT POS and MSRA NER, at a fixed small budget (the machine is shared: epochs and
+# example counts are fixed, not wall time). Run from the repository root; writes runs/bench_bilm/.
+set -euo pipefail
+R=runs/bench_bilm
+T="--set trainer.num_threads=1 --set trainer.progress=false --overwrite"
+rnnkit() { python -m rnnkit "$@"; }
+# biLMs: UD-EWT's full training text (examples/bilm_ud.yaml, 2 epochs), MSRA's first 6,000
+# training sentences (2 epochs)
+[ -e runs/bilm_ud/best ] || rnnkit pretrain examples/bilm_ud.yaml $T
+rnnkit pretrain examples/bilm_msra.yaml --set data.max_train_examples=6000 $T
+# UD-EWT POS: the first 4,000 training sentences, 3 epochs, full dev and test
+UD="--set data.max_train_examples=4000 --set trainer.epochs=3 $T"
+rnnkit train examples/ud_pos.yaml      $UD --out $R/ud_pos
+rnnkit train examples/ud_pos_bilm.yaml $UD --out $R/ud_pos_bilm
+# MSRA NER: the first 3,000 training sentences, 3 epochs, full test
+MS="--set data.max_train_examples=3000 --set trainer.epochs=3 $T"
+rnnkit train examples/msra_ner.yaml      $MS --out $R/msra_ner
+rnnkit train examples/msra_ner_bilm.yaml $MS --out $R/msra_ner_bilm
