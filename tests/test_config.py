@@ -59,7 +59,7 @@ def test_choice_lists_the_allowed_values(tmp_path):
 
 def test_unknown_data_format(tmp_path):
     path = write(tmp_path, GOOD.replace("format: conll", "format: xml"))
-    with pytest.raises(ConfigError, match=r"data.format: must be one of conllu, conll, csv, tsv, jsonl, label_text, parallel, lm_text, ts; got 'xml'"):
+    with pytest.raises(ConfigError, match=r"data.format: must be one of conllu, conll, csv, tsv, jsonl, label_text, parallel, text, lm_text, ts; got 'xml'"):
         load_config(path)
 
 
