@@ -18,3 +18,10 @@ rnnkit train examples/ud_pos_bilm.yaml $UD --out $R/ud_pos_bilm
 MS="--set data.max_train_examples=3000 --set trainer.epochs=3 $T"
 rnnkit train examples/msra_ner.yaml      $MS --out $R/msra_ner
 rnnkit train examples/msra_ner_bilm.yaml $MS --out $R/msra_ner_bilm
+# the same four tagger runs again with another seed (the biLMs stay), to see the run-to-run spread
+if [ "${SEED1:-0}" = 1 ]; then
+  rnnkit train examples/ud_pos.yaml        $UD --set trainer.seed=1 --out $R/ud_pos_s1
+  rnnkit train examples/ud_pos_bilm.yaml   $UD --set trainer.seed=1 --out $R/ud_pos_bilm_s1
+  rnnkit train examples/msra_ner.yaml      $MS --set trainer.seed=1 --out $R/msra_ner_s1
+  rnnkit train examples/msra_ner_bilm.yaml $MS --set trainer.seed=1 --out $R/msra_ner_bilm_s1
+fi
