@@ -30,7 +30,7 @@ from .layers import Bidirectional
 __all__ = ["token_vectors", "embed_file", "FORMATS"]
 
 FORMATS = ("npy", "safetensors")
-HEADS = ("BiLanguageModel", "SequenceTagger", "SequenceClassifier", "LanguageModel")
+TOKEN_HEADS = ("BiLanguageModel", "SequenceTagger", "SequenceClassifier", "LanguageModel")
 
 
 def _layer_index(layer, num_layers: int, lowest: int) -> int:
@@ -56,9 +56,9 @@ def token_vectors(model, batch: dict, *, layer: int | str = "top") -> dict[str, 
         v = model.contextual(batch)
         f, b = (v["tokens"], v["tokens"]) if k == 0 else (v["forward"][:, :, k - 1], v["backward"][:, :, k - 1])
         return {"forward": f, "backward": b, "merged": torch.cat([f, b], dim=-1)}
-    if kind not in HEADS or getattr(getattr(model, "input", None), "vocab_size", None) is None:
-        raise ValueError(f"contextual vectors need a model that reads tokens ({', '.join(HEADS)}); "
-                         f"got a {kind}{' on numeric series' if kind in HEADS else ''}")
+    if kind not in TOKEN_HEADS or getattr(getattr(model, "input", None), "vocab_size", None) is None:
+        raise ValueError(f"contextual vectors need a model that reads tokens ({', '.join(TOKEN_HEADS)}); "
+                         f"got a {kind}{' on numeric series' if kind in TOKEN_HEADS else ''}")
     from .models._common import layer_outputs
 
     x, lengths = model.encoder_input(batch)
@@ -89,9 +89,9 @@ def embed_file(path: str | Path, lines, out: str | Path | None = None, *, source
     check_choice("format", format, FORMATS)
     loaded, cfg, vocabs = _restore(path)
     model, kind = loaded.model, cfg.model.type
-    if kind not in HEADS or cfg.data.format == "ts":
+    if kind not in TOKEN_HEADS or cfg.data.format == "ts":
         raise ValueError(f"{path}: rnnkit embed needs a checkpoint of a model that reads tokens "
-                         f"({', '.join(HEADS)}); this one holds a {kind} on data.format {cfg.data.format!r}")
+                         f"({', '.join(TOKEN_HEADS)}); this one holds a {kind} on data.format {cfg.data.format!r}")
     d = cfg.data
     tokenize = _tokenizer(getattr(d, "predict_tokenizer", None) or getattr(d, "tokenizer", None))
     encoder = _encoder(cfg, vocabs)
