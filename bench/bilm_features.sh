@@ -2,6 +2,7 @@
 # docs/benchmarks.md, "Pre-trained biLM features": the same tagger with and without ELMo-style
 # features, on UD-EWT POS and MSRA NER, at a fixed small budget (the machine is shared: epochs and
 # example counts are fixed, not wall time). Run from the repository root; writes runs/bench_bilm/.
+# SEED1=1 adds the four tagger runs with seed 1, FINETUNE=1 the two runs with the biLM fine-tuned.
 set -euo pipefail
 R=runs/bench_bilm
 T="--set trainer.num_threads=1 --set trainer.progress=false --overwrite"
@@ -24,4 +25,9 @@ if [ "${SEED1:-0}" = 1 ]; then
   rnnkit train examples/ud_pos_bilm.yaml   $UD --set trainer.seed=1 --out $R/ud_pos_bilm_s1
   rnnkit train examples/msra_ner.yaml      $MS --set trainer.seed=1 --out $R/msra_ner_s1
   rnnkit train examples/msra_ner_bilm.yaml $MS --set trainer.seed=1 --out $R/msra_ner_bilm_s1
+fi
+# the biLM fine-tuned with the tagger instead of frozen (seed 0)
+if [ "${FINETUNE:-0}" = 1 ]; then
+  rnnkit train examples/ud_pos_bilm.yaml   $UD --set model.options.contextual.freeze=false --out $R/ud_pos_bilm_ft
+  rnnkit train examples/msra_ner_bilm.yaml $MS --set model.options.contextual.freeze=false --out $R/msra_ner_bilm_ft
 fi
