@@ -1,8 +1,10 @@
-"""The ``rnnkit`` command: ``demo``, ``train``, ``evaluate``, ``predict``, ``export``, ``serve``, ``build``.
+"""The ``rnnkit`` command: ``demo``, ``train``, ``pretrain``, ``embed``, ``evaluate``, ``predict``, ``export``, ``serve``, ``build``.
 
     rnnkit demo [--out runs/demo]
     rnnkit demo --gradients [--length 200] [--steps 1000]          # which cells learn across 200 steps
     rnnkit train CONFIG.yaml [--set trainer.epochs=3 ...] [--resume] [--nproc N]
+    rnnkit pretrain CONFIG.yaml [--set ...]                        # a bidirectional LM (ELMo-style)
+    rnnkit embed CHECKPOINT [FILE|-] [-o DIR] [--format npy|safetensors] [--layer top|N]
     rnnkit evaluate CHECKPOINT DATA
     rnnkit predict CHECKPOINT [FILE|-] > predictions.jsonl
     rnnkit predict CHECKPOINT FILE --backend onnxruntime           # through the exported ONNX file
@@ -99,6 +101,44 @@ def _launch(args: argparse.Namespace, cfg) -> int:
         return subprocess.run(command).returncode
     except KeyboardInterrupt:  # the launcher got the same Ctrl-C and stops its workers
         return 130
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+    from .run import train
+
+    overrides = list(args.set or [])
+    if args.out is not None:
+        overrides.append(f"trainer.out_dir={args.out}")
+    if args.overwrite:
+        overrides.append("trainer.overwrite=true")
+    cfg = load_config(args.config, overrides=overrides)
+    if cfg.model.type != "BiLanguageModel":
+        raise ConfigError(f"{args.config}: model.type: rnnkit pretrain trains a BiLanguageModel; got "
+                          f"{cfg.model.type} (train it with rnnkit train)")
+    summary = train(cfg, resume=args.resume)
+    if summary:
+        print(json.dumps(summary))
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from .data._io import decode_lines, open_bytes
+    from .embed import embed_file
+
+    hint = "rnnkit embed reads UTF-8; convert the input first (e.g. iconv -f latin1 -t utf-8)"
+    with contextlib.ExitStack() as stack:
+        if args.file == "-":
+            source, raw = "<stdin>", getattr(sys.stdin, "buffer", None)
+        else:
+            source, raw = args.file, stack.enter_context(open_bytes(args.file))
+        lines = sys.stdin if raw is None else (line for _, line in decode_lines(raw, source, hint=hint))
+        summary = embed_file(args.checkpoint, lines, args.output, source=source, format=args.format,
+                             layer=args.layer, batch_size=args.batch_size)
+    print(json.dumps(summary))
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -339,6 +379,40 @@ def build_parser() -> argparse.ArgumentParser:
                             "every batch of N x trainer.batch_size; same as torchrun --nproc_per_node N "
                             "-m rnnkit train ... (multi-node: docs/training.md)")
     train.set_defaults(func=_train)
+
+    pretrain = sub.add_parser(
+        "pretrain", help="pre-train a bidirectional language model (ELMo-style) from a YAML config",
+        description="Train a BiLanguageModel (model.type in CONFIG): a forward and a backward causal LM "
+                    "that share the embedding and output layer; neither ever reads the token it predicts. "
+                    "Reads plain text (data.format: text, one sentence per line) or the text of any "
+                    "labelled format (conllu, conll, csv, tsv, jsonl, label_text; labels not read). Reports "
+                    "dev perplexity per direction. The checkpoint feeds rnnkit embed and the contextual "
+                    "option of taggers and classifiers.",
+        epilog="example: rnnkit pretrain examples/bilm_ud.yaml --set trainer.epochs=2")
+    pretrain.add_argument("config", metavar="CONFIG", help="YAML config file with model.type: BiLanguageModel")
+    pretrain.add_argument("--set", metavar="FIELD=VALUE", action="append",
+                          help="override a config field (dotted path, YAML value); repeatable")
+    pretrain.add_argument("--out", metavar="DIR", help="output folder (same as --set trainer.out_dir=DIR)")
+    pretrain.add_argument("--resume", action="store_true", help="continue exactly from OUT/last")
+    pretrain.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
+    pretrain.set_defaults(func=_pretrain)
+
+    embed = sub.add_parser(
+        "embed", help="contextual vectors of every token of a text file",
+        description="Read one input per line from FILE (or standard input), tokenised as the checkpoint's "
+                    "training data was; write every token's vectors at one layer: forward half, backward "
+                    "half (for a bidirectional layer or a biLM) and merged, as .npy files or one "
+                    "safetensors file, with index.jsonl (sentence, position, token, where) and info.json. "
+                    "Works from BiLanguageModel, tagger, classifier and language-model checkpoints.")
+    embed.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder (e.g. runs/bilm/best)")
+    embed.add_argument("file", metavar="FILE", nargs="?", default="-", help="input file, or - for stdin")
+    embed.add_argument("-o", "--output", metavar="DIR", default=None,
+                       help="output folder (default: CHECKPOINT.vectors beside the checkpoint folder)")
+    embed.add_argument("--format", choices=("npy", "safetensors"), default="npy", help="default: npy")
+    embed.add_argument("--layer", default="top",
+                       help="top (default) or a layer number 1..L; 0 is a biLM's token layer (static)")
+    embed.add_argument("--batch-size", type=_positive, default=64, help="inputs per batch (default: 64)")
+    embed.set_defaults(func=_embed)
 
     evaluate = sub.add_parser(
         "evaluate", help="evaluate a checkpoint on a labelled file",

@@ -24,8 +24,8 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from .training.options import OptimizerConfig, SchedulerConfig, Strict, TrainerConfig
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_config", "apply_overrides", "DATA_FORMATS",
-           "STREAMING_FORMATS", "MODEL_TYPES", "DERIVED_OPTIONS", "TokenizerConfig", "TrainerConfig",
-           "OptimizerConfig", "SchedulerConfig"]
+           "STREAMING_FORMATS", "MODEL_TYPES", "DERIVED_OPTIONS", "resolve_contextual", "TokenizerConfig",
+           "TrainerConfig", "OptimizerConfig", "SchedulerConfig"]
 
 
 class ConfigError(ValueError):
@@ -157,6 +157,12 @@ class ParallelData(_Data):
     max_target_length: int | None = Field(None, ge=1)  # longest target, BOS/EOS not counted
 
 
+class TextData(_Data):
+    format: Literal["text"]                 # plain text, one sentence per line (BiLanguageModel)
+    max_length: int | None = Field(TEXT_MAX_LENGTH, ge=1)  # longest input; null: no limit
+    tokenizer: TokenizerConfig = TokenizerConfig()
+
+
 class LMTextData(_Data):
     format: Literal["lm_text"]              # plain text, one token stream (PTB)
     tokenizer: TokenizerConfig = TokenizerConfig()
@@ -221,10 +227,10 @@ class SeriesData(_Data):
 
 
 DataConfig = Annotated[Union[ConlluData, ConllData, DelimitedData, JsonlData, LabelTextData, FolderData,
-                             ParallelData, LMTextData, TSFileData, SeriesData], Field(discriminator="format")]
+                             ParallelData, TextData, LMTextData, TSFileData, SeriesData], Field(discriminator="format")]
 
-DATA_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "folder", "parallel", "lm_text", "ts",
-                "series")
+DATA_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "folder", "parallel", "text", "lm_text",
+                "ts", "series")
 # The formats data.streaming reads lazily (a .ts file is a few MB of series, read whole; a folder
 # is one file per document already; a series is one table of numbers).
 STREAMING_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "parallel", "lm_text")
@@ -237,6 +243,8 @@ MODEL_TYPES = {
     "Seq2Seq": ("parallel",),
     "Generator": ("csv", "tsv", "jsonl", "label_text"),
     "Forecaster": ("series",),
+    # sentences of plain text, or the token text of a labelled set (its labels are not read)
+    "BiLanguageModel": ("text", "conllu", "conll", "csv", "tsv", "jsonl", "label_text"),
 }
 
 # Head arguments rnnkit sets from the data; a config must not give them.
@@ -247,12 +255,13 @@ DERIVED_OPTIONS = {
     "Seq2Seq": ("source_vocab_size", "target_vocab_size", "bos_id", "eos_id"),
     "Generator": ("vocab_size", "num_classes", "condition_size", "bos_id", "eos_id"),
     "Forecaster": ("input_size", "horizon", "target_indices"),
+    "BiLanguageModel": ("vocab_size", "bos_id", "eos_id"),
 }
 
 
 class ModelConfig(Strict):
     type: Literal["SequenceTagger", "SequenceClassifier", "LanguageModel", "Seq2Seq", "Generator",
-                  "Forecaster"]  # task head
+                  "Forecaster", "BiLanguageModel"]  # task head
     options: dict[str, Any] = {}  # the head's keyword arguments (embedding_dim, encoder, ...)
 
     @model_validator(mode="after")
@@ -289,14 +298,15 @@ def _stand_ins(model: ModelConfig, data) -> dict:
     """Small values for the head arguments the data decides, so that the head can be built
     before any data is read."""
     kind, options = model.type, model.options
+    resolved = {"contextual": resolve_contextual(options["contextual"])} if "contextual" in options else {}
     if kind == "SequenceTagger":
         tags = {"bio": ["O", "B-X", "I-X"], "iobes": ["O", "B-X", "I-X", "E-X", "S-X"]}.get(
             options.get("constraints"), ["O", "B-X", "I-X"])
         return dict(vocab_size=8, num_tags=len(tags), tags=tags,
-                    char_vocab_size=8 if getattr(data, "chars", False) else None)
+                    char_vocab_size=8 if getattr(data, "chars", False) else None, **resolved)
     if kind == "SequenceClassifier":
         sizes = dict(input_size=2) if data.format == "ts" else dict(vocab_size=8)
-        return dict(num_classes=1 if options.get("task") == "regression" else 2, **sizes)
+        return dict(num_classes=1 if options.get("task") == "regression" else 2, **sizes, **resolved)
     if kind == "LanguageModel":
         return dict(vocab_size=8, carry_state=True, eos_id=3)
     if kind == "Generator":
@@ -306,7 +316,33 @@ def _stand_ins(model: ModelConfig, data) -> dict:
         targets = None if data.target_columns is None or data.columns is None else \
             [columns.index(c) for c in data.target_columns]
         return dict(input_size=len(columns), horizon=data.horizon, target_indices=targets)
+    if kind == "BiLanguageModel":
+        return dict(vocab_size=8, bos_id=2, eos_id=3)
     return dict(source_vocab_size=8, target_vocab_size=8, bos_id=2, eos_id=3)
+
+
+def resolve_contextual(contextual):
+    """A tagger's or classifier's ``contextual`` option as the head takes it. A config names a
+    pre-trained biLM by folder -- ``{checkpoint: runs/bilm/best, freeze: true}`` -- and this reads
+    the biLM's config from that checkpoint's manifest: ``{bilm: {...}, freeze: true}``. That form
+    (what a trained head's checkpoint stores, its biLM weights inside) passes unchanged."""
+    from .checkpoint import CheckpointError, read_manifest
+
+    if not isinstance(contextual, dict) or "checkpoint" not in contextual:
+        return contextual  # the head checks it
+    unknown = sorted(set(contextual) - {"checkpoint", "freeze"})
+    if unknown:
+        raise ValueError(f"contextual has unknown option(s) {', '.join(map(repr, unknown))}; allowed: "
+                         "checkpoint (a BiLanguageModel checkpoint folder), freeze")
+    path = contextual["checkpoint"]
+    try:
+        manifest = read_manifest(path)
+    except (CheckpointError, TypeError) as e:
+        raise ValueError(f"checkpoint {path!r} cannot be read as a pre-trained biLM: {e}") from None
+    if manifest.get("model_type") != "BiLanguageModel":
+        raise ValueError(f"checkpoint {path!r} holds a {manifest.get('model_type')}; contextual features "
+                         "need a BiLanguageModel checkpoint (made by rnnkit pretrain)")
+    return {"bilm": manifest["model_config"], "freeze": contextual.get("freeze", True)}
 
 
 def _build_on_meta(model: ModelConfig, data) -> None:
@@ -431,7 +467,7 @@ def _section_fields(loc: tuple, raw) -> list[str]:
         fmt = raw.get("data", {}).get("format") if isinstance(raw, dict) and isinstance(raw.get("data"), dict) else None
         by_format = {cls.model_fields["format"].annotation.__args__[0]: cls
                      for cls in (ConlluData, ConllData, DelimitedData, JsonlData, LabelTextData,
-                                 FolderData, ParallelData, LMTextData, TSFileData, SeriesData)}
+                                 FolderData, ParallelData, TextData, LMTextData, TSFileData, SeriesData)}
         by_format["tsv"] = DelimitedData
         if fmt not in by_format:
             return []

@@ -28,15 +28,15 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError, TokenizerConfig, parse_config
+from .config import Config, ConfigError, TokenizerConfig, parse_config, resolve_contextual
 from .data import (Batches, Encoder, LMStream, SeriesScaler, TaggedExample, TextExample, Tokenizer, Vocab,
                    chronological_split, collate, iter_conll, iter_conllu, iter_delimited, iter_jsonl,
-                   iter_label_text, iter_lm_text, iter_parallel, read_folder, read_series_table, read_ts,
-                   series_windows)
+                   iter_label_text, iter_lm_text, iter_parallel, read_folder, read_lines, read_series_table,
+                   read_ts, series_windows)
 from .data._io import line_offsets
 from .data.streaming import StreamingBatches, StreamingDataset, StreamingLM
-from .training.metrics import (BleuMetrics, ClassificationMetrics, ClassPerplexityMetrics, ForecastMetrics,
-                               PerplexityMetrics, RegressionMetrics, TaggingMetrics, mase_scale)
+from .training.metrics import (BiPerplexityMetrics, BleuMetrics, ClassificationMetrics, ClassPerplexityMetrics,
+                               ForecastMetrics, PerplexityMetrics, RegressionMetrics, TaggingMetrics, mase_scale)
 from .training.trainer import Trainer, evaluate_batches, seed_everything
 
 __all__ = ["Prepared", "prepare", "train", "evaluate", "predict", "Predictor", "BACKENDS", "export_checkpoint"]
@@ -96,6 +96,8 @@ def iter_file(data, path: str | Path, *, label_type: str = "class") -> Iterator:
         return iter_parallel(path, source_column=data.source_column, target_column=data.target_column,
                              num_columns=data.num_columns, source_tokenizer=_tokenizer(data.source_tokenizer),
                              target_tokenizer=_tokenizer(data.target_tokenizer), encoding=enc)
+    if f == "text":
+        return read_lines(path, tokenizer=_tokenizer(data.tokenizer), encoding=enc)
     if f == "lm_text":
         return iter_lm_text(path, tokenizer=_tokenizer(data.tokenizer), encoding=enc)
     raise ValueError(f"data.format {f!r} is not read lazily")  # the schema keeps it from streaming
@@ -114,6 +116,8 @@ def read_file(data, path: str | Path, *, label_type: str = "class"):
                              "target needs csv, tsv, jsonl or label_text")
         return read_folder(path, labels=data.labels, pattern=data.pattern, tokenizer=_tokenizer(data.tokenizer),
                            markup=data.markup, encoding=data.encoding)
+    if data.format == "text":  # one sentence per line (a BiLanguageModel's plain text)
+        return read_lines(path, tokenizer=_tokenizer(data.tokenizer), encoding=data.encoding)
     if data.format == "lm_text":
         return [token for line in iter_file(data, path) for token in line]
     return list(iter_file(data, path, label_type=label_type))
@@ -143,6 +147,8 @@ def _sample(examples: list, n: int, seed: int, *, by_label: bool) -> tuple[list,
         chosen = set(rng.sample(range(len(examples)), n))
     return ([ex for i, ex in enumerate(examples) if i in chosen],
             [ex for i, ex in enumerate(examples) if i not in chosen])
+
+
 def _table(data, path: str | Path):
     return read_series_table(path, columns=data.columns, time_column=data.time_column,
                              delimiter=data.delimiter, missing=data.missing, encoding=data.encoding)
@@ -223,6 +229,9 @@ def _retag(cfg: Config, examples: list, path) -> tuple[list, str | None]:
 
 def _read(cfg: Config, path, *, schemes_found: dict | None = None) -> list:
     examples = read_file(cfg.data, path, label_type="float" if is_regression(cfg) else "class")
+    if cfg.model.type == "BiLanguageModel":  # a biLM learns from the text alone
+        return [replace(ex, tags=None) if isinstance(ex, TaggedExample) else replace(ex, label=None)
+                for ex in examples]
     if cfg.data.format == "conll":
         examples, scheme = _retag(cfg, examples, path)
         if schemes_found is not None:
@@ -306,7 +315,7 @@ def count_vocabs(cfg: Config, examples: Iterable) -> tuple[dict, int]:
         words.update(ex.tokens)
         if kind == "SequenceTagger":
             labels.update(ex.tags)
-        elif not is_regression(cfg):
+        elif kind != "BiLanguageModel" and not is_regression(cfg):  # a biLM's text predicts itself
             labels.add(str(ex.label))
     size = dict(min_freq=d.min_freq, max_size=d.max_vocab)
     out = {"words": Vocab(**size).fit_counts(words)}
@@ -320,7 +329,7 @@ def count_vocabs(cfg: Config, examples: Iterable) -> tuple[dict, int]:
                 for ch in token:
                     chars[ch] += c
             out["chars"] = Vocab(specials=("<pad>", "<unk>"), name="char").fit_counts(chars)
-    elif not is_regression(cfg):
+    elif kind != "BiLanguageModel" and not is_regression(cfg):
         out["labels"] = Vocab.for_labels(labels, name="label")
     return out, n
 
@@ -516,7 +525,48 @@ def model_kwargs(cfg: Config, vocabs: dict, train: list) -> dict:
         target = vocabs["target"]
         opts.update(source_vocab_size=len(vocabs["words"]), target_vocab_size=len(target),
                     bos_id=target.bos_id, eos_id=target.eos_id)
+    elif kind == "BiLanguageModel":
+        words = vocabs["words"]
+        opts.update(vocab_size=len(words), bos_id=words.bos_id, eos_id=words.eos_id)
+    if "contextual" in opts:
+        opts["contextual"] = resolve_contextual(opts["contextual"])
     return opts
+
+
+def _contextual_source(cfg: Config) -> str | None:
+    """The biLM checkpoint folder a config's ``contextual`` option names, if any; a config that
+    gives the stored form (``bilm:``, as a trained checkpoint keeps it) cannot start training."""
+    contextual = cfg.model.options.get("contextual")
+    if contextual is None:
+        return None
+    if "checkpoint" not in contextual:
+        raise ValueError("model.options.contextual needs checkpoint: the folder of a pre-trained biLM "
+                         "(rnnkit pretrain); the form with bilm: is what a trained model's checkpoint "
+                         "stores, with the biLM's weights beside it")
+    return contextual["checkpoint"]
+
+
+def attach_contextual(model, cfg: Config, vocabs: dict) -> dict | None:
+    """Load the pre-trained biLM that ``model.options.contextual`` names into ``model`` (a
+    tagger or classifier built with its config) and map the head's words onto the biLM's."""
+    path = _contextual_source(cfg)
+    if path is None:
+        return None
+    bilm = ckpt.load(path, expected_type="BiLanguageModel")
+    bilm_words = vocabs_from_json(bilm.vocabs)["words"]
+    return model.contextual.load_bilm(bilm.model, list(vocabs["words"].itos_), bilm_words.stoi_,
+                                      unk_id=bilm_words.unk_id)
+
+
+def stored_config(cfg: Config) -> dict:
+    """The run config a checkpoint keeps: the config itself, except that a ``contextual``
+    option naming a biLM folder is replaced by the biLM's config (its weights are in the
+    checkpoint), so that loading never needs that folder."""
+    saved = cfg.model_dump(mode="json")
+    contextual = saved["model"]["options"].get("contextual")
+    if contextual is not None:
+        saved["model"]["options"]["contextual"] = resolve_contextual(contextual)
+    return saved
 
 
 def metrics_for(cfg: Config, vocabs: dict):
@@ -536,6 +586,8 @@ def metrics_for(cfg: Config, vocabs: dict):
     if kind == "Forecaster":
         series = vocabs["series"]
         return ForecastMetrics(series["mase_scale"], season=series["season"], targets=series["targets"])
+    if kind == "BiLanguageModel":
+        return BiPerplexityMetrics()
     level = cfg.data.target_tokenizer.level
     # regex-tokenised targets are already split the way BLEU counts n-grams: score them as they
     # are; whitespace-split text is close to raw, so let sacrebleu tokenise it (13a)
@@ -559,18 +611,31 @@ class Prepared:
     tag_scheme: str | None = None  # span scheme of the training file's tags (None: not span tags)
 
 
-def prepare(cfg: Config, *, rank: int = 0, world: int = 1) -> Prepared:
+def _build_head(cfg: Config, vocabs: dict, train) -> torch.nn.Module:
+    """The head the config names, sized by the data, seeded: a forecaster's scaler fitted on the
+    training rows, a pre-trained biLM attached when ``contextual`` names one."""
     from .models.registry import model_types
 
+    seed_everything(cfg.trainer.seed)
+    model = model_types()[cfg.model.type](**model_kwargs(cfg, vocabs, train))
+    if cfg.model.type == "Forecaster" and model.scaling == "standard":  # on training rows only
+        model.fit_scaler(torch.as_tensor(train.table.values[train.rows.start:train.rows.stop]))
+    known = attach_contextual(model, cfg, vocabs)
+    if known is not None:
+        from ._log import get_logger
+
+        get_logger(__name__).info("contextual features: the biLM knows %d of the head's %d words",
+                                  known["known"], known["total"])
+    return model
+
+
+def prepare(cfg: Config, *, rank: int = 0, world: int = 1) -> Prepared:
     if cfg.data.streaming:
         return _prepare_streaming(cfg, rank=rank, world=world)
     found: dict = {}
     train, dev, test = _splits(cfg, schemes_found=found)
     vocabs = read_vocab_file(cfg)[0] if cfg.data.vocab is not None else fit_vocabs(cfg, train)
-    seed_everything(cfg.trainer.seed)
-    model = model_types()[cfg.model.type](**model_kwargs(cfg, vocabs, train))
-    if cfg.model.type == "Forecaster" and model.scaling == "standard":  # on training rows only
-        model.fit_scaler(torch.as_tensor(train.table.values[train.rows.start:train.rows.stop]))
+    model = _build_head(cfg, vocabs, train)
     return Prepared(
         model=model, vocabs=vocabs, metrics=metrics_for(cfg, vocabs),
         train=_batches(cfg, vocabs, train, train=True, rank=rank, world=world),
@@ -679,8 +744,7 @@ def _prepare_streaming(cfg: Config, *, rank: int, world: int) -> Prepared:
     cap = d.max_eval_examples
     dev = _cap(cfg, _read(cfg, d.dev), cap, 2) if d.dev is not None else None
     test = _cap(cfg, _read(cfg, d.test), cap, 3) if d.test is not None else None
-    seed_everything(cfg.trainer.seed)
-    model = model_types()[cfg.model.type](**model_kwargs(cfg, vocabs, []))
+    model = _build_head(cfg, vocabs, [])
     place = dict(rank=rank if world > 1 else None, world_size=world if world > 1 else None)
     if d.format == "lm_text":
         batches = StreamingLM(LMTrainFile(cfg), vocabs["words"].encode, index=index, num_tokens=n,
@@ -727,7 +791,7 @@ def train(cfg: Config, *, resume: bool = False, stream=None) -> dict:
               f"{p.counts['test']:,} test {unit}; {cfg.model.type} with "
               f"{sum(x.numel() for x in p.model.parameters()):,} weights{_limit_note(cfg)}", file=stream, flush=True)
     trainer = Trainer(p.model, cfg.trainer, train=p.train, dev=p.dev, metrics=p.metrics,
-                      vocabs=vocabs_to_json(p.vocabs), extra={"config": cfg.model_dump(mode="json"),
+                      vocabs=vocabs_to_json(p.vocabs), extra={"config": stored_config(cfg),
                                                               **_scheme_extra(cfg, p)},
                       name=cfg.name)
     history = trainer.fit(resume=resume)
@@ -841,6 +905,10 @@ class Predictor:
         check_choice("tag_scheme", tag_scheme, TAG_SCHEMES)
         self.path = Path(path)
         self.loaded, self.cfg, self.vocabs = _restore(path)
+        if self.cfg.model.type == "BiLanguageModel":
+            raise ValueError(f"{path}: a BiLanguageModel has no predictions to print; its use is its "
+                             "vectors: rnnkit embed CHECKPOINT FILE, or contextual features of a tagger "
+                             "or classifier (model.options.contextual)")
         self.model, self.kind, self.backend = self.loaded.model, self.cfg.model.type, backend
         # tags are written as the model learnt them unless another span scheme is asked for
         schemes = self.loaded.extra.get("tag_scheme")

@@ -8,6 +8,7 @@ underneath: the cell is one of the ``encoder`` / ``decoder`` options.
 
 from ._common import ENCODER_DEFAULTS
 from .attention import Attention, masked_softmax
+from .bilm import BiLanguageModel, ContextualFeatures, ScalarMix
 from .classifier import SequenceClassifier
 from .crf import CRF, allowed_transitions
 from .decoding import beam_search, greedy, sample
@@ -20,7 +21,7 @@ from .tagger import CharFeatures, SequenceTagger
 
 __all__ = [
     "SequenceClassifier", "SequenceTagger", "LanguageModel", "Seq2Seq", "Generator", "Forecaster",
-    "make_windows",
+    "BiLanguageModel", "ContextualFeatures", "ScalarMix", "make_windows",
     "CRF", "allowed_transitions", "Attention", "masked_softmax", "Bridge", "CharFeatures",
     "greedy", "sample", "beam_search", "ENCODER_DEFAULTS", "register", "model_types",
 ]

@@ -25,7 +25,7 @@ from ..recurrence import length_mask, zero_padding
 __all__ = ["ENCODER_DEFAULTS", "encoder_config", "build_stack", "InputLayer", "hidden_of",
            "final_features", "final_size", "map_state", "detach_state", "check_batch", "check_tokens",
            "check_values", "check_class_labels", "check_choice", "check_int", "check_rate",
-           "check_bool", "length_mask", "last_step"]
+           "check_bool", "length_mask", "last_step", "layer_outputs"]
 
 ENCODER_DEFAULTS = {
     "cell": "gru",             # rnn | gru | lstm | any cell registered in layers.CELLS
@@ -86,6 +86,31 @@ def build_stack(input_size: int, cfg: dict) -> Stack:
     options = dict(cfg)
     sizes = [tuple(s) if isinstance(s, list) else s for s in options.pop("hidden_sizes")]
     return Stack(input_size, sizes, **options)
+
+
+def layer_outputs(stack: Stack, x: Tensor, lengths: Tensor | None = None) -> list[Tensor]:
+    """Every layer's output (B, T, H_k) of ``stack`` on x, as ``Stack.forward`` computes them
+    (residual, layer norm and dropout between layers included, padding zeroed where those
+    would write into it); the last equals ``stack(x, lengths=lengths)[0]``. ELMo's features
+    mix all layers, and a Stack returns only its top."""
+    from .. import recurrence
+
+    B, T = x.shape[:2]
+    valid = None
+    if (stack.layer_norm or stack.residual) and lengths is not None:
+        valid = recurrence.length_mask(lengths, T)[..., None].to(x.dtype)  # (B, T, 1)
+    outputs, last = [], stack.num_layers - 1
+    for i, (layer, proj, norm) in enumerate(zip(stack.layers, stack.projections, stack.norms)):
+        y, _ = layer(x, lengths=lengths)
+        if stack.residual and i > 0:
+            y = y + proj(x)
+        if i < last:
+            y = stack.drop(norm(y))
+            if valid is not None:
+                y = y * valid
+        outputs.append(y)
+        x = y
+    return outputs
 
 
 class InputLayer(nn.Module):

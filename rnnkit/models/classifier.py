@@ -23,6 +23,7 @@ from ._common import (InputLayer, build_stack, check_batch, check_choice, check_
                       check_int, check_rate, check_tokens, check_values, encoder_config,
                       final_features, final_size, length_mask)
 from .attention import Attention
+from .bilm import ContextualFeatures, contextual_config
 
 __all__ = ["SequenceClassifier", "POOLINGS", "TASKS"]
 
@@ -44,6 +45,8 @@ class SequenceClassifier(nn.Module):
             (mean squared error on ``labels`` (B,) float when K = 1, or (B, K)).
         dropout: on the embeddings and on the pooled features.
         max_length: longest sequence accepted (None: any).
+        contextual: a pre-trained biLM's vectors as extra token features (``ContextualFeatures``:
+            ``{"bilm": BiLanguageModel config, "freeze": True}``), token-id inputs only.
 
     ``forward(batch)`` gives logits or values (B, K); ``predict(batch)`` class ids (B,) or
     values (B, K).
@@ -52,7 +55,7 @@ class SequenceClassifier(nn.Module):
     def __init__(self, *, num_classes: int, vocab_size: int | None = None,
                  input_size: int | None = None, embedding_dim: int = 64, encoder: dict | None = None,
                  pooling: str = "last", task: str = "classification", dropout: float = 0.0,
-                 max_length: int | None = None) -> None:
+                 max_length: int | None = None, contextual: dict | None = None) -> None:
         super().__init__()
         check_choice("pooling", pooling, POOLINGS)
         check_choice("task", task, TASKS)
@@ -60,13 +63,22 @@ class SequenceClassifier(nn.Module):
         check_rate("dropout", dropout)
         check_int("max_length", max_length, optional=True)
         encoder = encoder_config(encoder)
+        contextual = contextual_config(contextual)
+        if contextual is not None and vocab_size is None:
+            raise ValueError("contextual features are per token: they need token-id inputs (vocab_size), "
+                             f"not numeric values (input_size={input_size!r})")
         self.config = dict(num_classes=num_classes, vocab_size=vocab_size, input_size=input_size,
                            embedding_dim=embedding_dim, encoder=encoder, pooling=pooling, task=task,
-                           dropout=dropout, max_length=max_length)
+                           dropout=dropout, max_length=max_length, contextual=contextual)
         self.num_classes, self.pooling, self.task, self.max_length = num_classes, pooling, task, max_length
         self.input = InputLayer(vocab_size=vocab_size, input_size=input_size,
                                 embedding_dim=embedding_dim, dropout=dropout)
-        self.encoder = build_stack(self.input.output_size, encoder)
+        self.contextual = None
+        width = self.input.output_size
+        if contextual is not None:
+            self.contextual = ContextualFeatures(**contextual, vocab_size=vocab_size)
+            width += self.contextual.output_size
+        self.encoder = build_stack(width, encoder)
         features = final_size(self.encoder) if pooling == "last" else self.encoder.output_size
         self.attention = None
         if pooling == "attention":
@@ -98,10 +110,19 @@ class SequenceClassifier(nn.Module):
         query = self.query.expand(out.shape[0], -1)
         return self.attention(query, out, lengths)[0]
 
+    def encoder_input(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """What the encoder reads, (B, T, D) -- embeddings [+ contextual features] or values --
+        and the lengths (B,)."""
+        x, lengths = self._inputs(batch)
+        e = self.input(x)
+        if self.contextual is not None:
+            e = torch.cat([e, self.contextual(x, lengths)], dim=-1)  # (B, T, E+2H)
+        return e, lengths
+
     def forward(self, batch: dict) -> Tensor:
         """Logits (classification) or values (regression), (B, K)."""
-        x, lengths = self._inputs(batch)
-        out, states = self.encoder(self.input(x), lengths=lengths)  # (B, T, H)
+        e, lengths = self.encoder_input(batch)
+        out, states = self.encoder(e, lengths=lengths)  # (B, T, H)
         return self.output(self.drop(self.pool(out, states, lengths)))
 
     def _labels(self, batch, B: int) -> Tensor:

@@ -98,11 +98,16 @@ class LanguageModel(nn.Module):
             return F.linear(out, self.input.embedding.weight, self.output_bias)
         return self.output(out)
 
-    def forward(self, batch: dict, state=None) -> tuple[Tensor, list]:
-        """Next-token logits (B, T, V) and the state at each sequence's true end."""
+    def encoder_input(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """What the encoder reads: the embeddings (B, T, E), and the lengths (B,)."""
         ids, lengths = check_tokens(batch, vocab_size=self.vocab_size, max_length=self.max_length,
                                     device=self.device)
-        out, state = self.encoder(self.input(ids), state, lengths=lengths)  # (B, T, H)
+        return self.input(ids), lengths
+
+    def forward(self, batch: dict, state=None) -> tuple[Tensor, list]:
+        """Next-token logits (B, T, V) and the state at each sequence's true end."""
+        x, lengths = self.encoder_input(batch)
+        out, state = self.encoder(x, state, lengths=lengths)  # (B, T, H)
         return self._logits(out), state
 
     def _nll(self, batch: dict, state) -> tuple[Tensor, int, list]:

@@ -10,7 +10,8 @@ from torch import nn
 
 __all__ = ["register", "model_types", "HEADS"]
 
-HEADS = ("SequenceClassifier", "SequenceTagger", "LanguageModel", "Seq2Seq", "Generator", "Forecaster")
+HEADS = ("SequenceClassifier", "SequenceTagger", "LanguageModel", "Seq2Seq", "Generator", "Forecaster",
+         "BiLanguageModel")
 _REGISTERED: dict[str, type] = {}
 
 

@@ -20,6 +20,7 @@ from ..data.batching import IGNORE_INDEX
 from ..layers import Stack
 from ._common import (InputLayer, build_stack, check_batch, check_choice, check_int,
                       check_rate, check_tokens, encoder_config, hidden_of, length_mask)
+from .bilm import ContextualFeatures, contextual_config
 from .crf import CRF, SCHEMES
 
 __all__ = ["SequenceTagger", "CharFeatures", "OUTPUTS", "CHAR_ENCODERS"]
@@ -95,6 +96,8 @@ class SequenceTagger(nn.Module):
         char_encoder: ``lstm | cnn``; char_embedding_dim, char_hidden_size: their sizes.
         dropout: on the word representation and on the encoder output.
         max_length: longest sentence accepted (None: any).
+        contextual: a pre-trained biLM's vectors as extra word features (``ContextualFeatures``:
+            ``{"bilm": BiLanguageModel config, "freeze": True}``), joined to the word embedding.
 
     Batches: ``inputs`` (B, T), ``lengths`` (B,), ``labels`` (B, T) with -100 at padding
     (softmax output also skips -100 inside a sentence; the CRF needs every real tag).
@@ -105,7 +108,8 @@ class SequenceTagger(nn.Module):
                  encoder: dict | None = None, output: str = "softmax", tags: list[str] | None = None,
                  constraints: str | None = None, char_vocab_size: int | None = None,
                  char_encoder: str = "lstm", char_embedding_dim: int = 16, char_hidden_size: int = 32,
-                 dropout: float = 0.0, max_length: int | None = None) -> None:
+                 dropout: float = 0.0, max_length: int | None = None,
+                 contextual: dict | None = None) -> None:
         super().__init__()
         check_int("num_tags", num_tags, low=2)
         check_choice("output", output, OUTPUTS)
@@ -125,11 +129,12 @@ class SequenceTagger(nn.Module):
             raise ValueError(f"constraints={constraints!r} needs output='crf' (a softmax output has no "
                              f"transitions to constrain); got output={output!r}")
         encoder = encoder_config(encoder)
+        contextual = contextual_config(contextual)
         self.config = dict(vocab_size=vocab_size, num_tags=num_tags, embedding_dim=embedding_dim,
                            encoder=encoder, output=output, tags=tags, constraints=constraints,
                            char_vocab_size=char_vocab_size, char_encoder=char_encoder,
                            char_embedding_dim=char_embedding_dim, char_hidden_size=char_hidden_size,
-                           dropout=dropout, max_length=max_length)
+                           dropout=dropout, max_length=max_length, contextual=contextual)
         self.num_tags, self.output_kind, self.max_length = num_tags, output, max_length
         self.input = InputLayer(vocab_size=vocab_size, input_size=None, embedding_dim=embedding_dim)
         self.chars = None
@@ -137,6 +142,10 @@ class SequenceTagger(nn.Module):
         if char_vocab_size is not None:
             self.chars = CharFeatures(char_vocab_size, char_embedding_dim, char_hidden_size, char_encoder)
             width += self.chars.output_size
+        self.contextual = None
+        if contextual is not None:
+            self.contextual = ContextualFeatures(**contextual, vocab_size=vocab_size)
+            width += self.contextual.output_size
         self.drop = nn.Dropout(dropout)
         self.encoder = build_stack(width, encoder)
         self.emissions = nn.Linear(self.encoder.output_size, num_tags)
@@ -158,14 +167,22 @@ class SequenceTagger(nn.Module):
                              f"got min {lo}, max {hi}")
         return chars.long().to(self.device)
 
-    def forward(self, batch: dict) -> Tensor:
-        """Emission scores (B, T, K); steps past each length are never scored by loss or predict."""
+    def encoder_input(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """What the encoder reads: word embedding [+ char features] [+ contextual features]
+        (B, T, W), after dropout, and the lengths (B,)."""
         ids, lengths = check_tokens(batch, vocab_size=self.input.vocab_size,
                                     max_length=self.max_length, device=self.device)
         x = self.input(ids)  # (B, T, E)
         if self.chars is not None:
             x = torch.cat([x, self.chars(self._chars(batch, *ids.shape))], dim=-1)  # (B, T, E+F)
-        out, _ = self.encoder(self.drop(x), lengths=lengths)
+        if self.contextual is not None:
+            x = torch.cat([x, self.contextual(ids, lengths)], dim=-1)  # (B, T, E+F+2H)
+        return self.drop(x), lengths
+
+    def forward(self, batch: dict) -> Tensor:
+        """Emission scores (B, T, K); steps past each length are never scored by loss or predict."""
+        x, lengths = self.encoder_input(batch)
+        out, _ = self.encoder(x, lengths=lengths)
         return self.emissions(self.drop(out))
 
     def _labels(self, batch: dict, lengths: Tensor) -> Tensor:

@@ -27,7 +27,7 @@ import torch
 
 __all__ = [
     "accuracy", "macro_f1", "span_f1", "perplexity", "bleu", "mae", "rmse", "mape",
-    "SCHEMES", "ClassificationMetrics", "TaggingMetrics", "PerplexityMetrics", "BleuMetrics",
+    "SCHEMES", "ClassificationMetrics", "TaggingMetrics", "PerplexityMetrics", "BiPerplexityMetrics", "BleuMetrics",
     "RegressionMetrics", "HIGHER_IS_BETTER", "seasonal_naive", "mase_scale", "ForecastMetrics",
     "ClassPerplexityMetrics",
 ]
@@ -37,6 +37,7 @@ SCHEMES = ("conlleval", "IOB1", "IOB2", "IOBES")
 # Which direction is "better" for each metric name the accumulators report.
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "span_f1": True, "span_precision": True,
                     "span_recall": True, "bleu": True, "perplexity": False, "loss": False,
+                    "forward_perplexity": False, "backward_perplexity": False,
                     "mae": False, "rmse": False, "mape": False, "mase": False}
 
 
@@ -263,6 +264,32 @@ class PerplexityMetrics:
 
     def compute(self) -> dict:
         return {"perplexity": perplexity(self.nll, self.tokens)}
+
+
+class BiPerplexityMetrics:
+    """A bidirectional LM's perplexity per direction, and of both together (exp of the mean NLL
+    over both directions' predictions: the geometric mean of the two), from the head's
+    ``direction_nll(batch)``."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.nll_f, self.nll_b, self.tokens = 0.0, 0.0, 0
+
+    def merge(self, other) -> None:
+        self.nll_f, self.nll_b = self.nll_f + other.nll_f, self.nll_b + other.nll_b
+        self.tokens += other.tokens
+
+    @torch.no_grad()
+    def update(self, model, batch: dict, loss: float | None = None) -> None:
+        nll_f, nll_b, n = model.direction_nll(batch)
+        self.nll_f, self.nll_b, self.tokens = self.nll_f + float(nll_f), self.nll_b + float(nll_b), self.tokens + n
+
+    def compute(self) -> dict:
+        return {"perplexity": perplexity(self.nll_f + self.nll_b, 2 * self.tokens),
+                "forward_perplexity": perplexity(self.nll_f, self.tokens),
+                "backward_perplexity": perplexity(self.nll_b, self.tokens)}
 
 
 class BleuMetrics:
