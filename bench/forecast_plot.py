@@ -17,7 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from rnnkit.data import chronological_split, read_series_table  # noqa: E402
-from rnnkit.run import _restore, predict  # noqa: E402
+from rnnkit.run import predict  # noqa: E402
+from rnnkit.run.heads import _restore  # noqa: E402
 
 
 def main(checkpoint: str, series: str, out: str) -> None:

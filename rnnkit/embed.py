@@ -84,7 +84,10 @@ def embed_file(path: str | Path, lines, out: str | Path | None = None, *, source
     beside the checkpoint, ``runs/x/best`` -> ``runs/x/best.vectors``). Returns a summary."""
     from ._checks import check_choice
     from .data import TaggedExample, TextExample, collate
-    from .run import _encoder, _records, _restore, _tokenizer
+    from .run.batches import _encoder
+    from .run.heads import _restore
+    from .run.predictor import _records
+    from .run.reading import _tokenizer
 
     check_choice("format", format, FORMATS)
     loaded, cfg, vocabs = _restore(path)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rnnkit import checkpoint as ckpt
-from rnnkit import run as run_module
+from rnnkit.run import streaming as run_module
 from rnnkit.cli import main
 from rnnkit.config import ConfigError, parse_config
 from rnnkit.run import VOCAB_FILE, count_vocabs, fit_vocabs, prepare, read_file, train

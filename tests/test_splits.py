@@ -3,7 +3,7 @@
 from collections import Counter
 
 from rnnkit.config import parse_config
-from rnnkit.run import _splits
+from rnnkit.run.reading import _splits
 
 
 def _sorted_csv(tmp_path, n_pos=90, n_neg=30):

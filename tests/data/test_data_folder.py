@@ -8,7 +8,7 @@ import pytest
 from rnnkit.cli import main
 from rnnkit.config import ConfigError, parse_config
 from rnnkit.data import read_folder
-from rnnkit.run import _splits
+from rnnkit.run.reading import _splits
 
 IMDB_TINY = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "imdb_tiny" / "aclImdb_tiny"
 
