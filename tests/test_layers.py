@@ -116,7 +116,10 @@ def test_per_direction_sizes_concat(x):
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_step_by_step_equals_whole_sequence(x, kind):
-    layer = make(kind)
+    # float64: the whole sequence may run on the compiled loop (the probe decides, by timing)
+    # while steps run the cell, and in float32 their sums differ in order by up to ~2e-5; this
+    # checks what step() means, the compiled loop's float32 parity has its own tests
+    layer, x = make(kind).double(), x.double()
     out, final = layer(x)
     state, steps = None, []
     for t in range(T):
