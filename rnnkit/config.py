@@ -226,21 +226,41 @@ class SeriesData(_Data):
         return self
 
 
+# ----------------------------------------------------------------- numeric frames (format frames)
+
+class FramesData(_Data):
+    format: Literal["frames"]               # JSONL manifest of .npy/.npz/.safetensors (T, D) frame files
+    feature_dim: int | None = Field(None, ge=1)  # D every file must have; null: the first file's
+    array_key: str | None = None            # the array to read in .npz/.safetensors files; null: the only one
+    scale: bool = False                     # standardise each feature with the training frames' mean and std
+    target_tokenizer: TokenizerConfig = TokenizerConfig(level="char")  # splits a transcript (Seq2Seq)
+    max_target_length: int | None = Field(None, ge=1)  # longest transcript, BOS/EOS not counted
+
+    @model_validator(mode="after")
+    def _no_words(self):
+        if self.unk_replace:
+            raise ValueError(f"unk_replace ({self.unk_replace}) replaces rare words; frames have none")
+        return self
+
+# ----------------------------------------------------------------- end of numeric frames
+
+
 DataConfig = Annotated[Union[ConlluData, ConllData, DelimitedData, JsonlData, LabelTextData, FolderData,
-                             ParallelData, TextData, LMTextData, TSFileData, SeriesData], Field(discriminator="format")]
+                             ParallelData, TextData, LMTextData, TSFileData, SeriesData,
+                             FramesData], Field(discriminator="format")]
 
 DATA_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "folder", "parallel", "text", "lm_text",
-                "ts", "series")
+                "ts", "series", "frames")
 # The formats data.streaming reads lazily (a .ts file is a few MB of series, read whole; a folder
 # is one file per document already; a series is one table of numbers).
 STREAMING_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "parallel", "lm_text")
 
 # Which data formats each head can learn from.
 MODEL_TYPES = {
-    "SequenceTagger": ("conllu", "conll"),
-    "SequenceClassifier": ("csv", "tsv", "jsonl", "label_text", "folder", "ts"),
+    "SequenceTagger": ("conllu", "conll", "frames"),
+    "SequenceClassifier": ("csv", "tsv", "jsonl", "label_text", "folder", "ts", "frames"),
     "LanguageModel": ("lm_text",),
-    "Seq2Seq": ("parallel",),
+    "Seq2Seq": ("parallel", "frames"),
     "Generator": ("csv", "tsv", "jsonl", "label_text"),
     "Forecaster": ("series",),
     # sentences of plain text, or the token text of a labelled set (its labels are not read)
@@ -249,10 +269,10 @@ MODEL_TYPES = {
 
 # Head arguments rnnkit sets from the data; a config must not give them.
 DERIVED_OPTIONS = {
-    "SequenceTagger": ("vocab_size", "num_tags", "tags", "char_vocab_size"),
+    "SequenceTagger": ("vocab_size", "num_tags", "tags", "char_vocab_size", "input_size"),
     "SequenceClassifier": ("num_classes", "vocab_size", "input_size"),
     "LanguageModel": ("vocab_size", "carry_state", "eos_id"),
-    "Seq2Seq": ("source_vocab_size", "target_vocab_size", "bos_id", "eos_id"),
+    "Seq2Seq": ("source_vocab_size", "target_vocab_size", "bos_id", "eos_id", "source_input_size"),
     "Generator": ("vocab_size", "num_classes", "condition_size", "bos_id", "eos_id"),
     "Forecaster": ("input_size", "horizon", "target_indices"),
     "BiLanguageModel": ("vocab_size", "bos_id", "eos_id"),
@@ -302,10 +322,12 @@ def _stand_ins(model: ModelConfig, data) -> dict:
     if kind == "SequenceTagger":
         tags = {"bio": ["O", "B-X", "I-X"], "iobes": ["O", "B-X", "I-X", "E-X", "S-X"]}.get(
             options.get("constraints"), ["O", "B-X", "I-X"])
+        if data.format == "frames":
+            return dict(input_size=2, num_tags=len(tags), tags=tags, **resolved)
         return dict(vocab_size=8, num_tags=len(tags), tags=tags,
                     char_vocab_size=8 if getattr(data, "chars", False) else None, **resolved)
     if kind == "SequenceClassifier":
-        sizes = dict(input_size=2) if data.format == "ts" else dict(vocab_size=8)
+        sizes = dict(input_size=2) if data.format in ("ts", "frames") else dict(vocab_size=8)
         return dict(num_classes=1 if options.get("task") == "regression" else 2, **sizes, **resolved)
     if kind == "LanguageModel":
         return dict(vocab_size=8, carry_state=True, eos_id=3)
@@ -318,6 +340,8 @@ def _stand_ins(model: ModelConfig, data) -> dict:
         return dict(input_size=len(columns), horizon=data.horizon, target_indices=targets)
     if kind == "BiLanguageModel":
         return dict(vocab_size=8, bos_id=2, eos_id=3)
+    if data.format == "frames":  # share_weights needs D = embedding_dim
+        return dict(source_input_size=options.get("embedding_dim", 64), target_vocab_size=8, bos_id=2, eos_id=3)
     return dict(source_vocab_size=8, target_vocab_size=8, bos_id=2, eos_id=3)
 
 
@@ -467,7 +491,8 @@ def _section_fields(loc: tuple, raw) -> list[str]:
         fmt = raw.get("data", {}).get("format") if isinstance(raw, dict) and isinstance(raw.get("data"), dict) else None
         by_format = {cls.model_fields["format"].annotation.__args__[0]: cls
                      for cls in (ConlluData, ConllData, DelimitedData, JsonlData, LabelTextData,
-                                 FolderData, ParallelData, TextData, LMTextData, TSFileData, SeriesData)}
+                                 FolderData, ParallelData, TextData, LMTextData, TSFileData, SeriesData,
+                                 FramesData)}
         by_format["tsv"] = DelimitedData
         if fmt not in by_format:
             return []

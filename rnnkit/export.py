@@ -165,6 +165,11 @@ def graph_module(model: nn.Module, *, max_new_tokens: int | None = None) -> tupl
                    if model.task == "classification" else
                    [{"name": "values", "dtype": "float32", "shape": ["batch", K]}])
         return _ClassifierGraph(model), {"inputs": [first, lengths], "outputs": outputs}
+    if isinstance(model, (SequenceTagger, Seq2Seq)) and (
+            getattr(model, "source_embedding", None) is None if isinstance(model, Seq2Seq)
+            else model.input.vocab_size is None):
+        raise ExportError(f"cannot export a {type(model).__name__} over numeric frames yet: its graph reads "
+                          "token ids; predict with rnnkit predict (backend torch) instead")
     if isinstance(model, SequenceTagger):
         inputs = [ids("token ids from vocabs.words (0 = padding)"), lengths]
         if model.chars is not None:

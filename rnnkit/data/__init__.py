@@ -32,6 +32,7 @@ from .text_readers import (iter_delimited, iter_jsonl, iter_label_text, iter_lm_
                            read_delimited, read_folder, read_jsonl, read_label_text, read_lines,
                            read_lm_text, read_parallel)
 from .tokenize import Tokenizer
+from .frames import FramesExample, load_frames, read_frames_manifest  # numeric frames (format frames)
 from .vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab
 
 __all__ = [
@@ -49,4 +50,6 @@ __all__ = [
     "Tokenizer", "Vocab", "PAD", "UNK", "BOS", "EOS", "SPECIALS", "load_embeddings",
     # encoding and batching
     "Encoder", "collate", "BucketBatchSampler", "Batches", "LMStream", "IGNORE_INDEX",
+    # numeric frames with a manifest
+    "FramesExample", "read_frames_manifest", "load_frames",
 ]

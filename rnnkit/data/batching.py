@@ -85,6 +85,11 @@ def _pad_inputs(seqs: list) -> Tensor:
 def _labels(labels: list) -> Tensor:
     first = labels[0]
     if isinstance(first, np.ndarray):
+        if any(y.shape != first.shape for y in labels):  # (T, K) multi-hot frames: pad along T with 0
+            out = torch.zeros(len(labels), max(len(y) for y in labels), *first.shape[1:], dtype=torch.float32)
+            for b, y in enumerate(labels):
+                out[b, : len(y)] = torch.as_tensor(y, dtype=torch.float32)
+            return out  # (B, T, K)
         return torch.as_tensor(np.stack(labels), dtype=torch.float32)  # (B, horizon, D_out) forecasts
     if isinstance(first, (list, tuple)) and first and isinstance(first[0], float):
         return torch.tensor(labels, dtype=torch.float32)  # (B, K) regression targets

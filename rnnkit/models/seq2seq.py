@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..layers import Bidirectional, BiState, Stack
 from ._common import (build_stack, check_batch, check_bool, check_choice, check_int, check_rate,
-                      check_tokens, encoder_config, hidden_of, length_mask)
+                      check_tokens, check_values, encoder_config, hidden_of, length_mask)
 from .attention import ATTENTION_KINDS, Attention
 from .decoding import beam_search, forbid, greedy
 
@@ -108,10 +108,12 @@ def check_targets(batch: dict, *, vocab_size: int, device) -> tuple[Tensor, Tens
 
 
 class Seq2Seq(nn.Module):
-    """Encoder-decoder over token ids.
+    """Encoder-decoder over token ids, or from numeric frames to tokens.
 
     Args (keyword-only):
         source_vocab_size, target_vocab_size: V_s, V_t (id 0 = padding on both sides).
+        source_input_size: D, numeric source frames (B, S, D) read straight by the encoder
+            (frames -> tokens), instead of source_vocab_size -- give exactly one of the two.
         embedding_dim: E, both embeddings.
         encoder: ``rnnkit.Stack`` options of the encoder (bidirectional allowed).
         decoder: ``rnnkit.Stack`` options of the decoder (unidirectional; default: the
@@ -127,19 +129,26 @@ class Seq2Seq(nn.Module):
         beam_size, length_penalty: ``predict``'s defaults (beam_size 1 = greedy).
         dropout: on embeddings and decoder outputs.
 
-    Batches: ``inputs`` (B, S), ``lengths``, ``targets`` (B, T') BOS..EOS, ``target_lengths``.
+    Batches: ``inputs`` (B, S) ids or (B, S, D) float frames, ``lengths``, ``targets`` (B, T')
+    BOS..EOS, ``target_lengths``.
     ``forward(batch)`` gives teacher-forced logits (B, T'-1, V_t) for targets[:, 1:];
     ``predict(batch)`` token id lists without BOS and EOS.
     """
 
-    def __init__(self, *, source_vocab_size: int, target_vocab_size: int, embedding_dim: int = 64,
+    def __init__(self, *, source_vocab_size: int | None = None, target_vocab_size: int,
+                 source_input_size: int | None = None, embedding_dim: int = 64,
                  encoder: dict | None = None, decoder: dict | None = None, context: str = "attention",
                  attention: str = "additive", attention_size: int | None = None,
                  share_weights: bool = False, teacher_forcing: float = 1.0, bos_id: int = 2,
                  eos_id: int = 3, max_length: int | None = None, max_target_length: int = 50,
                  beam_size: int = 1, length_penalty: float = 1.0, dropout: float = 0.0) -> None:
         super().__init__()
-        check_int("source_vocab_size", source_vocab_size, low=2)
+        if (source_vocab_size is None) == (source_input_size is None):
+            raise ValueError("give exactly one of source_vocab_size (token ids) or source_input_size (numeric "
+                             f"frames); got source_vocab_size={source_vocab_size!r}, "
+                             f"source_input_size={source_input_size!r}")
+        check_int("source_vocab_size", source_vocab_size, low=2, optional=True)
+        check_int("source_input_size", source_input_size, optional=True)
         check_int("target_vocab_size", target_vocab_size, low=4)
         check_int("embedding_dim", embedding_dim)
         check_choice("context", context, CONTEXTS)
@@ -165,22 +174,28 @@ class Seq2Seq(nn.Module):
             if context != "init":
                 raise ValueError("share_weights=True needs context='init': the shared Stack takes the same "
                                  f"input width on both sides; got context={context!r}")
+            if source_input_size is not None and source_input_size != embedding_dim:
+                raise ValueError("share_weights=True runs one Stack over source frames and target embeddings: "
+                                 f"source_input_size ({source_input_size}) must equal embedding_dim "
+                                 f"({embedding_dim})")
         else:
             default = {k: encoder[k] for k in ("cell", "hidden_sizes")}
             decoder = encoder_config(decoder if decoder is not None else default, name="decoder",
                                      unidirectional_reason=DECODER_REASON)
         self.config = dict(source_vocab_size=source_vocab_size, target_vocab_size=target_vocab_size,
-                           embedding_dim=embedding_dim, encoder=encoder, decoder=decoder, context=context,
+                           source_input_size=source_input_size, embedding_dim=embedding_dim, encoder=encoder, decoder=decoder, context=context,
                            attention=attention, attention_size=attention_size, share_weights=share_weights,
                            teacher_forcing=teacher_forcing, bos_id=bos_id, eos_id=eos_id,
                            max_length=max_length, max_target_length=max_target_length,
                            beam_size=beam_size, length_penalty=length_penalty, dropout=dropout)
         self.context, self.share_weights, self.teacher_forcing = context, share_weights, teacher_forcing
         self.bos_id, self.eos_id, self.max_length = bos_id, eos_id, max_length
-        self.source_embedding = nn.Embedding(source_vocab_size, embedding_dim, padding_idx=0)
+        self.source_input_size = source_input_size
+        self.source_embedding = None if source_vocab_size is None else \
+            nn.Embedding(source_vocab_size, embedding_dim, padding_idx=0)
         self.target_embedding = nn.Embedding(target_vocab_size, embedding_dim, padding_idx=0)
         self.drop = nn.Dropout(dropout)
-        self.encoder = build_stack(embedding_dim, encoder)
+        self.encoder = build_stack(embedding_dim if source_input_size is None else source_input_size, encoder)
         He = self.encoder.output_size
         top = _layer_state_sizes(self.encoder)[-1]  # the input context: top final h
         extra = {"init": 0, "input": top, "attention": He}[context]
@@ -207,9 +222,14 @@ class Seq2Seq(nn.Module):
     def encode(self, batch: dict) -> tuple[list, tuple]:
         """Source -> (decoder initial states, extra), ``extra`` being what each decoder step
         needs besides its state: () | (context,) | (memory, projected memory, lengths)."""
-        ids, lengths = check_tokens(batch, vocab_size=self.source_embedding.num_embeddings,
-                                    max_length=self.max_length, device=self.device)
-        memory, finals = self.encoder(self.drop(self.source_embedding(ids)), lengths=lengths)  # (B, S, He)
+        if self.source_embedding is None:  # frames (B, S, D), padding zeroed, not dropped
+            x, lengths = check_values(batch, input_size=self.source_input_size, max_length=self.max_length,
+                                      device=self.device, dtype=self.output.weight.dtype)
+        else:
+            ids, lengths = check_tokens(batch, vocab_size=self.source_embedding.num_embeddings,
+                                        max_length=self.max_length, device=self.device)
+            x = self.drop(self.source_embedding(ids))
+        memory, finals = self.encoder(x, lengths=lengths)  # (B, S, He)
         if self.share_weights:
             return finals, ()
         parts = [hidden_of(s) for s in finals]

@@ -1,7 +1,10 @@
-"""Aligned many-to-many: one tag per token -- part-of-speech tagging, named entities.
+"""Aligned many-to-many: one tag per token -- part-of-speech tagging, named entities -- or
+per numeric frame (voice activity, per-frame events).
 
     inputs (B, T) -> word embedding [+ char features per word] -> Stack (B, T, H)
-    -> dropout -> linear emissions (B, T, K) -> softmax per token, or a linear-chain CRF
+    or frames (B, T, D) ---------------------------------------> Stack (B, T, H)
+    -> dropout -> linear emissions (B, T, K) -> softmax per step, a linear-chain CRF, or
+    K independent sigmoids (multi-label: a set of labels per step)
 
 Character features (``char_vocab_size`` given, batch key ``chars`` (B, T, C)) are a small
 character BiLSTM (its two final states) or a CNN (max over the word's characters) per word,
@@ -19,13 +22,14 @@ from .._checks import exporting
 from ..data.batching import IGNORE_INDEX
 from ..layers import Stack
 from ._common import (InputLayer, build_stack, check_batch, check_choice, check_int,
-                      check_rate, check_tokens, encoder_config, hidden_of, length_mask)
+                      check_rate, check_tokens, check_values, encoder_config, hidden_of, length_mask)
 from .bilm import ContextualFeatures, contextual_config
 from .crf import CRF, SCHEMES
 
-__all__ = ["SequenceTagger", "CharFeatures", "OUTPUTS", "CHAR_ENCODERS"]
+__all__ = ["SequenceTagger", "CharFeatures", "OUTPUTS", "CHAR_ENCODERS", "THRESHOLD"]
 
-OUTPUTS = ("softmax", "crf")
+OUTPUTS = ("softmax", "crf", "sigmoid")
+THRESHOLD = 0.5  # a sigmoid output predicts label k at a step where p_k >= THRESHOLD
 CHAR_ENCODERS = ("lstm", "cnn")
 
 
@@ -83,12 +87,16 @@ class SequenceTagger(nn.Module):
     """Tag every token of a sequence.
 
     Args (keyword-only):
-        vocab_size: V, word vocabulary (id 0 = padding).
+        vocab_size: V, word vocabulary (id 0 = padding); or
+        input_size: D, numeric frames (B, T, D) read straight by the encoder, as the
+            classifier reads them -- give exactly one of the two.
         num_tags: K.
-        embedding_dim: E, word embedding size.
+        embedding_dim: E, word embedding size (ignored for frames).
         encoder: ``rnnkit.Stack`` options (see ``models.ENCODER_DEFAULTS``); bidirectional
             encoders are the usual choice.
-        output: ``softmax`` (independent per token) or ``crf`` (linear-chain CRF, Viterbi).
+        output: ``softmax`` (one tag per step), ``crf`` (linear-chain CRF, Viterbi) or
+            ``sigmoid`` (K independent labels per step, binary cross-entropy, a label is
+            predicted where its probability is >= 0.5).
         tags: the K tag names, needed by ``constraints``.
         constraints: None, ``bio`` or ``iobes``: forbid transitions the scheme does not allow
             (``crf`` only).
@@ -99,20 +107,24 @@ class SequenceTagger(nn.Module):
         contextual: a pre-trained biLM's vectors as extra word features (``ContextualFeatures``:
             ``{"bilm": BiLanguageModel config, "freeze": True}``), joined to the word embedding.
 
-    Batches: ``inputs`` (B, T), ``lengths`` (B,), ``labels`` (B, T) with -100 at padding
-    (softmax output also skips -100 inside a sentence; the CRF needs every real tag).
-    ``predict(batch)`` returns one list of L tag ids per sentence.
+    Batches: ``inputs`` (B, T) ids or (B, T, D) float frames, ``lengths`` (B,), ``labels``
+    (B, T) with -100 at padding (softmax output also skips -100 inside a sentence; the CRF needs
+    every real tag), or for ``sigmoid`` float multi-hot targets (B, T, K) in {0, 1} (steps past
+    each length are ignored). ``predict(batch)`` returns one list of L tag ids per sentence; for
+    ``sigmoid``, one list of L sorted lists of label ids (the set predicted at each step).
     """
 
-    def __init__(self, *, vocab_size: int, num_tags: int, embedding_dim: int = 64,
+    def __init__(self, *, vocab_size: int | None = None, num_tags: int, input_size: int | None = None,
+                 embedding_dim: int = 64,
                  encoder: dict | None = None, output: str = "softmax", tags: list[str] | None = None,
                  constraints: str | None = None, char_vocab_size: int | None = None,
                  char_encoder: str = "lstm", char_embedding_dim: int = 16, char_hidden_size: int = 32,
                  dropout: float = 0.0, max_length: int | None = None,
                  contextual: dict | None = None) -> None:
         super().__init__()
-        check_int("num_tags", num_tags, low=2)
         check_choice("output", output, OUTPUTS)
+        # K independent sigmoids can be one label (speech / not speech); a softmax needs two
+        check_int("num_tags", num_tags, low=1 if output == "sigmoid" else 2)
         check_choice("constraints", constraints, (None, *SCHEMES))
         check_choice("char_encoder", char_encoder, CHAR_ENCODERS)
         check_int("char_vocab_size", char_vocab_size, low=2, optional=True)
@@ -128,17 +140,21 @@ class SequenceTagger(nn.Module):
         if constraints is not None and output != "crf":
             raise ValueError(f"constraints={constraints!r} needs output='crf' (a softmax output has no "
                              f"transitions to constrain); got output={output!r}")
+        if input_size is not None and (char_vocab_size is not None or contextual is not None):
+            raise ValueError("char_vocab_size and contextual are features of words: they need token-id "
+                             f"inputs (vocab_size), not numeric frames (input_size={input_size!r})")
         encoder = encoder_config(encoder)
         contextual = contextual_config(contextual)
-        self.config = dict(vocab_size=vocab_size, num_tags=num_tags, embedding_dim=embedding_dim,
+        self.config = dict(vocab_size=vocab_size, num_tags=num_tags, input_size=input_size,
+                           embedding_dim=embedding_dim,
                            encoder=encoder, output=output, tags=tags, constraints=constraints,
                            char_vocab_size=char_vocab_size, char_encoder=char_encoder,
                            char_embedding_dim=char_embedding_dim, char_hidden_size=char_hidden_size,
                            dropout=dropout, max_length=max_length, contextual=contextual)
         self.num_tags, self.output_kind, self.max_length = num_tags, output, max_length
-        self.input = InputLayer(vocab_size=vocab_size, input_size=None, embedding_dim=embedding_dim)
+        self.input = InputLayer(vocab_size=vocab_size, input_size=input_size, embedding_dim=embedding_dim)
         self.chars = None
-        width = embedding_dim
+        width = self.input.output_size
         if char_vocab_size is not None:
             self.chars = CharFeatures(char_vocab_size, char_embedding_dim, char_hidden_size, char_encoder)
             width += self.chars.output_size
@@ -170,6 +186,10 @@ class SequenceTagger(nn.Module):
     def encoder_input(self, batch: dict) -> tuple[Tensor, Tensor]:
         """What the encoder reads: word embedding [+ char features] [+ contextual features]
         (B, T, W), after dropout, and the lengths (B,)."""
+        if self.input.vocab_size is None:  # frames (B, T, D), padding zeroed; not dropped, as the
+            # classifier does not drop numeric inputs (noise the model cannot undo)
+            return check_values(batch, input_size=self.input.input_size, max_length=self.max_length,
+                                device=self.device, dtype=self.emissions.weight.dtype)
         ids, lengths = check_tokens(batch, vocab_size=self.input.vocab_size,
                                     max_length=self.max_length, device=self.device)
         x = self.input(ids)  # (B, T, E)
@@ -184,6 +204,20 @@ class SequenceTagger(nn.Module):
         x, lengths = self.encoder_input(batch)
         out, _ = self.encoder(x, lengths=lengths)
         return self.emissions(self.drop(out))
+
+    def _multi_hot(self, batch: dict, lengths: Tensor) -> Tensor:
+        """Sigmoid targets (B, T, K) in {0, 1}, zero past each length."""
+        check_batch(batch, ("labels",))
+        y, K = batch["labels"], self.num_tags
+        B, T = len(lengths), int(batch["inputs"].shape[1])
+        if y.dim() != 3 or tuple(y.shape) != (B, T, K) or not y.is_floating_point():
+            raise ValueError(f"batch['labels'] for output='sigmoid' must be float multi-hot targets of shape "
+                             f"(B, T, K) = ({B}, {T}, {K}); got {y.dtype} {tuple(y.shape)}")
+        valid = length_mask(lengths, T)[..., None]  # (B, T, 1)
+        y = y.to(self.device, self.emissions.weight.dtype)
+        if not bool(((y == 0) | (y == 1))[valid.expand_as(y)].all()):
+            raise ValueError("batch['labels'] for output='sigmoid' must hold 0 or 1 at every real step")
+        return y * valid
 
     def _labels(self, batch: dict, lengths: Tensor) -> Tensor:
         check_batch(batch, ("labels",))
@@ -206,9 +240,14 @@ class SequenceTagger(nn.Module):
         return y.masked_fill(~valid, IGNORE_INDEX)
 
     def loss(self, batch: dict) -> Tensor:
-        """Softmax: mean cross-entropy per labelled token. CRF: mean NLL per sentence."""
+        """Softmax: mean cross-entropy per labelled token. CRF: mean NLL per sentence. Sigmoid:
+        mean binary cross-entropy per (real step, label)."""
         scores = self(batch)
         lengths = batch["lengths"].long().to(self.device)
+        if self.output_kind == "sigmoid":
+            y = self._multi_hot(batch, lengths)
+            valid = length_mask(lengths, scores.shape[1])  # (B, T)
+            return F.binary_cross_entropy_with_logits(scores[valid], y[valid])
         y = self._labels(batch, lengths)
         if self.crf is None:
             return F.cross_entropy(scores.reshape(-1, self.num_tags), y.reshape(-1), ignore_index=IGNORE_INDEX)
@@ -220,14 +259,21 @@ class SequenceTagger(nn.Module):
         lengths = batch["lengths"].long()
         if self.crf is not None:
             return int(lengths.shape[0])
+        if self.output_kind == "sigmoid":
+            return int(lengths.sum()) * self.num_tags
         y = batch["labels"]
         return int((length_mask(lengths.to(y.device), y.shape[1]) & (y != IGNORE_INDEX)).sum())
 
     @torch.no_grad()
-    def predict(self, batch: dict) -> list[list[int]]:
-        """The tag ids of each sentence, one list of its L tags each (Viterbi for the CRF)."""
+    def predict(self, batch: dict) -> list[list[int]] | list[list[list[int]]]:
+        """The tag ids of each sentence, one list of its L tags each (Viterbi for the CRF);
+        sigmoid: per step, the sorted ids of the labels with probability >= 0.5."""
         scores = self(batch)
         lengths = batch["lengths"].long().to(self.device)
+        if self.output_kind == "sigmoid":
+            on = (torch.sigmoid(scores) >= THRESHOLD).tolist()  # (B, T, K)
+            return [[[k for k, v in enumerate(step) if v] for step in row[:n]]
+                    for row, n in zip(on, lengths.tolist())]
         if self.crf is not None:
             return self.crf.decode(scores, lengths)
         best = scores.argmax(-1).tolist()

@@ -18,7 +18,67 @@ def _encoder(cfg: Config, vocabs: dict) -> Encoder:
                    max_target_length=d.max_length if generate else getattr(d, "max_target_length", None))
 
 
+# ----------------------------------------------------------------- numeric frames (format frames)
+
+def _frame_items(cfg: Config, vocabs: dict, examples: list) -> list[dict]:
+    """Frames examples as items: ``inputs`` (T, D) float32 (standardised with the training
+    statistics under ``data.scale``) and, when labelled, per-frame tag ids, multi-hot (T, K)
+    targets (``output: sigmoid``), a class id, or BOS + transcript tokens + EOS."""
+    import numpy as np
+
+    from .reading import _tokenizer
+
+    d, kind = cfg.data, cfg.model.type
+    D = vocabs["frames"]["feature_dim"]
+    scaler = vocabs.get("scaler")
+    mean, std = (np.asarray(scaler.mean_, np.float32), np.asarray(scaler.std_, np.float32)) if scaler else (0, 1)
+    multi = kind == "SequenceTagger" and cfg.model.options.get("output") == "sigmoid"
+    split = _tokenizer(d.target_tokenizer) if kind == "Seq2Seq" else None
+    items = []
+    for ex in examples:
+        x = ex.values
+        if x.shape[1] != D:
+            raise ValueError(f"{ex.where}: frames have D = {x.shape[1]} features; the model reads D = {D} "
+                             "(the training manifest's first file)")
+        if d.max_length is not None and len(x) > d.max_length:
+            if not d.truncate:
+                raise ValueError(f"{ex.where}: {len(x)} frames, more than max_length={d.max_length}; raise "
+                                 "data.max_length or set data.truncate: true")
+            x = x[: d.max_length]
+        item = {"inputs": (x - mean) / std if scaler else x}
+        if ex.labels is not None:
+            labels = ex.labels[: len(x)]
+            tags = vocabs["labels"]
+            if multi:
+                y = np.zeros((len(x), len(tags)), np.float32)
+                for t, frame in enumerate(labels):
+                    y[t, tags.encode([frame] if isinstance(frame, str) else list(frame), where=ex.where)] = 1.0
+                item["labels"] = y
+            else:
+                bad = next((t for t, f in enumerate(labels) if not isinstance(f, str)), None)
+                if bad is not None:
+                    raise ValueError(f"{ex.where}: labels[{bad}] is a list of labels {labels[bad]!r}; output "
+                                     f"{cfg.model.options.get('output', 'softmax')!r} takes one label per frame "
+                                     "(use output: sigmoid for a set of labels per frame)")
+                item["labels"] = tags.encode(labels, where=ex.where)
+        elif ex.label is not None:
+            item["labels"] = vocabs["labels"].encode([ex.label], where=ex.where)[0]
+        elif ex.transcript is not None:
+            target = vocabs["target"]
+            tokens = split(ex.transcript)
+            if d.max_target_length is not None and len(tokens) > d.max_target_length:
+                raise ValueError(f"{ex.where}: transcript has {len(tokens)} tokens, more than "
+                                 f"max_target_length={d.max_target_length}")
+            item["targets"] = [target.bos_id] + target.encode(tokens, where=ex.where) + [target.eos_id]
+        items.append(item)
+    return items
+
+# ----------------------------------------------------------------- end of numeric frames
+
+
 def _items(cfg: Config, vocabs: dict, examples: list) -> list[dict]:
+    if cfg.data.format == "frames":
+        return _frame_items(cfg, vocabs, examples)
     if cfg.data.format == "series":  # windows are numbers already; the Forecaster scales them
         return [{"inputs": w.inputs} if w.targets is None else {"inputs": w.inputs, "labels": w.targets}
                 for w in examples]

@@ -11,7 +11,7 @@ import torch
 from .. import checkpoint as ckpt
 from ..config import Config, ConfigError, parse_config, resolve_contextual
 from ..training.metrics import (BiPerplexityMetrics, BleuMetrics, ClassPerplexityMetrics,
-                                ClassificationMetrics, ForecastMetrics, PerplexityMetrics, RegressionMetrics,
+                                ClassificationMetrics, ForecastMetrics, FrameMetrics, PerplexityMetrics, RegressionMetrics,
                                 TaggingMetrics)
 from ..training.trainer import seed_everything
 from .reading import is_regression, model_tag_scheme
@@ -21,7 +21,11 @@ from .vocabs import vocabs_from_json
 def model_kwargs(cfg: Config, vocabs: dict, train: list) -> dict:
     """The head's arguments: the config's options plus the sizes the data decides."""
     kind, opts = cfg.model.type, dict(cfg.model.options)
-    if kind == "SequenceTagger":
+    frames = vocabs.get("frames")  # numeric frames: D instead of a word vocabulary
+    if kind == "SequenceTagger" and frames is not None:
+        tags = vocabs["labels"].itos_
+        opts.update(input_size=frames["feature_dim"], num_tags=len(tags), tags=list(tags))
+    elif kind == "SequenceTagger":
         tags = vocabs["labels"].itos_
         opts.update(vocab_size=len(vocabs["words"]), num_tags=len(tags), tags=list(tags))
         if "chars" in vocabs:
@@ -30,6 +34,8 @@ def model_kwargs(cfg: Config, vocabs: dict, train: list) -> dict:
         opts["num_classes"] = 1 if is_regression(cfg) else len(vocabs["labels"])  # K outputs
         if cfg.data.format == "ts":
             opts["input_size"] = int(train[0].values.shape[1])
+        elif frames is not None:
+            opts["input_size"] = frames["feature_dim"]
         else:
             opts["vocab_size"] = len(vocabs["words"])
     elif kind == "LanguageModel":
@@ -45,7 +51,9 @@ def model_kwargs(cfg: Config, vocabs: dict, train: list) -> dict:
                     target_indices=None if targets == list(range(D)) else targets)
     elif kind == "Seq2Seq":
         target = vocabs["target"]
-        opts.update(source_vocab_size=len(vocabs["words"]), target_vocab_size=len(target),
+        source = {"source_input_size": frames["feature_dim"]} if frames is not None else \
+            {"source_vocab_size": len(vocabs["words"])}
+        opts.update(**source, target_vocab_size=len(target),
                     bos_id=target.bos_id, eos_id=target.eos_id)
     elif kind == "BiLanguageModel":
         words = vocabs["words"]
@@ -93,6 +101,8 @@ def stored_config(cfg: Config) -> dict:
 
 def metrics_for(cfg: Config, vocabs: dict):
     kind = cfg.model.type
+    if kind == "SequenceTagger" and cfg.data.format == "frames":
+        return FrameMetrics(vocabs["labels"].itos_, multi_label=cfg.model.options.get("output") == "sigmoid")
     if kind == "SequenceTagger":
         scheme = getattr(cfg.data, "scheme", "conlleval")
         if cfg.data.format == "conll" and cfg.data.tag_scheme != "none" and scheme != "conlleval":

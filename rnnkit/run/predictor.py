@@ -83,8 +83,9 @@ class Predictor:
         d = self.cfg.data
         self.series = d.format == "ts"
         self.forecast = d.format == "series"
+        self.frames = d.format == "frames"
         self._encoder = _encoder(self.cfg, self.vocabs)
-        self._tokenize = None if self.series or self.forecast else _tokenizer(
+        self._tokenize = None if self.series or self.forecast or self.frames else _tokenizer(
             getattr(d, "predict_tokenizer", None) or getattr(d, "tokenizer", None) or getattr(d, "source_tokenizer"))
         self._run = self.model.predict
         if backend == "onnxruntime":
@@ -206,6 +207,11 @@ class Predictor:
                              f"{'regression model' if self.kind == 'SequenceClassifier' else self.kind}")
         if self.series:
             yield from _predict_series(self, source, batch_size, probabilities=probabilities)
+            return
+        if self.frames:
+            if probabilities:
+                raise ValueError("probabilities are not written for a model over numeric frames yet")
+            yield from _predict_frames(self, lines, source, batch_size)
             return
         if self.forecast:
             yield from _predict_forecasts(self._run, self.cfg, self.vocabs, source, batch_size, windows)
@@ -334,6 +340,61 @@ def _predict_series(predictor: Predictor, source: str, batch_size: int, *,
                    **({"probabilities": {n: round(q, 6) for n, q in zip(names, row)}} if row else {})}
 
 
+# ----------------------------------------------------------------- numeric frames (format frames)
+
+def _predict_frames(predictor: Predictor, lines: Iterable[str], source: str, batch_size: int) -> Iterator[dict]:
+    """One record per frames file that ``lines`` name: a manifest (JSON lines with "path"; the
+    labels, label or transcript it has are reported as ``gold``) or one path per line, relative
+    to the list's folder (the working directory for standard input)."""
+    from ..data.frames import FramesExample, _check_array, load_frames
+    from .batches import _frame_items
+    from .reading import frames_target
+
+    cfg, vocabs, kind = predictor.cfg, predictor.vocabs, predictor.kind
+    base = Path(".") if source in ("-", "<stdin>") else Path(source).parent
+    D, target = vocabs["frames"]["feature_dim"], frames_target(kind)
+    pending: list[tuple[str, FramesExample, object]] = []
+
+    def flush():
+        items = _frame_items(cfg, vocabs, [ex for _, ex, _ in pending])
+        with torch.no_grad():
+            out = predictor._run(collate(items))
+        for (path, ex, gold), row in zip(pending, _rows(out)):
+            record = {"where": ex.where, "path": path, **_decode_frames(kind, row, vocabs, cfg.data)}
+            if gold is not None:
+                record["gold"] = gold
+            yield record
+        pending.clear()
+
+    for where, item in _input_lines(lines, source, plain='a frames file path (or {"path": ...})'):
+        path = item if isinstance(item, str) else item.get("path") if isinstance(item, dict) else None
+        if not isinstance(path, str) or not path.strip():
+            raise ValueError(f'{where}: give a frames file path, or a JSON object with "path"; got {item!r}')
+        full = base / path.strip()
+        x = _check_array(load_frames(full, array_key=cfg.data.array_key, where=where), full, where, D)
+        gold = item.get(target) if isinstance(item, dict) else None
+        pending.append((path.strip(), FramesExample(x, where=where), gold))
+        if len(pending) >= batch_size:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def _rows(x) -> list:
+    return x.tolist() if isinstance(x, torch.Tensor) else list(x)
+
+
+def _decode_frames(kind: str, row, vocabs: dict, d) -> dict:
+    if kind == "SequenceTagger":  # per frame: a label, or the sorted list of labels (sigmoid)
+        names = vocabs["labels"].itos_
+        return {"labels": [[names[k] for k in f] if isinstance(f, list) else names[f] for f in row]}
+    if kind == "SequenceClassifier":
+        return {"label": vocabs["labels"].itos_[int(row)]}
+    return {"transcript": _decode("Seq2Seq", row, [], vocabs, d)["translation"]}
+
+# ----------------------------------------------------------------- end of numeric frames
+
+
 def _decode(kind: str, row, tokens: list[str], vocabs: dict, d, *, newlines: bool = False) -> dict:
     if kind == "SequenceTagger":
         return {"tokens": tokens, "tags": vocabs["labels"].decode(row)}
@@ -341,7 +402,7 @@ def _decode(kind: str, row, tokens: list[str], vocabs: dict, d, *, newlines: boo
         if "labels" not in vocabs:  # regression: the K predicted values
             return {"value": row[0] if len(row) == 1 else row}
         return {"label": vocabs["labels"].itos_[int(row)]}
-    target = vocabs.get("target", vocabs["words"])
+    target = vocabs["target"] if "target" in vocabs else vocabs["words"]
     specials = {target.pad_id, target.bos_id} | (set() if newlines else {target.eos_id})
     words = ["\n" if newlines and i == target.eos_id else target.itos_[i] for i in row if i not in specials]
     tokenizer = getattr(d, "target_tokenizer", None) or getattr(d, "tokenizer", None)

@@ -13,6 +13,7 @@ from ..config import Config, TokenizerConfig
 from ..data import (TaggedExample, Tokenizer, chronological_split, iter_conll, iter_conllu, iter_delimited,
                     iter_jsonl, iter_label_text, iter_lm_text, iter_parallel, read_folder, read_lines,
                     read_series_table, read_ts, series_windows)
+from ..data.frames import read_frames_manifest
 
 
 _DIGIT = re.compile(r"\d")
@@ -81,6 +82,8 @@ def read_file(data, path: str | Path, *, label_type: str = "class"):
     ``iter_file``'s, in a list (``lm_text``: one token stream)."""
     if data.format == "ts":
         return read_ts(path, missing=data.missing, encoding=data.encoding).examples
+    if data.format == "frames":
+        return read_frames(data, path, target=None)  # unlabelled; _read asks for the head's target
     if data.format == "series":  # the windows of the whole file
         return _windows(data, _table(data, path))
     if data.format == "folder":
@@ -94,6 +97,25 @@ def read_file(data, path: str | Path, *, label_type: str = "class"):
     if data.format == "lm_text":
         return [token for line in iter_file(data, path) for token in line]
     return list(iter_file(data, path, label_type=label_type))
+
+
+# ----------------------------------------------------------------- numeric frames (format frames)
+
+FRAMES_TARGET = {"SequenceTagger": "labels", "SequenceClassifier": "label", "Seq2Seq": "transcript"}
+
+
+def frames_target(model_type: str | None) -> str | None:
+    """The manifest field a head learns from: per-frame ``labels`` (tagger), one ``label``
+    (classifier) or a ``transcript`` (seq2seq)."""
+    return FRAMES_TARGET.get(model_type)
+
+
+def read_frames(data, path: str | Path, *, target: str | None) -> list:
+    """A frames manifest's examples, as ``data`` (a frames config section) says."""
+    return read_frames_manifest(path, target=target, feature_dim=data.feature_dim, array_key=data.array_key,
+                                encoding=data.encoding)
+
+# ----------------------------------------------------------------- end of numeric frames
 
 
 def _sample(examples: list, n: int, seed: int, *, by_label: bool) -> tuple[list, list]:
@@ -201,6 +223,8 @@ def _retag(cfg: Config, examples: list, path) -> tuple[list, str | None]:
 
 
 def _read(cfg: Config, path, *, schemes_found: dict | None = None) -> list:
+    if cfg.data.format == "frames":
+        return read_frames(cfg.data, path, target=frames_target(cfg.model.type))
     examples = read_file(cfg.data, path, label_type="float" if is_regression(cfg) else "class")
     if cfg.model.type == "BiLanguageModel":  # a biLM learns from the text alone
         return [replace(ex, tags=None) if isinstance(ex, TaggedExample) else replace(ex, label=None)

@@ -31,6 +31,8 @@ def fit_vocabs(cfg: Config, train: list) -> dict:
         out["series"] = {"columns": table.columns, "targets": targets, "time_column": d.time_column,
                          "season": d.season, "mase_scale": mase_scale(train_values[:, targets], d.season),
                          "train_rows": len(rows)}
+    elif d.format == "frames":
+        out = fit_frame_vocabs(cfg, train)
     elif d.format == "ts":
         out["labels"] = Vocab.for_labels((ex.label for ex in train), name="class")
         if d.scale:
@@ -38,6 +40,35 @@ def fit_vocabs(cfg: Config, train: list) -> dict:
     else:
         out, _ = count_vocabs(cfg, train)
     return out
+
+
+# ----------------------------------------------------------------- numeric frames (format frames)
+
+def _frame_label_set(item) -> list[str]:
+    return [item] if isinstance(item, str) else list(item)
+
+
+def fit_frame_vocabs(cfg: Config, train: list) -> dict:
+    """A frames run's label (or target token) vocabulary, its D and, with ``data.scale``, the
+    per-feature mean and std of every training frame."""
+    from .reading import _tokenizer
+
+    d, kind = cfg.data, cfg.model.type
+    out: dict = {"frames": {"feature_dim": int(train[0].values.shape[1])}}
+    if kind == "SequenceTagger":
+        out["labels"] = Vocab.for_labels((label for ex in train for item in ex.labels
+                                          for label in _frame_label_set(item)), name="tag")
+    elif kind == "SequenceClassifier":
+        out["labels"] = Vocab.for_labels((ex.label for ex in train), name="label")
+    else:  # Seq2Seq: transcripts -> target tokens
+        split = _tokenizer(d.target_tokenizer)
+        out["target"] = Vocab(min_freq=d.min_freq, max_size=d.max_vocab, name="target token").fit(
+            split(ex.transcript) for ex in train)
+    if d.scale:
+        out["scaler"] = SeriesScaler().fit(train)
+    return out
+
+# ----------------------------------------------------------------- end of numeric frames
 
 
 def count_vocabs(cfg: Config, examples: Iterable) -> tuple[dict, int]:
@@ -141,6 +172,10 @@ def vocabs_to_json(vocabs: dict) -> dict:
 
 def vocabs_from_json(saved: dict) -> dict:
     def restore(name: str, v: dict):
+        if name == "frames":  # a frames run's D: plain JSON
+            if not isinstance(v.get("feature_dim"), int):
+                raise ValueError("frames: feature_dim must be an int")
+            return v
         if name == "series":  # a forecaster's columns and MASE scale: plain JSON
             if not isinstance(v.get("columns"), list) or len(v.get("mase_scale", [])) != len(v.get("targets", ())):
                 raise ValueError("series: columns, targets and mase_scale do not fit together")

@@ -29,7 +29,7 @@ __all__ = [
     "accuracy", "macro_f1", "span_f1", "perplexity", "bleu", "mae", "rmse", "mape",
     "SCHEMES", "ClassificationMetrics", "TaggingMetrics", "PerplexityMetrics", "BiPerplexityMetrics", "BleuMetrics",
     "RegressionMetrics", "HIGHER_IS_BETTER", "seasonal_naive", "mase_scale", "ForecastMetrics",
-    "ClassPerplexityMetrics",
+    "ClassPerplexityMetrics", "FrameMetrics",
 ]
 
 SCHEMES = ("conlleval", "IOB1", "IOB2", "IOBES")
@@ -38,7 +38,8 @@ SCHEMES = ("conlleval", "IOB1", "IOB2", "IOBES")
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "span_f1": True, "span_precision": True,
                     "span_recall": True, "bleu": True, "perplexity": False, "loss": False,
                     "forward_perplexity": False, "backward_perplexity": False,
-                    "mae": False, "rmse": False, "mape": False, "mase": False}
+                    "mae": False, "rmse": False, "mape": False, "mase": False,
+                    "micro_f1": True}
 
 
 def _check_pair(name: str, y_true: Sequence, y_pred: Sequence) -> None:
@@ -237,6 +238,63 @@ class TaggingMetrics:
         out = {"accuracy": accuracy(flat_gold, flat_pred)}
         if self.span:
             out.update(span_f1(self.names(self.gold), self.names(self.pred), scheme=self.scheme))
+        return out
+
+
+class FrameMetrics:
+    """Per-frame scores of a tagger over numeric frames (scikit-learn).
+
+    One label per frame (softmax / CRF): ``accuracy`` and ``macro_f1`` over every real frame.
+    A set of labels per frame (``multi_label``, sigmoid output): ``micro_f1`` over every (frame,
+    label) decision, ``accuracy`` = the share of frames whose predicted set is exactly the gold
+    one, and ``f1/NAME`` per label.
+    """
+
+    def __init__(self, labels: Sequence[str], *, multi_label: bool = False) -> None:
+        self.labels, self.multi_label = list(labels), bool(multi_label)
+        self.reset()
+
+    def reset(self) -> None:
+        self.gold, self.pred = [], []  # one entry per real frame: an id, or a 0/1 row of K
+
+    def merge(self, other) -> None:
+        self.gold += other.gold
+        self.pred += other.pred
+
+    @torch.no_grad()
+    def update(self, model, batch: dict, loss: float | None = None) -> None:
+        predicted = _rows(model.predict(batch))
+        K = len(self.labels)
+        for row, n, gold in zip(predicted, batch["lengths"].tolist(), batch["labels"].tolist()):
+            if len(row) < n:
+                raise ValueError(f"predict returned {len(row)} frames for a sequence of length {n}")
+            if self.multi_label:
+                for t in range(n):
+                    self.gold.append([int(v) for v in gold[t]])
+                    on = [0] * K
+                    for k in row[t]:
+                        on[k] = 1
+                    self.pred.append(on)
+            else:
+                self.gold += gold[:n]
+                self.pred += list(row[:n])
+
+    def compute(self) -> dict:
+        from sklearn.metrics import f1_score
+
+        if not self.multi_label:
+            ids = list(range(len(self.labels)))
+            return {"accuracy": accuracy(self.gold, self.pred), "macro_f1": macro_f1(self.gold, self.pred, labels=ids)}
+        import numpy as np
+
+        _check_pair("micro_f1", self.gold, self.pred)
+        gold, pred = np.asarray(self.gold), np.asarray(self.pred)  # (N, K) 0/1
+        # micro-F1 pools every (frame, label) decision: the binary F1 of the flattened decisions
+        # (sklearn reads an (N, 1) indicator as one binary column, so K = 1 is passed flat too)
+        out = {"micro_f1": float(f1_score(gold.ravel(), pred.ravel(), zero_division=0)),
+               "accuracy": float((gold == pred).all(1).mean())}
+        out.update({f"f1/{name}": float(f1_score(gold[:, k], pred[:, k], zero_division=0))
+                    for k, name in enumerate(self.labels)})
         return out
 
 
