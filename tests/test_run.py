@@ -32,8 +32,10 @@ def test_every_example_config_validates(path):
     # data/: a standard set that is not in ../shared, whose first comment says where to get it
     assert cfg.data.train.startswith(("../shared/datasets/", "runs/data/", "data/"))
     header = path.read_text().split("name:")[0]
-    if cfg.data.train.startswith("runs/data/"):
-        assert "python -c" in header and cfg.data.train in header
+    if cfg.data.train.startswith("runs/data/"):  # written by a one-liner or a script the header names
+        assert re.search(r"python3? (-c|\S+\.py)", header), header
+        script = re.search(r"python3? (\S+\.py)", header)
+        assert script is None or (Path(__file__).parents[1] / script.group(1)).is_file(), script
     if cfg.data.train.startswith("data/"):
         assert re.search(r"\w+\.\w+/\S+", header) and "data/" in header
 

@@ -96,7 +96,7 @@ def test_bad_input_raises_clear_errors():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="constraints='bio' needs output='crf'"):
         SequenceTagger(vocab_size=V, num_tags=5, tags=TAGS, constraints="bio")
-    with pytest.raises(ValueError, match="output must be one of softmax, crf; got 'hmm'"):
+    with pytest.raises(ValueError, match="output must be one of softmax, crf, sigmoid; got 'hmm'"):
         SequenceTagger(vocab_size=V, num_tags=5, output="hmm")
     with pytest.raises(ValueError, match="tags must be a list of num_tags = 4"):
         SequenceTagger(vocab_size=V, num_tags=4, tags=TAGS)
