@@ -60,16 +60,37 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _config(args: argparse.Namespace):
+    """The run config of ``train``/``pretrain``: the file, ``--set`` overrides, ``--out``, ``--overwrite``."""
     from .config import load_config
-    from .run import train
 
     overrides = list(args.set or [])
     if args.out is not None:
         overrides.append(f"trainer.out_dir={args.out}")
     if args.overwrite:
         overrides.append("trainer.overwrite=true")
-    cfg = load_config(args.config, overrides=overrides)  # a bad config fails here, before any launch
+    return load_config(args.config, overrides=overrides)
+
+
+def _input(stack, file: str, command: str) -> tuple[str, object]:
+    """(source, lines) of FILE or standard input ('-'), decoded as the data readers decode: a
+    byte-order mark dropped (it would stick to the first token), an invalid byte an error naming
+    FILE:line (<stdin>:line)."""
+    from .data._io import decode_lines, open_bytes
+
+    hint = f"rnnkit {command} reads UTF-8; convert the input first (e.g. iconv -f latin1 -t utf-8)"
+    if file == "-":
+        source, raw = "<stdin>", getattr(sys.stdin, "buffer", None)
+    else:
+        source, raw = file, stack.enter_context(open_bytes(file))
+    # A stdin replaced by a text stream with no bytes underneath (io.StringIO) is decoded already.
+    return source, (sys.stdin if raw is None else (line for _, line in decode_lines(raw, source, hint=hint)))
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .run import train
+
+    cfg = _config(args)  # a bad config fails here, before any launch
     if args.nproc is not None and args.nproc > 1:
         return _launch(args, cfg)
     summary = train(cfg, resume=args.resume)
@@ -104,15 +125,10 @@ def _launch(args: argparse.Namespace, cfg) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config
+    from .config import ConfigError
     from .run import train
 
-    overrides = list(args.set or [])
-    if args.out is not None:
-        overrides.append(f"trainer.out_dir={args.out}")
-    if args.overwrite:
-        overrides.append("trainer.overwrite=true")
-    cfg = load_config(args.config, overrides=overrides)
+    cfg = _config(args)
     if cfg.model.type != "BiLanguageModel":
         raise ConfigError(f"{args.config}: model.type: rnnkit pretrain trains a BiLanguageModel; got "
                           f"{cfg.model.type} (train it with rnnkit train)")
@@ -125,16 +141,10 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _embed(args: argparse.Namespace) -> int:
     import contextlib
 
-    from .data._io import decode_lines, open_bytes
     from .embed import embed_file
 
-    hint = "rnnkit embed reads UTF-8; convert the input first (e.g. iconv -f latin1 -t utf-8)"
     with contextlib.ExitStack() as stack:
-        if args.file == "-":
-            source, raw = "<stdin>", getattr(sys.stdin, "buffer", None)
-        else:
-            source, raw = args.file, stack.enter_context(open_bytes(args.file))
-        lines = sys.stdin if raw is None else (line for _, line in decode_lines(raw, source, hint=hint))
+        source, lines = _input(stack, args.file, "embed")
         summary = embed_file(args.checkpoint, lines, args.output, source=source, format=args.format,
                              layer=args.layer, batch_size=args.batch_size)
     print(json.dumps(summary))
@@ -152,27 +162,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import contextlib
 
-    from .data._io import decode_lines, open_bytes
     from .run import predict
 
-    # Bytes are decoded the way the data readers decode them: a byte-order mark is dropped (it
-    # would otherwise stick to the first token and change its tag) and an invalid byte is an
-    # error naming FILE:line (<stdin>:line).
-    hint = "rnnkit predict reads UTF-8; convert the input first (e.g. iconv -f latin1 -t utf-8)"
     if args.prefix is not None and args.file != "-":
         raise ValueError(f"--prefix {args.prefix!r} is the input; give it or FILE ({args.file}), not both")
     with contextlib.ExitStack() as stack:
         if args.prefix is not None:
-            source, raw = "<prefix>", None
-        elif args.file == "-":
-            source, raw = "<stdin>", getattr(sys.stdin, "buffer", None)
+            source, lines = "<prefix>", [args.prefix]
         else:
-            source, raw = args.file, stack.enter_context(open_bytes(args.file))
-        # A stdin replaced by a text stream with no bytes underneath (io.StringIO) is decoded already.
-        if args.prefix is not None:
-            lines = [args.prefix]
-        else:
-            lines = sys.stdin if raw is None else (line for _, line in decode_lines(raw, source, hint=hint))
+            source, lines = _input(stack, args.file, "predict")
         out = sys.stdout
         sampling = {"strategy": args.strategy, "temperature": args.temperature, "top_k": args.top_k,
                     "seed": args.seed, "max_length": args.max_length, "across_lines": args.across_lines}
