@@ -171,12 +171,9 @@ def _rows(x) -> list:
     return x.tolist() if isinstance(x, torch.Tensor) else list(x)
 
 
-class ClassificationMetrics:
-    """Accuracy and macro-F1 over a dev set; ``labels`` names the class ids (for reports)."""
-
-    def __init__(self, labels: Sequence[str] | None = None) -> None:
-        self.labels = list(labels) if labels is not None else None
-        self.reset()
+class _GoldPredicted:
+    """An accumulator of gold and predicted rows: ``reset`` empties both, ``merge`` appends another
+    process's (distributed evaluation merges every process's accumulator into rank 0's)."""
 
     def reset(self) -> None:
         self.gold, self.pred = [], []
@@ -184,6 +181,14 @@ class ClassificationMetrics:
     def merge(self, other) -> None:
         self.gold += other.gold
         self.pred += other.pred
+
+
+class ClassificationMetrics(_GoldPredicted):
+    """Accuracy and macro-F1 over a dev set; ``labels`` names the class ids (for reports)."""
+
+    def __init__(self, labels: Sequence[str] | None = None) -> None:
+        self.labels = list(labels) if labels is not None else None
+        self.reset()
 
     @torch.no_grad()
     def update(self, model, batch: dict, loss: float | None = None) -> None:
@@ -196,7 +201,7 @@ class ClassificationMetrics:
                 "macro_f1": macro_f1(self.gold, self.pred, labels=ids)}
 
 
-class TaggingMetrics:
+class TaggingMetrics(_GoldPredicted):
     """Token accuracy; plus seqeval span F1 when the tags are B-/I-/E-/S- chunks.
 
     ``tags[i]`` is the name of tag id i. ``span`` is None (decide from the tag names), True or
@@ -211,13 +216,6 @@ class TaggingMetrics:
             span = any(t[:2] in ("B-", "I-", "E-", "S-") for t in self.tags)
         self.span = span
         self.reset()
-
-    def reset(self) -> None:
-        self.gold, self.pred = [], []
-
-    def merge(self, other) -> None:
-        self.gold += other.gold
-        self.pred += other.pred
 
     @torch.no_grad()
     def update(self, model, batch: dict, loss: float | None = None) -> None:
@@ -241,25 +239,19 @@ class TaggingMetrics:
         return out
 
 
-class FrameMetrics:
+class FrameMetrics(_GoldPredicted):
     """Per-frame scores of a tagger over numeric frames (scikit-learn).
 
     One label per frame (softmax / CRF): ``accuracy`` and ``macro_f1`` over every real frame.
     A set of labels per frame (``multi_label``, sigmoid output): ``micro_f1`` over every (frame,
     label) decision, ``accuracy`` = the share of frames whose predicted set is exactly the gold
-    one, and ``f1/NAME`` per label.
+    one, and ``f1/NAME`` per label. ``gold``/``pred`` hold one entry per real frame: an id, or a
+    0/1 row of K.
     """
 
     def __init__(self, labels: Sequence[str], *, multi_label: bool = False) -> None:
         self.labels, self.multi_label = list(labels), bool(multi_label)
         self.reset()
-
-    def reset(self) -> None:
-        self.gold, self.pred = [], []  # one entry per real frame: an id, or a 0/1 row of K
-
-    def merge(self, other) -> None:
-        self.gold += other.gold
-        self.pred += other.pred
 
     @torch.no_grad()
     def update(self, model, batch: dict, loss: float | None = None) -> None:
@@ -383,18 +375,11 @@ class BleuMetrics:
         return {"bleu": bleu(self.hyps, self.refs, tokenize=self.tokenize)}
 
 
-class RegressionMetrics:
+class RegressionMetrics(_GoldPredicted):
     """MAE, RMSE and (when no target is 0) MAPE over all predicted values."""
 
     def __init__(self) -> None:
         self.reset()
-
-    def reset(self) -> None:
-        self.gold, self.pred = [], []
-
-    def merge(self, other) -> None:
-        self.gold += other.gold
-        self.pred += other.pred
 
     @torch.no_grad()
     def update(self, model, batch: dict, loss: float | None = None) -> None:
