@@ -323,6 +323,11 @@ class Config(Strict):
         if self.data.format not in formats:
             raise ValueError(f"model.type {self.model.type} cannot learn from data.format "
                              f"{self.data.format!r}; it takes {', '.join(formats)}")
+        if self.data.format == "audio":  # audio (issue #17): the manifest's key fits the head
+            want = "transcript" if self.model.type == "Transcriber" else "label"
+            if self.data.target != want:
+                raise ValueError(f"data.target {self.data.target!r}: a {self.model.type} learns from each "
+                                 f"line's {want} (set data.target: {want})")
         _build_on_meta(self.model, self.data)
         return self
 

@@ -81,6 +81,10 @@ def read_file(data, path: str | Path, *, label_type: str = "class"):
     ``iter_file``'s, in a list (``lm_text``: one token stream)."""
     if data.format == "ts":
         return read_ts(path, missing=data.missing, encoding=data.encoding).examples
+    if data.format == "audio":  # audio (issue #17): a manifest's utterances as feature frames
+        from .audio import read_audio
+
+        return read_audio(data, path)
     if data.format == "series":  # the windows of the whole file
         return _windows(data, _table(data, path))
     if data.format == "folder":

@@ -1,0 +1,84 @@
+"""Audio runs (issue #17): a manifest read as the data section says, the symbol vocabulary of a
+Transcriber, its items and its SpecAugment-ed training batches."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+
+from ..data import Vocab
+
+
+def features_of(data):
+    """The ``AudioFeatures`` a data section (format audio) describes."""
+    from ..data.audio import AudioFeatures
+
+    return AudioFeatures(sample_rate=data.sample_rate, kind=data.features, n_fft=data.n_fft,
+                         win_length=data.win_length, hop_length=data.hop_length, n_mels=data.n_mels,
+                         n_mfcc=data.n_mfcc)
+
+
+def read_audio(data, path) -> list:
+    from ..data.audio import read_audio_manifest
+
+    return read_audio_manifest(path, features_of(data), normalize=data.normalize, target=data.target,
+                               encoding=data.encoding)
+
+
+def symbol_vocab(train: list) -> Vocab:
+    """The Transcriber's symbols: the blank (id 0) and every character of the training transcripts."""
+    counts = Counter(ch for ex in train for ch in ex.transcript)
+    return Vocab(specials=("<blank>",), unk=None, name="symbol").fit_counts(counts)
+
+
+def transcriber_items(vocabs: dict, examples: list) -> list[dict]:
+    symbols, scaler = vocabs["symbols"], vocabs.get("scaler")
+    mean = std = None
+    if scaler is not None:
+        import numpy as np
+
+        mean, std = np.asarray(scaler.mean_, dtype="float32"), np.asarray(scaler.std_, dtype="float32")
+    items = []
+    for ex in examples:
+        values = ex.values if mean is None else (ex.values - mean) / std
+        item = {"inputs": values}
+        if ex.transcript is not None:
+            unknown = sorted({ch for ch in ex.transcript if ch not in symbols.stoi_})
+            if unknown:
+                raise ValueError(f"{ex.where}: transcript has symbol(s) {', '.join(map(repr, unknown))} that no "
+                                 f"training transcript has; the model writes {', '.join(symbols.itos_[1:])}")
+            item["targets"] = [symbols.stoi_[ch] for ch in ex.transcript]
+        items.append(item)
+    return items
+
+
+class SpecAugmentBatches:
+    """Training batches with SpecAugment masks (rnnkit.data.audio.spec_augment), drawn afresh
+    each time a batch is drawn, seeded by (seed, epoch) as ``UnkReplace`` is."""
+
+    def __init__(self, batches, data, *, seed: int) -> None:
+        self.batches, self.data, self.seed = batches, data, seed
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed * 100_003 + epoch)
+        if hasattr(self.batches, "set_epoch"):
+            self.batches.set_epoch(epoch)
+
+    def __getattr__(self, name):
+        if name == "batches":
+            raise AttributeError(name)
+        return getattr(self.batches, name)
+
+    def __iter__(self):
+        from ..data.audio import spec_augment
+
+        d = self.data
+        for batch in self.batches:
+            yield {**batch, "inputs": spec_augment(batch["inputs"], batch["lengths"], time_masks=d.time_masks,
+                                                   time_width=d.time_width, freq_masks=d.freq_masks,
+                                                   freq_width=d.freq_width, generator=self.generator)}
