@@ -160,10 +160,11 @@ class AudioExample(SeriesExample):
 
 
 def read_audio_manifest(manifest: str | Path, features: AudioFeatures, *, normalize: str = "utterance",
-                        target: str = "label", encoding: str = "utf-8") -> list[AudioExample]:
+                        target: str = "label", required: bool = True, encoding: str = "utf-8") -> list[AudioExample]:
     """The utterances a JSONL manifest lists, one ``{"path": ..., "label"|"transcript": ...}``
     per line (``path`` relative to the manifest's folder), as feature frames. ``target``:
-    ``label`` or ``transcript``, the key every line must have. Errors name ``manifest:line``."""
+    ``label`` or ``transcript``, the key every line must have (``required``; else read when
+    present, as ``rnnkit predict`` reads its input). Errors name ``manifest:line``."""
     manifest = Path(manifest)
     if not manifest.is_file():
         raise ValueError(f"{manifest}: no such manifest file")
@@ -179,13 +180,13 @@ def read_audio_manifest(manifest: str | Path, features: AudioFeatures, *, normal
                 raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
             if not isinstance(obj, dict) or not isinstance(obj.get("path"), str):
                 raise ValueError(f'{where}: each line must be an object with "path" (a string); got {line.strip()[:80]!r}')
-            if target not in obj:
+            if target not in obj and required:
                 raise ValueError(f'{where}: has no "{target}"; data.target is {target!r} (keys: {", ".join(sorted(obj))})')
             path = manifest.parent / obj["path"]
             x = features(read_wav(path, sample_rate=features.sample_rate, where=where))
             if normalize == "utterance":
                 x = normalize_utterance(x)
-            value = str(obj[target])
+            value = str(obj[target]) if target in obj else None
             out.append(AudioExample(values=x.numpy(), label=value if target == "label" else None, where=where,
                                     transcript=value if target == "transcript" else None, path=str(path)))
     if not out:

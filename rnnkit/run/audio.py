@@ -19,11 +19,40 @@ def features_of(data):
                          n_mfcc=data.n_mfcc)
 
 
-def read_audio(data, path) -> list:
+def read_audio(data, path, *, required: bool = True) -> list:
     from ..data.audio import read_audio_manifest
 
     return read_audio_manifest(path, features_of(data), normalize=data.normalize, target=data.target,
-                               encoding=data.encoding)
+                               required=required, encoding=data.encoding)
+
+
+def predict_audio(run, cfg, vocabs: dict, source: str, batch_size: int) -> list:
+    """Records of a manifest's utterances: ``label`` (classifier) or ``transcript`` (Transcriber),
+    with the manifest's own label or transcript as ``gold`` where it has one."""
+    from dataclasses import replace
+
+    from ..data import collate
+    from .batches import _items
+
+    if source in ("-", "<stdin>"):
+        raise ValueError("an audio model reads a manifest (JSONL of {\"path\": ...}): give FILE, not standard input")
+    examples = read_audio(cfg.data, source, required=False)
+    transcribe = cfg.model.type == "Transcriber"
+    gold = [ex.transcript if transcribe else ex.label for ex in examples]
+    plain = [replace(ex, label=None, transcript=None) for ex in examples]
+    items = transcriber_items(vocabs, plain) if transcribe else \
+        _items(cfg, {k: v for k, v in vocabs.items() if k != "labels"}, plain)
+    names = vocabs["symbols" if transcribe else "labels"].itos_
+    out = []
+    for start in range(0, len(items), batch_size):
+        with torch.no_grad():
+            rows = run(collate(items[start:start + batch_size]))
+        rows = rows.tolist() if isinstance(rows, torch.Tensor) else rows
+        for ex, g, row in zip(examples[start:], gold[start:], rows):
+            key, value = ("transcript", "".join(names[i] for i in row if i != 0)) if transcribe \
+                else ("label", names[int(row)])
+            out.append({"where": ex.where, "path": ex.path, key: value, **({"gold": g} if g is not None else {})})
+    return out
 
 
 def symbol_vocab(train: list) -> Vocab:
