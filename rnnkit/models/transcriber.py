@@ -125,6 +125,10 @@ class Transcriber(nn.Module):
         nll = F.ctc_loss(log_probs.transpose(0, 1), y, out_lengths, n, blank=0, reduction="sum")
         return nll / n.sum().clamp_min(1)
 
+    def loss_count(self, batch: dict) -> int:
+        """The target symbols ``loss`` averages over (distributed runs weight each process by it)."""
+        return int(batch["target_lengths"].sum())
+
     @torch.no_grad()
     def predict(self, batch: dict) -> list[list[int]]:
         """One symbol-id list per sequence (blank never included)."""

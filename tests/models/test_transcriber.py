@@ -107,3 +107,32 @@ def test_errors_name_the_problem():
     model.loss(batch)
     with pytest.raises(ValueError, match=r"symbol ids in 1..3 \(0 is the blank\)"):
         model.loss({**batch, "targets": torch.tensor([[0, 1]])})
+
+
+def test_error_rates_merge_and_match_edit_distance():
+    pytest.importorskip("jiwer")
+    from rnnkit.training.metrics import ErrorRateMetrics
+
+    class Fixed:  # a "model" whose predictions are given
+        def __init__(self, rows):
+            self.rows = rows
+
+        def predict(self, batch):
+            return self.rows
+
+    itos = ["<blank>", "1", "2", "3"]
+    gold = [[1, 2, 3, 0], [2, 2, 0, 0], [3, 1, 2, 1]]
+    pred = [[1, 3], [2, 2], [3, 1, 1, 2, 1]]  # "123" -> "13": 1 deletion; "22": 0; "3121" -> "31121": 1 insertion
+    batch = lambda rows: {"targets": torch.tensor(rows), "target_lengths": torch.tensor([3, 2, 4])[:len(rows)]}
+    whole = ErrorRateMetrics(itos)
+    whole.update(Fixed(pred), batch(gold))
+    out = whole.compute()
+    assert out["cer"] == pytest.approx((1 + 0 + 1) / (3 + 2 + 4))
+    assert out["sequence_accuracy"] == pytest.approx(1 / 3)
+    a, b = ErrorRateMetrics(itos), ErrorRateMetrics(itos)
+    a.update(Fixed(pred[:1]), batch(gold[:1]))
+    b.update(Fixed(pred[1:]), {"targets": torch.tensor(gold[1:]), "target_lengths": torch.tensor([2, 4])})
+    a.merge(b)
+    assert a.compute() == pytest.approx(out)
+    model = Transcriber(input_size=4, num_symbols=4)
+    assert model.loss_count(batch(gold)) == 9
