@@ -434,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "A forecaster reads a series FILE (as its training data) and writes where, origin, "
                     "forecast per target column in the series' units (and gold where FILE has it). "
                     "A generator reads a class name (or {\"label\": ...}) per line and writes label "
-                    "and text.")
+                    "and text. An audio model reads a JSONL manifest FILE ({\"path\": ...} per line) and "
+                    "writes where, path, label (classifier) or transcript (Transcriber), and gold.")
     predict.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder (e.g. runs/x/best)")
     predict.add_argument("file", metavar="FILE", nargs="?", default="-", help="input file, or - for stdin")
     predict.add_argument("--batch-size", type=_positive, default=64, help="inputs per batch (default: 64)")
