@@ -68,6 +68,10 @@ def test_transcriber_learns_tone_strings(tmp_path):
     assert again["cer"] == pytest.approx(summary["dev"]["cer"])
     records = list(Predictor(tmp_path / "run" / "best").records([], source=str(dev_file)))
     assert len(records) == 8 and sum(r["transcript"] == r["gold"] for r in records) >= 6
+    cli = subprocess.run([sys.executable, "-m", "rnnkit.cli", "predict", str(tmp_path / "run" / "best"),
+                          str(dev_file)], capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    assert [json.loads(line) for line in cli.stdout.splitlines()] == records
 
 
 def test_classifier_on_audio_and_global_normalisation(tmp_path):
