@@ -103,3 +103,23 @@ def test_config_and_manifest_errors(tmp_path):
     out = subprocess.run([sys.executable, "-m", "rnnkit.cli", "train", str(cfg_file)], capture_output=True, text=True)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "bad.jsonl:3: no such audio file" in out.stderr
+
+
+def test_transcriber_items_limits_and_unknown_symbols():
+    from types import SimpleNamespace
+
+    from rnnkit.data.audio import AudioExample
+    from rnnkit.run.audio import symbol_vocab, transcriber_items
+
+    ex = AudioExample(values=np.zeros((10, 3), np.float32), transcript="abba", where="m.jsonl:1")
+    vocabs = {"symbols": symbol_vocab([ex])}
+    assert vocabs["symbols"].itos_[0] == "<blank>"
+    [item] = transcriber_items(vocabs, [ex])
+    assert [vocabs["symbols"].itos_[i] for i in item["targets"]] == list("abba")
+    with pytest.raises(ValueError, match=r"m.jsonl:1: 10 frames, more than data.max_length \(5\)"):
+        transcriber_items(vocabs, [ex], SimpleNamespace(max_length=5, truncate=False))
+    [cut] = transcriber_items(vocabs, [ex], SimpleNamespace(max_length=5, truncate=True))
+    assert len(cut["inputs"]) == 5
+    other = AudioExample(values=np.zeros((4, 3), np.float32), transcript="abc", where="dev.jsonl:7")
+    with pytest.raises(ValueError, match="dev.jsonl:7: transcript has symbol.*'c' that no training transcript has"):
+        transcriber_items(vocabs, [other])

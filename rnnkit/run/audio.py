@@ -40,7 +40,7 @@ def predict_audio(run, cfg, vocabs: dict, source: str, batch_size: int) -> list:
     transcribe = cfg.model.type == "Transcriber"
     gold = [ex.transcript if transcribe else ex.label for ex in examples]
     plain = [replace(ex, label=None, transcript=None) for ex in examples]
-    items = transcriber_items(vocabs, plain) if transcribe else \
+    items = transcriber_items(vocabs, plain, cfg.data) if transcribe else \
         _items(cfg, {k: v for k, v in vocabs.items() if k != "labels"}, plain)
     names = vocabs["symbols" if transcribe else "labels"].itos_
     out = []
@@ -61,8 +61,11 @@ def symbol_vocab(train: list) -> Vocab:
     return Vocab(specials=("<blank>",), unk=None, name="symbol").fit_counts(counts)
 
 
-def transcriber_items(vocabs: dict, examples: list) -> list[dict]:
+def transcriber_items(vocabs: dict, examples: list, data=None) -> list[dict]:
+    """Items ``{"inputs": (T, D) frames, "targets": symbol ids}`` (no targets for an utterance
+    without a transcript); ``data.max_length`` frames at most (``truncate`` cuts, else an error)."""
     symbols, scaler = vocabs["symbols"], vocabs.get("scaler")
+    limit, cut = (getattr(data, "max_length", None), getattr(data, "truncate", False))
     mean = std = None
     if scaler is not None:
         import numpy as np
@@ -71,6 +74,11 @@ def transcriber_items(vocabs: dict, examples: list) -> list[dict]:
     items = []
     for ex in examples:
         values = ex.values if mean is None else (ex.values - mean) / std
+        if limit is not None and len(values) > limit:
+            if not cut:
+                raise ValueError(f"{ex.where}: {len(values)} frames, more than data.max_length ({limit}); "
+                                 "raise it, or set data.truncate: true")
+            values = values[:limit]
         item = {"inputs": values}
         if ex.transcript is not None:
             unknown = sorted({ch for ch in ex.transcript if ch not in symbols.stoi_})

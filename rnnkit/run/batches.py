@@ -25,7 +25,7 @@ def _items(cfg: Config, vocabs: dict, examples: list) -> list[dict]:
     if cfg.model.type == "Transcriber":  # audio (issue #17): frames and symbol ids
         from .audio import transcriber_items
 
-        return transcriber_items(vocabs, examples)
+        return transcriber_items(vocabs, examples, cfg.data)
     if "scaler" in vocabs:
         examples = vocabs["scaler"].transform(examples)
     return _encoder(cfg, vocabs).encode_all(examples)
