@@ -3,13 +3,16 @@ per-frame symbol posteriors (bottom; rows blank, then the alphabet), the greedy 
 title.
 
     python bench/ctc_alignment.py runs/fsdd_strings/best runs/data/fsdd_strings/test.jsonl \
-        --line 1 --out docs/img/ctc_alignment.png
+        --line 4 --out docs/img/ctc_alignment.png
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import tempfile
+from pathlib import Path
 
 import matplotlib
 
@@ -31,11 +34,15 @@ def main() -> None:
     ap.add_argument("--out", default="docs/img/ctc_alignment.png")
     args = ap.parse_args()
     loaded, cfg, vocabs = _restore(args.checkpoint)
-    one = args.manifest + ".one"
-    with open(args.manifest, encoding="utf-8") as f, open(one, "w", encoding="utf-8") as g:
+    torch.set_num_threads(1)  # as the example trains: the compiled loop's probe for 1 thread is reused
+    # paths are relative to the manifest's folder: a one-line copy sits beside it while it is read
+    with open(args.manifest, encoding="utf-8") as f, tempfile.NamedTemporaryFile(
+            "w", dir=Path(args.manifest).parent, suffix=".jsonl", delete=False, encoding="utf-8") as g:
         g.write(next(itertools.islice(f, args.line - 1, None)))
-    # paths are relative to the manifest's folder: the one-line copy sits beside it
-    [ex] = read_audio(cfg.data, one)
+    try:
+        [ex] = read_audio(cfg.data, g.name)
+    finally:
+        os.unlink(g.name)
     batch = collate(transcriber_items(vocabs, [ex]))
     model = loaded.model.eval()
     with torch.no_grad():
@@ -47,6 +54,7 @@ def main() -> None:
     fig, (a, b) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=False, gridspec_kw={"height_ratios": [1, 1.2]})
     a.imshow(ex.values.T, origin="lower", aspect="auto", cmap="magma")
     a.set_ylabel("log-mel band")
+    a.set_xlabel(f"input frame ({cfg.data.hop_length / cfg.data.sample_rate * 1000:.0f} ms each)")
     a.set_title(f"{ex.path.rsplit('/', 1)[-1]}: reference {ex.transcript}, greedy CTC {hyp}")
     b.imshow(post.numpy(), aspect="auto", cmap="Greys", interpolation="nearest", vmin=0, vmax=1)
     b.set_yticks(range(len(order)), ["blank" if i == 0 else symbols[i] for i in order])
