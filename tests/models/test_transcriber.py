@@ -136,3 +136,16 @@ def test_error_rates_merge_and_match_edit_distance():
     assert a.compute() == pytest.approx(out)
     model = Transcriber(input_size=4, num_symbols=4)
     assert model.loss_count(batch(gold)) == 9
+
+
+def test_save_load_gives_the_same_outputs(tmp_path):
+    from rnnkit import checkpoint
+
+    model = Transcriber(input_size=4, num_symbols=4, pyramid=1, decoding="beam",
+                        encoder={"cell": "gru", "hidden_sizes": [6, 5], "bidirectional": [True, False]}).eval()
+    checkpoint.save(tmp_path / "ckpt", model)
+    loaded = checkpoint.load(tmp_path / "ckpt").model
+    assert type(loaded) is Transcriber and loaded.config == model.config
+    batch = batch_of([[1, 2], [3]])
+    with torch.no_grad():
+        assert torch.equal(model(batch)[0], loaded(batch)[0])
