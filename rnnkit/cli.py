@@ -577,6 +577,11 @@ def main(argv: list[str] | None = None) -> int:
                 e = f"{files}: {e.strerror}"
         print(f"rnnkit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except ImportError as e:  # an optional extra's package (e.g. rnnkit[audio]'s soundfile) is missing
+        if "pip install 'rnnkit[" not in str(e) or os.environ.get("RNNKIT_TRACEBACK"):
+            raise
+        print(f"rnnkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -123,3 +123,16 @@ def test_transcriber_items_limits_and_unknown_symbols():
     other = AudioExample(values=np.zeros((4, 3), np.float32), transcript="abc", where="dev.jsonl:7")
     with pytest.raises(ValueError, match="dev.jsonl:7: transcript has symbol.*'c' that no training transcript has"):
         transcriber_items(vocabs, [other])
+
+
+def test_a_missing_audio_package_names_the_extra(tmp_path, monkeypatch, capsys):
+    from rnnkit import cli
+
+    train_file = write_manifest(tmp_path, ["a", "b"], "label", seed=6)
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(json.dumps({"data": {"format": "audio", "train": str(train_file), "sample_rate": SR},
+                                    "model": {"type": "SequenceClassifier", "options": {}},
+                                    "trainer": {"out_dir": str(tmp_path / "r"), "progress": False}}))
+    monkeypatch.setitem(sys.modules, "soundfile", None)  # importing it now raises ImportError
+    assert cli.main(["train", str(cfg_file)]) == 2
+    assert "audio input needs soundfile: pip install 'rnnkit[audio]'" in capsys.readouterr().err

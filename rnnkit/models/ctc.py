@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 __all__ = ["ctc_greedy", "ctc_prefix_beam", "collapse"]
