@@ -432,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "A forecaster reads a series FILE (as its training data) and writes where, origin, "
                     "forecast per target column in the series' units (and gold where FILE has it). "
                     "A generator reads a class name (or {\"label\": ...}) per line and writes label "
-                    "and text.")
+                    "and text. An audio model reads a JSONL manifest FILE ({\"path\": ...} per line) and "
+                    "writes where, path, label (classifier) or transcript (Transcriber), and gold.")
     predict.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder (e.g. runs/x/best)")
     predict.add_argument("file", metavar="FILE", nargs="?", default="-", help="input file, or - for stdin")
     predict.add_argument("--batch-size", type=_positive, default=64, help="inputs per batch (default: 64)")
@@ -572,6 +573,11 @@ def main(argv: list[str] | None = None) -> int:
             if e.filename is not None and e.strerror:
                 files = f"{e.filename} -> {e.filename2}" if e.filename2 is not None else f"{e.filename}"
                 e = f"{files}: {e.strerror}"
+        print(f"rnnkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:  # an optional extra's package (e.g. rnnkit[audio]'s soundfile) is missing
+        if "pip install 'rnnkit[" not in str(e) or os.environ.get("RNNKIT_TRACEBACK"):
+            raise
         print(f"rnnkit {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -245,12 +245,41 @@ class FramesData(_Data):
 # ----------------------------------------------------------------- end of numeric frames
 
 
+# --- audio (issue #17): utterances listed in a JSONL manifest, read as log-mel or MFCC frames ---
+class AudioData(_Data):
+    format: Literal["audio"]                # JSONL manifest: {"path": ..., "label"|"transcript": ...} per line
+    target: Literal["label", "transcript"] = "label"  # what each line names: a class, or the words spoken
+    sample_rate: int = Field(8000, ge=1000)  # every file must have this rate (no resampling)
+    features: Literal["logmel", "mfcc"] = "logmel"  # frame features (rnnkit.data.audio)
+    n_fft: int = Field(256, ge=16)          # FFT size (samples)
+    win_length: int | None = Field(None, ge=16)  # analysis window (samples); null: n_fft
+    hop_length: int = Field(80, ge=1)       # samples between frames (80 at 8 kHz: 10 ms)
+    n_mels: int = Field(40, ge=2)           # mel bands
+    n_mfcc: int = Field(13, ge=1)           # cepstral coefficients kept (features: mfcc)
+    normalize: Literal["utterance", "global", "none"] = "utterance"  # per-utterance CMVN, train statistics, or none
+    time_masks: int = Field(0, ge=0)        # SpecAugment, training batches only: time spans masked
+    time_width: int = Field(10, ge=1)       # longest time mask (frames)
+    freq_masks: int = Field(0, ge=0)        # frequency bands masked
+    freq_width: int = Field(5, ge=1)        # widest frequency mask (features)
+
+    @model_validator(mode="after")
+    def _audio(self):
+        if self.unk_replace:
+            raise ValueError(f"unk_replace ({self.unk_replace}) replaces rare words; audio frames have none")
+        if self.features == "mfcc" and self.n_mfcc > self.n_mels:
+            raise ValueError(f"n_mfcc ({self.n_mfcc}) must be at most n_mels ({self.n_mels})")
+        if self.win_length is not None and self.win_length > self.n_fft:
+            raise ValueError(f"win_length ({self.win_length}) must be at most n_fft ({self.n_fft})")
+        return self
+# --- end audio ---
+
+
 DataConfig = Annotated[Union[ConlluData, ConllData, DelimitedData, JsonlData, LabelTextData, FolderData,
                              ParallelData, TextData, LMTextData, TSFileData, SeriesData,
-                             FramesData], Field(discriminator="format")]
+                             FramesData, AudioData], Field(discriminator="format")]
 
 DATA_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "folder", "parallel", "text", "lm_text",
-                "ts", "series", "frames")
+                "ts", "series", "frames", "audio")
 # The formats data.streaming reads lazily (a .ts file is a few MB of series, read whole; a folder
 # is one file per document already; a series is one table of numbers).
 STREAMING_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "parallel", "lm_text")
@@ -258,13 +287,14 @@ STREAMING_FORMATS = ("conllu", "conll", "csv", "tsv", "jsonl", "label_text", "pa
 # Which data formats each head can learn from.
 MODEL_TYPES = {
     "SequenceTagger": ("conllu", "conll", "frames"),
-    "SequenceClassifier": ("csv", "tsv", "jsonl", "label_text", "folder", "ts", "frames"),
+    "SequenceClassifier": ("csv", "tsv", "jsonl", "label_text", "folder", "ts", "frames", "audio"),
     "LanguageModel": ("lm_text",),
     "Seq2Seq": ("parallel", "frames"),
     "Generator": ("csv", "tsv", "jsonl", "label_text"),
     "Forecaster": ("series",),
     # sentences of plain text, or the token text of a labelled set (its labels are not read)
     "BiLanguageModel": ("text", "conllu", "conll", "csv", "tsv", "jsonl", "label_text"),
+    "Transcriber": ("audio",),  # audio (issue #17): CTC over frames
 }
 
 # Head arguments rnnkit sets from the data; a config must not give them.
@@ -276,12 +306,13 @@ DERIVED_OPTIONS = {
     "Generator": ("vocab_size", "num_classes", "condition_size", "bos_id", "eos_id"),
     "Forecaster": ("input_size", "horizon", "target_indices"),
     "BiLanguageModel": ("vocab_size", "bos_id", "eos_id"),
+    "Transcriber": ("input_size", "num_symbols"),  # audio (issue #17)
 }
 
 
 class ModelConfig(Strict):
     type: Literal["SequenceTagger", "SequenceClassifier", "LanguageModel", "Seq2Seq", "Generator",
-                  "Forecaster", "BiLanguageModel"]  # task head
+                  "Forecaster", "BiLanguageModel", "Transcriber"]  # task head
     options: dict[str, Any] = {}  # the head's keyword arguments (embedding_dim, encoder, ...)
 
     @model_validator(mode="after")
@@ -310,6 +341,11 @@ class Config(Strict):
         if self.data.format not in formats:
             raise ValueError(f"model.type {self.model.type} cannot learn from data.format "
                              f"{self.data.format!r}; it takes {', '.join(formats)}")
+        if self.data.format == "audio":  # audio (issue #17): the manifest's key fits the head
+            want = "transcript" if self.model.type == "Transcriber" else "label"
+            if self.data.target != want:
+                raise ValueError(f"data.target {self.data.target!r}: a {self.model.type} learns from each "
+                                 f"line's {want} (set data.target: {want})")
         _build_on_meta(self.model, self.data)
         return self
 
@@ -327,7 +363,7 @@ def _stand_ins(model: ModelConfig, data) -> dict:
         return dict(vocab_size=8, num_tags=len(tags), tags=tags,
                     char_vocab_size=8 if getattr(data, "chars", False) else None, **resolved)
     if kind == "SequenceClassifier":
-        sizes = dict(input_size=2) if data.format in ("ts", "frames") else dict(vocab_size=8)
+        sizes = dict(input_size=2) if data.format in ("ts", "frames", "audio") else dict(vocab_size=8)
         return dict(num_classes=1 if options.get("task") == "regression" else 2, **sizes, **resolved)
     if kind == "LanguageModel":
         return dict(vocab_size=8, carry_state=True, eos_id=3)
@@ -340,6 +376,8 @@ def _stand_ins(model: ModelConfig, data) -> dict:
         return dict(input_size=len(columns), horizon=data.horizon, target_indices=targets)
     if kind == "BiLanguageModel":
         return dict(vocab_size=8, bos_id=2, eos_id=3)
+    if kind == "Transcriber":  # audio (issue #17)
+        return dict(input_size=data.n_mfcc if data.features == "mfcc" else data.n_mels, num_symbols=3)
     if data.format == "frames":  # share_weights needs D = embedding_dim
         return dict(source_input_size=options.get("embedding_dim", 64), target_vocab_size=8, bos_id=2, eos_id=3)
     return dict(source_vocab_size=8, target_vocab_size=8, bos_id=2, eos_id=3)
@@ -492,7 +530,7 @@ def _section_fields(loc: tuple, raw) -> list[str]:
         by_format = {cls.model_fields["format"].annotation.__args__[0]: cls
                      for cls in (ConlluData, ConllData, DelimitedData, JsonlData, LabelTextData,
                                  FolderData, ParallelData, TextData, LMTextData, TSFileData, SeriesData,
-                                 FramesData)}
+                                 FramesData, AudioData)}
         by_format["tsv"] = DelimitedData
         if fmt not in by_format:
             return []

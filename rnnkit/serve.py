@@ -289,6 +289,9 @@ def create_app(predictor, *, max_batch: int = 64, max_wait_ms: float = 5, max_te
     if predictor.series:
         raise ValueError(f"{predictor.path}: a series classifier reads .ts files, not text, so it cannot be "
                          f"served; run `rnnkit predict {predictor.path} FILE.ts` instead")
+    if predictor.audio:  # audio (issue #17)
+        raise ValueError(f"{predictor.path}: an audio model reads a manifest of utterances, not text, so it cannot "
+                         f"be served (yet); run `rnnkit predict {predictor.path} MANIFEST.jsonl` instead")
     if predictor.forecast or predictor.kind == "Generator":
         what = "a forecaster reads a series file" if predictor.forecast else "a generator reads class names"
         raise ValueError(f"{predictor.path}: {what}, not text, so it cannot be served (yet); run "

@@ -18,10 +18,12 @@ from .language_model import LanguageModel
 from .registry import model_types, register
 from .seq2seq import Bridge, Seq2Seq
 from .tagger import CharFeatures, SequenceTagger
+from .ctc import collapse, ctc_greedy, ctc_prefix_beam  # audio (issue #17)
+from .transcriber import Transcriber
 
 __all__ = [
     "SequenceClassifier", "SequenceTagger", "LanguageModel", "Seq2Seq", "Generator", "Forecaster",
-    "BiLanguageModel", "ContextualFeatures", "ScalarMix", "make_windows",
+    "BiLanguageModel", "Transcriber", "ctc_greedy", "ctc_prefix_beam", "collapse", "ContextualFeatures", "ScalarMix", "make_windows",
     "CRF", "allowed_transitions", "Attention", "masked_softmax", "Bridge", "CharFeatures",
     "greedy", "sample", "beam_search", "ENCODER_DEFAULTS", "register", "model_types",
 ]

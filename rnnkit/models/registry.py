@@ -11,7 +11,7 @@ from torch import nn
 __all__ = ["register", "model_types", "HEADS"]
 
 HEADS = ("SequenceClassifier", "SequenceTagger", "LanguageModel", "Seq2Seq", "Generator", "Forecaster",
-         "BiLanguageModel")
+         "BiLanguageModel", "Transcriber")
 _REGISTERED: dict[str, type] = {}
 
 

@@ -82,6 +82,10 @@ def _items(cfg: Config, vocabs: dict, examples: list) -> list[dict]:
     if cfg.data.format == "series":  # windows are numbers already; the Forecaster scales them
         return [{"inputs": w.inputs} if w.targets is None else {"inputs": w.inputs, "labels": w.targets}
                 for w in examples]
+    if cfg.model.type == "Transcriber":  # audio (issue #17): frames and symbol ids
+        from .audio import transcriber_items
+
+        return transcriber_items(vocabs, examples, cfg.data)
     if "scaler" in vocabs:
         examples = vocabs["scaler"].transform(examples)
     return _encoder(cfg, vocabs).encode_all(examples)
@@ -146,6 +150,10 @@ def _batches(cfg: Config, vocabs: dict, examples: list, *, train: bool, rank: in
             return Batches(items, batch_size=cfg.trainer.batch_size * world, shuffle=False)
         out = Batches(items, batch_size=cfg.trainer.batch_size, shuffle=True, seed=cfg.trainer.seed,
                       rank=rank, world_size=world)
+    if train and cfg.data.format == "audio" and (cfg.data.time_masks or cfg.data.freq_masks):
+        from .audio import SpecAugmentBatches  # audio (issue #17): masks at training only
+
+        out = SpecAugmentBatches(out, cfg.data, seed=cfg.trainer.seed + rank)
     if train and cfg.data.unk_replace:
         words = vocabs["words"]
         if words.unk_id is None:

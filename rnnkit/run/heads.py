@@ -11,7 +11,8 @@ import torch
 from .. import checkpoint as ckpt
 from ..config import Config, ConfigError, parse_config, resolve_contextual
 from ..training.metrics import (BiPerplexityMetrics, BleuMetrics, ClassPerplexityMetrics,
-                                ClassificationMetrics, ForecastMetrics, FrameMetrics, PerplexityMetrics, RegressionMetrics,
+                                ClassificationMetrics, ErrorRateMetrics, ForecastMetrics, FrameMetrics, PerplexityMetrics,
+                                RegressionMetrics,
                                 TaggingMetrics)
 from ..training.trainer import seed_everything
 from .reading import is_regression, model_tag_scheme
@@ -32,7 +33,7 @@ def model_kwargs(cfg: Config, vocabs: dict, train: list) -> dict:
             opts["char_vocab_size"] = len(vocabs["chars"])
     elif kind == "SequenceClassifier":
         opts["num_classes"] = 1 if is_regression(cfg) else len(vocabs["labels"])  # K outputs
-        if cfg.data.format == "ts":
+        if cfg.data.format in ("ts", "audio"):
             opts["input_size"] = int(train[0].values.shape[1])
         elif frames is not None:
             opts["input_size"] = frames["feature_dim"]
@@ -58,6 +59,8 @@ def model_kwargs(cfg: Config, vocabs: dict, train: list) -> dict:
     elif kind == "BiLanguageModel":
         words = vocabs["words"]
         opts.update(vocab_size=len(words), bos_id=words.bos_id, eos_id=words.eos_id)
+    elif kind == "Transcriber":  # audio (issue #17)
+        opts.update(input_size=int(train[0].values.shape[1]), num_symbols=len(vocabs["symbols"]))
     if "contextual" in opts:
         opts["contextual"] = resolve_contextual(opts["contextual"])
     return opts
@@ -120,6 +123,8 @@ def metrics_for(cfg: Config, vocabs: dict):
         return ForecastMetrics(series["mase_scale"], season=series["season"], targets=series["targets"])
     if kind == "BiLanguageModel":
         return BiPerplexityMetrics()
+    if kind == "Transcriber":  # audio (issue #17)
+        return ErrorRateMetrics(vocabs["symbols"].itos_)
     level = cfg.data.target_tokenizer.level
     # regex-tokenised targets are already split the way BLEU counts n-grams: score them as they
     # are; whitespace-split text is close to raw, so let sacrebleu tokenise it (13a)

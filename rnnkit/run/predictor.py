@@ -84,8 +84,9 @@ class Predictor:
         self.series = d.format == "ts"
         self.forecast = d.format == "series"
         self.frames = d.format == "frames"
+        self.audio = d.format == "audio"  # audio (issue #17): a manifest of utterances
         self._encoder = _encoder(self.cfg, self.vocabs)
-        self._tokenize = None if self.series or self.forecast or self.frames else _tokenizer(
+        self._tokenize = None if self.series or self.forecast or self.frames or self.audio else _tokenizer(
             getattr(d, "predict_tokenizer", None) or getattr(d, "tokenizer", None) or getattr(d, "source_tokenizer"))
         self._run = self.model.predict
         if backend == "onnxruntime":
@@ -116,6 +117,9 @@ class Predictor:
     def batch(self, inputs: list[tuple[str, dict]], *, probabilities: bool = False) -> list[dict]:
         """One record per (where, input) -- the input's fields plus the prediction -- in one batch.
         ``probabilities``: a classifier's records also map every label to its probability."""
+        if self.audio:
+            raise ValueError(f"{self.path}: an audio model reads a manifest of utterances (rnnkit predict CKPT "
+                             "FILE.jsonl, one {\"path\": ...} per line), not text")
         if self.series or self.forecast:
             what = "a series classifier reads .ts files (rnnkit predict CKPT FILE.ts)" if self.series else \
                 "a forecaster reads a series file (rnnkit predict CKPT FILE.csv)"
@@ -205,6 +209,11 @@ class Predictor:
         if probabilities and (self.kind != "SequenceClassifier" or "labels" not in self.vocabs):
             raise ValueError(f"probabilities are a classifier's; {self.path} holds a "
                              f"{'regression model' if self.kind == 'SequenceClassifier' else self.kind}")
+        if self.audio:  # audio (issue #17)
+            from .audio import predict_audio
+
+            yield from predict_audio(self._run, self.cfg, self.vocabs, source, batch_size)
+            return
         if self.series:
             yield from _predict_series(self, source, batch_size, probabilities=probabilities)
             return

@@ -84,6 +84,10 @@ def read_file(data, path: str | Path, *, label_type: str = "class"):
         return read_ts(path, missing=data.missing, encoding=data.encoding).examples
     if data.format == "frames":
         return read_frames(data, path, target=None)  # unlabelled; _read asks for the head's target
+    if data.format == "audio":  # audio (issue #17): a manifest's utterances as feature frames
+        from .audio import read_audio
+
+        return read_audio(data, path)
     if data.format == "series":  # the windows of the whole file
         return _windows(data, _table(data, path))
     if data.format == "folder":

@@ -33,6 +33,15 @@ def fit_vocabs(cfg: Config, train: list) -> dict:
                          "train_rows": len(rows)}
     elif d.format == "frames":
         out = fit_frame_vocabs(cfg, train)
+    elif d.format == "audio":  # audio (issue #17): classes or symbols, and a global scaler
+        if cfg.model.type == "Transcriber":
+            from .audio import symbol_vocab
+
+            out["symbols"] = symbol_vocab(train)
+        else:
+            out["labels"] = Vocab.for_labels((ex.label for ex in train), name="class")
+        if d.normalize == "global":
+            out["scaler"] = SeriesScaler().fit(train)
     elif d.format == "ts":
         out["labels"] = Vocab.for_labels((ex.label for ex in train), name="class")
         if d.scale:
@@ -116,6 +125,8 @@ def needed_vocabs(cfg: Config) -> tuple[str, ...]:
         return ("words",)
     if kind == "SequenceTagger":
         return ("words", "labels") + (("chars",) if d.chars else ())
+    if d.format == "audio":  # audio (issue #17)
+        return ("symbols" if kind == "Transcriber" else "labels",) + (("scaler",) if d.normalize == "global" else ())
     if d.format == "ts":
         return ("labels",) + (("scaler",) if d.scale else ())
     return ("words",) if is_regression(cfg) else ("words", "labels")

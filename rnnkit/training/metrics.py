@@ -29,7 +29,7 @@ __all__ = [
     "accuracy", "macro_f1", "span_f1", "perplexity", "bleu", "mae", "rmse", "mape",
     "SCHEMES", "ClassificationMetrics", "TaggingMetrics", "PerplexityMetrics", "BiPerplexityMetrics", "BleuMetrics",
     "RegressionMetrics", "HIGHER_IS_BETTER", "seasonal_naive", "mase_scale", "ForecastMetrics",
-    "ClassPerplexityMetrics", "FrameMetrics",
+    "ClassPerplexityMetrics", "FrameMetrics", "ErrorRateMetrics",
 ]
 
 SCHEMES = ("conlleval", "IOB1", "IOB2", "IOBES")
@@ -39,7 +39,7 @@ HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "span_f1": True, "span_p
                     "span_recall": True, "bleu": True, "perplexity": False, "loss": False,
                     "forward_perplexity": False, "backward_perplexity": False,
                     "mae": False, "rmse": False, "mape": False, "mase": False,
-                    "micro_f1": True}
+                    "micro_f1": True, "cer": False, "wer": False, "sequence_accuracy": True}
 
 
 def _check_pair(name: str, y_true: Sequence, y_pred: Sequence) -> None:
@@ -476,3 +476,46 @@ class ClassPerplexityMetrics:
             if n:
                 out[f"perplexity/{name}"] = perplexity(nll, n)
         return out
+
+
+# --- audio (issue #17): a Transcriber's error rates ---
+class ErrorRateMetrics:
+    """Character and word error rate (jiwer: edit distance over the reference length, summed over
+    the set) of a Transcriber's labellings, and the share of exactly right transcripts. ``itos``
+    names the symbol ids (0, the blank, is never written). For digit strings written without
+    spaces, ``cer`` is the digit error rate."""
+
+    def __init__(self, itos: Sequence[str]) -> None:
+        try:
+            import jiwer  # noqa: F401
+        except ImportError:
+            raise ImportError("error rates need jiwer: pip install 'rnnkit[audio]'") from None
+        self.itos = list(itos)
+        self.reset()
+
+    def reset(self) -> None:
+        self.gold, self.pred = [], []
+
+    def merge(self, other) -> None:
+        self.gold += other.gold
+        self.pred += other.pred
+
+    def text(self, ids: Sequence[int]) -> str:
+        return "".join(self.itos[i] for i in ids if i != 0)
+
+    @torch.no_grad()
+    def update(self, model, batch: dict, loss: float | None = None) -> None:
+        self.pred += [self.text(row) for row in _rows(model.predict(batch))]
+        self.gold += [self.text(row[:n]) for row, n in zip(_rows(batch["targets"]), _rows(batch["target_lengths"]))]
+
+    def compute(self) -> dict:
+        import jiwer
+
+        if not self.gold:
+            return {"cer": float("nan"), "wer": float("nan"), "sequence_accuracy": float("nan")}
+        # jiwer refuses an empty reference: those utterances count in sequence_accuracy only
+        pairs = [(g, p) for g, p in zip(self.gold, self.pred) if g.strip()]
+        gold, pred = [g for g, _ in pairs], [p for _, p in pairs]
+        return {"cer": jiwer.cer(gold, pred) if gold else float("nan"),
+                "wer": jiwer.wer(gold, pred) if gold else float("nan"),
+                "sequence_accuracy": sum(g == p for g, p in zip(self.gold, self.pred)) / len(self.gold)}
