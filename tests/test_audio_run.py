@@ -85,6 +85,11 @@ def test_classifier_on_audio_and_global_normalisation(tmp_path):
     assert summary["dev"]["accuracy"] == 1.0
     records = list(Predictor(tmp_path / "run" / "best").records([], source=str(dev_file)))
     assert [r["label"] for r in records] == [r["gold"] for r in records]
+    # one recording, given as the file itself: the record its manifest line gets, named by the file
+    first = json.loads(dev_file.read_text().splitlines()[0])
+    wav = dev_file.parent / first["path"]
+    alone = list(Predictor(tmp_path / "run" / "best").records([], source=str(wav)))
+    assert len(alone) == 1 and alone[0]["label"] == records[0]["label"] and alone[0]["where"] == str(wav)
 
 
 def test_config_and_manifest_errors(tmp_path):

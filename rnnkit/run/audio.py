@@ -4,6 +4,7 @@ Transcriber, its items and its SpecAugment-ed training batches."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import torch
 
@@ -26,6 +27,9 @@ def read_audio(data, path, *, required: bool = True) -> list:
                                required=required, encoding=data.encoding)
 
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")  # what `rnnkit predict CKPT FILE` reads as one recording
+
+
 def predict_audio(run, cfg, vocabs: dict, source: str, batch_size: int) -> list:
     """Records of a manifest's utterances: ``label`` (classifier) or ``transcript`` (Transcriber),
     with the manifest's own label or transcript as ``gold`` where it has one."""
@@ -35,8 +39,19 @@ def predict_audio(run, cfg, vocabs: dict, source: str, batch_size: int) -> list:
     from .batches import _items
 
     if source in ("-", "<stdin>"):
-        raise ValueError("an audio model reads a manifest (JSONL of {\"path\": ...}): give FILE, not standard input")
-    examples = read_audio(cfg.data, source, required=False)
+        raise ValueError("an audio model reads a manifest (JSONL of {\"path\": ...}) or one audio file: "
+                         "give FILE, not standard input")
+    if Path(source).suffix.lower() in AUDIO_SUFFIXES:  # one recording: a manifest of one line
+        import json
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            manifest = Path(folder) / "manifest.jsonl"
+            manifest.write_text(json.dumps({"path": str(Path(source).resolve())}) + "\n", encoding="utf-8")
+            examples = read_audio(cfg.data, manifest, required=False)
+        examples = [replace(ex, where=source) for ex in examples]
+    else:
+        examples = read_audio(cfg.data, source, required=False)
     transcribe = cfg.model.type == "Transcriber"
     gold = [ex.transcript if transcribe else ex.label for ex in examples]
     plain = [replace(ex, label=None, transcript=None) for ex in examples]
