@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-__all__ = ["SCHEMES", "span_tags", "detect", "check", "spans", "write", "convert"]
+__all__ = ["SCHEMES", "span_tags", "detect", "violation", "check", "spans", "write", "convert"]
 
 SCHEMES = ("iob1", "iob2", "iobes")
 _PREFIXED = re.compile(r"^([BIES])-(.+)$")
@@ -45,9 +45,11 @@ def span_tags(tags: Iterable[str]) -> bool:
 
 def detect(sequences: Iterable[Sequence[str]]) -> str:
     """The scheme the tag sequences are written in: ``iobes`` if any E-/S- tag occurs; ``iob1``
-    if some chunk starts with I- (after O, at the sentence start, or after another type);
-    else ``iob2`` (with no such evidence both IOB schemes read the same spans)."""
-    iob1 = False
+    if chunks start with I- (after O, at the sentence start, or after another type) and never
+    with a B- that IOB1 would not write; else ``iob2`` -- also when both kinds of start occur:
+    that is IOB2 with some I- starts, the usual noise of hand-tagged files, which ``violation``
+    then names."""
+    i_start = b_start = False
     for tags in sequences:
         prev_type = None  # type of the chunk the previous token is in, None after O
         for tag in tags:
@@ -55,12 +57,14 @@ def detect(sequences: Iterable[Sequence[str]]) -> str:
             if prefix in ("E", "S"):
                 return "iobes"
             if prefix == "I" and kind != prev_type:
-                iob1 = True
+                i_start = True
+            if prefix == "B" and kind != prev_type:
+                b_start = True
             prev_type = kind
-    return "iob1" if iob1 else "iob2"
+    return "iob1" if i_start and not b_start else "iob2"
 
 
-def _violation(tags: Sequence[str], scheme: str) -> str | None:
+def violation(tags: Sequence[str], scheme: str) -> str | None:
     """Why ``tags`` are not valid ``scheme``, or None."""
     prev_prefix, prev_type = "O", None
     for i, tag in enumerate(tags):
@@ -90,7 +94,7 @@ def _violation(tags: Sequence[str], scheme: str) -> str | None:
 
 def check(tags: Sequence[str], scheme: str, where: str) -> None:
     """Raise ``ValueError("where: why")`` unless ``tags`` are a valid ``scheme`` path."""
-    why = _violation(tags, scheme)
+    why = violation(tags, scheme)
     if why is not None:
         raise ValueError(f"{where}: {why}; set data.tag_scheme to the file's scheme "
                          f"({', '.join(SCHEMES)}) or auto")

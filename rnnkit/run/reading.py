@@ -202,10 +202,49 @@ def model_tag_scheme(cfg: Config) -> str:
     return "iobes" if cfg.model.options.get("constraints") == "iobes" else "iob2"
 
 
+class Retagger:
+    """One sentence's span tags checked against ``scheme`` and rewritten in the model's.
+
+    A sentence that breaks the scheme is an error naming its line when the scheme was declared
+    (``data.tag_scheme``) or the model's CRF constraints forbid the path: training on it would
+    cost the CRF 1e4 per broken transition. Otherwise (``auto``, no constraints) it is read as
+    conlleval reads it -- an I-X that opens a chunk opens one -- and counted, so that ``report``
+    can say how many and where the first was, instead of passing them over silently."""
+
+    def __init__(self, cfg: Config, scheme: str) -> None:
+        self.scheme, self.target = scheme, model_tag_scheme(cfg)
+        self.strict = cfg.data.tag_scheme != "auto" or cfg.model.options.get("constraints") is not None
+        self.lenient, self.first = 0, None
+
+    def __call__(self, ex):
+        from ..data import schemes
+
+        if ex.tags is None:
+            return ex
+        why = schemes.violation(ex.tags, self.scheme)
+        if why is not None:
+            if self.strict:
+                schemes.check(ex.tags, self.scheme, ex.where)
+            self.lenient += 1
+            self.first = self.first or f"{ex.where}: {why}"
+        if self.scheme == self.target and why is None:
+            return ex
+        # through the spans (not convert's shortcut for one scheme): a broken path is rewritten too
+        return replace(ex, tags=schemes.write(schemes.spans(ex.tags, self.scheme), len(ex.tags), self.target))
+
+    def report(self, source) -> None:
+        if self.lenient:
+            from .._log import get_logger
+
+            get_logger(__name__).warning(
+                "rnnkit: %s: %d sentence(s) break %s (first: %s); read as conlleval reads them (an I-X "
+                "that opens a chunk opens one); declare data.tag_scheme or set constraints to refuse them",
+                source, self.lenient, self.scheme.upper(), self.first)
+
+
 def _retag(cfg: Config, examples: list, path) -> tuple[list, str | None]:
     """CoNLL span tags rewritten in the model's scheme, and the scheme the file was written in
-    (None: not span tags). Every sentence is checked against the file's scheme first, so a
-    file that breaks it is refused at its line instead of teaching the model nonsense."""
+    (None: not span tags): ``Retagger`` over every sentence of the file."""
     from ..data import schemes
 
     declared = cfg.data.tag_scheme
@@ -216,13 +255,9 @@ def _retag(cfg: Config, examples: list, path) -> tuple[list, str | None]:
         if not schemes.span_tags(t for tags in gold for t in tags):
             return examples, None
         declared = schemes.detect(gold)
-    target = model_tag_scheme(cfg)
-    for ex in examples:
-        if ex.tags is not None:
-            schemes.check(ex.tags, declared, ex.where or str(path))
-    if declared != target:
-        examples = [ex if ex.tags is None else replace(ex, tags=schemes.convert(ex.tags, declared, target))
-                    for ex in examples]
+    retag = Retagger(cfg, declared)
+    examples = [retag(ex) for ex in examples]
+    retag.report(path)
     return examples, declared
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import islice
 
 from ..config import Config
@@ -14,7 +14,7 @@ from ..data._io import line_offsets
 from ..data.streaming import StreamingBatches, StreamingDataset, StreamingLM
 from .batches import UnkReplace, _batches, _encoder
 from .heads import Prepared, _build_head, metrics_for
-from .reading import _cap, _read, _tokenizer, is_regression, iter_file, model_tag_scheme
+from .reading import Retagger, _cap, _read, _tokenizer, is_regression, iter_file
 from .vocabs import count_vocabs, read_vocab_file
 
 
@@ -74,21 +74,19 @@ class TrainFile:
 
 def _retag_each(cfg: Config, examples: Iterable) -> Iterator:
     """``_retag`` one sentence at a time, for a file read lazily: under ``tag_scheme: auto`` each
-    sentence's scheme is read from its own tags (E-/S-: IOBES; a chunk opened by I-: IOB1; else
-    IOB2). A file written in one scheme gets exactly the tags the whole-file reading gives; only
-    a file mixing schemes, which the whole-file reading refuses, passes sentence by sentence."""
+    sentence's scheme is read from its own tags (``schemes.detect`` of the one sentence). A file
+    written in one scheme gets exactly the tags the whole-file reading gives."""
     from ..data import schemes
 
-    declared, target = cfg.data.tag_scheme, model_tag_scheme(cfg)
+    declared = cfg.data.tag_scheme
+    retaggers: dict = {}
     for ex in examples:
-        if ex.tags is not None and schemes.span_tags(ex.tags):
+        if ex.tags is not None and (declared != "auto" or schemes.span_tags(ex.tags)):
             scheme = schemes.detect([ex.tags]) if declared == "auto" else declared
-            schemes.check(ex.tags, scheme, ex.where)
-            if scheme != target:
-                ex = replace(ex, tags=schemes.convert(ex.tags, scheme, target))
-        elif ex.tags is not None and declared != "auto":
-            schemes.check(ex.tags, declared, ex.where)  # O only passes; other tags are named
+            ex = retaggers.setdefault(scheme, Retagger(cfg, scheme))(ex)
         yield ex
+    for retag in retaggers.values():
+        retag.report(cfg.data.train)
 
 
 def _prepare_streaming(cfg: Config, *, rank: int, world: int) -> Prepared:

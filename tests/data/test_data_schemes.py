@@ -48,7 +48,9 @@ def test_detect_names_the_scheme_and_span_tags_tells_pos_from_ner():
     assert schemes.detect([["O", "I-PER", "I-PER"], ["O"]]) == "iob1"
     assert schemes.detect([["B-PER", "I-PER", "O", "B-LOC"]]) == "iob2"
     assert schemes.detect([["B-PER", "E-PER"], ["I-LOC"]]) == "iobes"
-    assert schemes.detect([["I-PER", "B-LOC"]]) == "iob1"  # I- after nothing opens a chunk
+    assert schemes.detect([["I-PER", "I-PER"], ["I-LOC", "I-LOC", "B-LOC"]]) == "iob1"
+    # an I- start beside a B- that IOB1 never writes (after another type): IOB2 with noise
+    assert schemes.detect([["I-PER", "B-LOC"]]) == "iob2"
     assert schemes.span_tags(["O", "B-PER", "I-PER"])
     assert not schemes.span_tags(["NOUN", "VERB"])
     assert not schemes.span_tags(["O", "B-PER", "NOUN"])
@@ -156,3 +158,32 @@ def test_a_streamed_iob1_file_gets_the_tags_the_whole_file_reading_gives(tmp_pat
                                                      "dev": str(data), "tag_scheme": "iob2"}})
     with pytest.raises(ValueError, match=r"bad.conll:1: token 2: 'I-PER' follows 'O'"):
         list(TrainFile(cfg)())
+
+
+def test_a_noisy_iob2_file_is_read_leniently_without_constraints_and_refused_with_them(tmp_path, caplog):
+    """IOB2 files often hold a few I-X that open a chunk; with no constraints they are read as
+    conlleval reads them, counted in a warning; a BIO-constrained CRF refuses them at their line."""
+    import logging
+
+    path = tmp_path / "noisy.conll"
+    path.write_text("A B-PER\nb I-PER\nc O\n\nd O\ne I-LOC\n\nf B-LOC\ng O\n")
+    assert schemes.detect([["B-PER", "I-PER", "O"], ["O", "I-LOC"], ["B-LOC", "O"]]) == "iob2"
+    loose = parse_config({"data": {"format": "conll", "train": str(path), "dev": str(path)},
+                          "model": {"type": "SequenceTagger", "options": {"embedding_dim": 4,
+                                                                         "encoder": {"hidden_sizes": [4]}}},
+                          "trainer": {"out_dir": str(tmp_path / "run")}})
+    logger = logging.getLogger("rnnkit")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="rnnkit"):
+            p = prepare(loose)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert p.tag_scheme == "iob2"
+    assert "1 sentence(s) break IOB2 (first: " in caplog.text and "noisy.conll:5: token 2" in caplog.text
+    from rnnkit.run.reading import _splits
+
+    train, _, _ = _splits(loose)
+    assert [ex.tags for ex in train] == [["B-PER", "I-PER", "O"], ["O", "B-LOC"], ["B-LOC", "O"]]
+    with pytest.raises(ValueError, match=r"noisy.conll:5: token 2: 'I-LOC' follows 'O'"):
+        prepare(_cfg(tmp_path, path))  # a BIO-constrained CRF
