@@ -9,6 +9,7 @@ its file through ``open_bytes``, so a folder or an unreadable path is one clear 
 from __future__ import annotations
 
 import codecs
+import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -189,3 +190,24 @@ def short_list(items, limit: int = 20) -> str:
     if len(items) <= limit:
         return ", ".join(items)
     return ", ".join(items[:limit]) + f", ... ({len(items)} in all)"
+
+
+def iter_manifest(manifest: PathLike, encoding: str = "utf-8") -> Iterator[tuple[str, dict, Path]]:
+    """(where, object, path) per non-blank line of a JSONL manifest whose every line names a file
+    by ``"path"`` (relative to the manifest's folder); a line that is not such an object is an
+    error naming ``manifest:line``."""
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise ValueError(f"{manifest}: no such manifest file")
+    for n, line in iter_lines(manifest, encoding):
+        if not line.strip():
+            continue
+        where = f"{manifest}:{n}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("path"), str):
+            raise ValueError(f'{where}: a manifest line is a JSON object with "path" (a string); '
+                             f"got {line.strip()[:80]!r}")
+        yield where, obj, manifest.parent / obj["path"]

@@ -26,7 +26,6 @@ utterance of 0.4 s at 8 kHz: ~40 frames x 40 floats), never the waves.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._io import iter_manifest
 from .examples import SeriesExample
 
 __all__ = ["AudioFeatures", "read_wav", "read_audio_manifest", "spec_augment", "normalize_utterance",
@@ -165,30 +165,16 @@ def read_audio_manifest(manifest: str | Path, features: AudioFeatures, *, normal
     per line (``path`` relative to the manifest's folder), as feature frames. ``target``:
     ``label`` or ``transcript``, the key every line must have (``required``; else read when
     present, as ``rnnkit predict`` reads its input). Errors name ``manifest:line``."""
-    manifest = Path(manifest)
-    if not manifest.is_file():
-        raise ValueError(f"{manifest}: no such manifest file")
     out = []
-    with manifest.open(encoding=encoding) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{manifest}:{n}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("path"), str):
-                raise ValueError(f'{where}: each line must be an object with "path" (a string); got {line.strip()[:80]!r}')
-            if target not in obj and required:
-                raise ValueError(f'{where}: has no "{target}"; data.target is {target!r} (keys: {", ".join(sorted(obj))})')
-            path = manifest.parent / obj["path"]
-            x = features(read_wav(path, sample_rate=features.sample_rate, where=where))
-            if normalize == "utterance":
-                x = normalize_utterance(x)
-            value = str(obj[target]) if target in obj else None
-            out.append(AudioExample(values=x.numpy(), label=value if target == "label" else None, where=where,
-                                    transcript=value if target == "transcript" else None, path=str(path)))
+    for where, obj, path in iter_manifest(manifest, encoding):
+        if target not in obj and required:
+            raise ValueError(f'{where}: has no "{target}"; data.target is {target!r} (keys: {", ".join(sorted(obj))})')
+        x = features(read_wav(path, sample_rate=features.sample_rate, where=where))
+        if normalize == "utterance":
+            x = normalize_utterance(x)
+        value = str(obj[target]) if target in obj else None
+        out.append(AudioExample(values=x.numpy(), label=value if target == "label" else None, where=where,
+                                transcript=value if target == "transcript" else None, path=str(path)))
     if not out:
         raise ValueError(f"{manifest}: the manifest lists no utterances")
     return out

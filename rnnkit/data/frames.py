@@ -14,13 +14,12 @@ its line is, and only its array (as float32) is kept in the example.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ._io import PathLike, iter_lines
+from ._io import PathLike, iter_manifest
 
 __all__ = ["FramesExample", "read_frames_manifest", "load_frames", "FRAME_TARGETS", "FRAME_SUFFIXES"]
 
@@ -110,20 +109,8 @@ def read_frames_manifest(manifest: PathLike, *, target: str | None, feature_dim:
     if target is not None and target not in FRAME_TARGETS:
         raise ValueError(f"target must be one of {', '.join(FRAME_TARGETS)} or None; got {target!r}")
     manifest = Path(manifest)
-    if not manifest.is_file():
-        raise ValueError(f"{manifest}: no such manifest file")
     examples = []
-    for n, line in iter_lines(manifest, encoding):
-        if not line.strip():
-            continue
-        where = f"{manifest}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("path"), str):
-            raise ValueError(f'{where}: a manifest line is a JSON object with "path" (a string); got {line.strip()[:80]!r}')
-        path = manifest.parent / obj["path"]
+    for where, obj, path in iter_manifest(manifest, encoding):
         x = _check_array(load_frames(path, array_key=array_key, where=where), path, where, feature_dim)
         feature_dim = x.shape[1]  # every later file must match the first
         ex = FramesExample(x, where=where)
