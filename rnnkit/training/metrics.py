@@ -479,7 +479,7 @@ class ClassPerplexityMetrics:
 
 
 # --- audio (issue #17): a Transcriber's error rates ---
-class ErrorRateMetrics:
+class ErrorRateMetrics(_GoldPredicted):
     """Character and word error rate (jiwer: edit distance over the reference length, summed over
     the set) of a Transcriber's labellings, and the share of exactly right transcripts. ``itos``
     names the symbol ids (0, the blank, is never written). For digit strings written without
@@ -492,13 +492,6 @@ class ErrorRateMetrics:
             raise ImportError("error rates need jiwer: pip install 'rnnkit[audio]'") from None
         self.itos = list(itos)
         self.reset()
-
-    def reset(self) -> None:
-        self.gold, self.pred = [], []
-
-    def merge(self, other) -> None:
-        self.gold += other.gold
-        self.pred += other.pred
 
     def text(self, ids: Sequence[int]) -> str:
         return "".join(self.itos[i] for i in ids if i != 0)
