@@ -87,14 +87,15 @@ def break_last_token_line(path: Path, lines: int) -> int:
     return lines - 1
 
 
-def config(d: Path, **data) -> object:
+def config(d: Path, *, size: int = 32, batch_size: int = 64, progress: bool = False, **data) -> object:
+    """The streamed tagger run on DIR's files: a GRU and an embedding of ``size``."""
     return parse_config({
         "name": "stream-bench",
         "data": {"format": "conll", "train": str(d / "train.conll"), "dev": str(d / "dev.conll"),
                  "streaming": True, "shuffle_buffer": 10_000, **data},
         "model": {"type": "SequenceTagger",
-                  "options": {"embedding_dim": 32, "encoder": {"cell": "gru", "hidden_sizes": [32]}}},
-        "trainer": {"epochs": 1, "batch_size": 64, "progress": False, "plots": False, "num_threads": 1,
+                  "options": {"embedding_dim": size, "encoder": {"cell": "gru", "hidden_sizes": [size]}}},
+        "trainer": {"epochs": 1, "batch_size": batch_size, "progress": progress, "plots": False, "num_threads": 1,
                     "overwrite": True, "out_dir": str(d / "run")}})
 
 

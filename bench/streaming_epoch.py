@@ -24,20 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench.common import machine  # noqa: E402
-from bench.streaming import write_conll  # noqa: E402
-from rnnkit.config import parse_config  # noqa: E402
+from bench.streaming import config as streamed, write_conll  # noqa: E402
 from rnnkit.run import VOCAB_FILE, prepare, train, write_vocab_file  # noqa: E402
 
 
 def config(d: Path, **data):
-    return parse_config({
-        "name": "stream-epoch",
-        "data": {"format": "conll", "train": str(d / "train.conll"), "dev": str(d / "dev.conll"),
-                 "streaming": True, "shuffle_buffer": 10_000, **data},
-        "model": {"type": "SequenceTagger",
-                  "options": {"embedding_dim": 16, "encoder": {"cell": "gru", "hidden_sizes": [16]}}},
-        "trainer": {"epochs": 1, "batch_size": 256, "progress": True, "plots": False, "num_threads": 1,
-                    "overwrite": True, "out_dir": str(d / "run")}})
+    return streamed(d, size=16, batch_size=256, progress=True, **data)
 
 
 def main() -> None:

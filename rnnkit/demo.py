@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from ._plot import save_figure
+
 __all__ = ["TAGS", "AMBIGUOUS", "make_corpus", "Corpus", "run_demo"]
 
 TAGS = ["O", "PER", "LOC", "ORG"]
@@ -215,10 +217,7 @@ def _plot_comparison(curves: dict[str, list[float]], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("Tagging words that only later words disambiguate")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def run_demo(out: str | Path = "runs/demo", *, train_size: int = 3000, test_size: int = 1000,

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from ._plot import save_figure
+
 __all__ = ["MODELS", "DEFAULT_MODELS", "LENGTHS", "make_task", "label_of", "run_gradients_demo"]
 
 # name -> rnnkit.Stack options (the classifier's encoder). Hidden sizes are filled in by the demo.
@@ -225,11 +227,7 @@ def plot_panels(results: dict, path: str | Path, *, length: int) -> Path:
         ax.set_xlabel(f"position t (label read at t = {length})", fontsize=8)
     fig.suptitle("How much of the loss's gradient reaches the first token: mean |dL/dh_t| at "
                  "initialisation (dashed) and after training (solid)", fontsize=9.5)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)
 
 
 def _ratio_text(ratio: float | None) -> str:

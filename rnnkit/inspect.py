@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import recurrence
+from ._plot import save_figure
 
 __all__ = ["gradients_through_time", "plot_gradients", "attention_maps", "plot_attention", "write_attention"]
 
@@ -95,12 +96,7 @@ def plot_gradients(reports: dict[str, dict], path: str | Path, *, title: str = "
     axes[-1, 0].set_xlabel("position t in the sentence")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def write_report(reports: dict[str, dict], out: str | Path, *, title: str = "") -> tuple[Path, Path]:
@@ -170,12 +166,7 @@ def plot_attention(source: list[str], target: list[str], weights: list[list[floa
     fig.colorbar(image, ax=ax, fraction=0.04)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_attention(sentences: list[dict], out: str | Path) -> tuple[Path, list[Path]]:

@@ -18,6 +18,8 @@ import json
 import math
 from pathlib import Path
 
+from .._plot import save_figure
+
 __all__ = ["Callback", "EarlyStopping", "JsonlLogger", "CurvePlotter", "TensorBoardLogger", "MLflowLogger",
            "LOGGERS", "make_logger", "json_safe"]
 
@@ -122,12 +124,7 @@ def plot_history(history: list[dict], path: str | Path, *, title: str = "") -> P
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _value(v) -> float:
