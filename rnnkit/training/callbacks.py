@@ -1,11 +1,11 @@
 """What happens after each training step and at the end of each epoch, one concern per callback.
 
-A callback has ``on_step(trainer, record)`` after every training batch (``record``: ``step``,
+A callback has ``on_train_begin(trainer)`` when ``fit`` starts, ``on_step(trainer, record)`` after every training batch (``record``: ``step``,
 ``epoch``, ``loss``, ``lr``, ``grad_norm`` before clipping and ``grad_norm_clipped`` after it,
 ``tokens_per_s`` of that batch), ``on_epoch_end(trainer, record)`` (``record`` is the epoch's
 JSON-safe log line: a non-finite value is ``None``, see ``json_safe``) and ``on_train_end(trainer)``;
 each does nothing unless overridden. The trainer calls them on rank 0 only, in order; early
-stopping sets ``trainer.should_stop``, which the trainer then broadcasts to all ranks.
+stopping and the time limit set ``trainer.should_stop``, which the trainer then broadcasts to all ranks.
 
 ``TensorBoardLogger`` and ``MLflowLogger`` (``trainer.loggers: [tensorboard, mlflow]``, each an
 extra: ``pip install 'rnnkit[tensorboard]'`` / ``'rnnkit[mlflow]'``) log every step's record and
@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 from .._plot import save_figure
 
-__all__ = ["Callback", "EarlyStopping", "JsonlLogger", "CurvePlotter", "TensorBoardLogger", "MLflowLogger",
+__all__ = ["Callback", "EarlyStopping", "TimeLimit", "JsonlLogger", "CurvePlotter", "TensorBoardLogger", "MLflowLogger",
            "LOGGERS", "make_logger", "json_safe"]
 
 
@@ -37,6 +38,9 @@ def json_safe(obj):
 
 
 class Callback:
+    def on_train_begin(self, trainer) -> None:
+        pass
+
     def on_step(self, trainer, record: dict) -> None:
         pass
 
@@ -66,6 +70,40 @@ class EarlyStopping(Callback):
                     if trainer.best_value is not None else "no epoch had a finite value")
             record["early_stop"] = (f"{trainer.monitor} has not improved for {self.patience} epochs "
                                     f"({best})")
+
+
+class TimeLimit(Callback):
+    """Stop before an epoch that would end past ``minutes`` of wall time (``trainer.max_minutes``).
+
+    An epoch's wall time counts its training, its dev evaluation and its checkpoints, measured
+    from the end of the one before (the first from ``Trainer.fit``'s start, ``on_train_begin``). The next epoch is
+    started only if the time used so far plus the longest epoch yet fits in the budget, so a run
+    never ends mid-epoch and its schedule and checkpoints stay those of whole epochs. Each log
+    line gets ``elapsed_seconds``, which a resumed run continues from.
+    """
+
+    def __init__(self, minutes: float, *, clock=time.perf_counter) -> None:
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not minutes > 0:
+            raise ValueError(f"max_minutes must be a number > 0; got {minutes!r}")
+        self.limit, self.clock = 60.0 * minutes, clock
+        self.longest = 0.0
+        self._last: float | None = None
+
+    def on_train_begin(self, trainer) -> None:
+        self._last = self.clock()
+
+    def on_epoch_end(self, trainer, record: dict) -> None:
+        now = self.clock()
+        began = self._last if self._last is not None else now
+        self._last = now
+        self.longest = max(self.longest, now - began)
+        before = trainer.history[-2].get("elapsed_seconds", 0.0) if len(trainer.history) > 1 else 0.0
+        used = (before or 0.0) + (now - began)
+        record["elapsed_seconds"] = round(used, 1)
+        if trainer.epoch < trainer.config.epochs and used + self.longest > self.limit:
+            trainer.should_stop = True
+            record["time_limit"] = (f"{used / 60:.1f} of max_minutes {self.limit / 60:g} used and an epoch "
+                                    f"takes up to {self.longest / 60:.1f}: stopped before epoch {trainer.epoch + 1}")
 
 
 class JsonlLogger(Callback):

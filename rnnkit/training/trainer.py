@@ -74,7 +74,7 @@ from torch import nn
 
 from .. import checkpoint as ckpt
 from .._log import get_logger
-from .callbacks import Callback, CurvePlotter, EarlyStopping, JsonlLogger, json_safe, make_logger
+from .callbacks import Callback, CurvePlotter, EarlyStopping, JsonlLogger, TimeLimit, json_safe, make_logger
 from .metrics import HIGHER_IS_BETTER
 from .distributed import batch_rows as _batch_size
 from .distributed import global_mean_loss, loss_count, resolve_device, setup_distributed, shard_rows
@@ -211,6 +211,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.loss_module = DistributedDataParallel(self.loss_module, device_ids=ids)
         self.callbacks: list[Callback] = []
+        if self.config.max_minutes is not None:  # first: the log line gets its elapsed_seconds
+            self.callbacks.append(TimeLimit(self.config.max_minutes))
         if self.rank == 0:
             self.callbacks.append(JsonlLogger(self.out_dir / "log.jsonl"))
             if self.config.plots:
@@ -449,6 +451,9 @@ class Trainer:
             if not resume:
                 (self.out_dir / "log.jsonl").unlink(missing_ok=True)
         self.model.train()
+        if self.rank == 0:
+            for cb in self.callbacks:
+                getattr(cb, "on_train_begin", lambda trainer: None)(self)
         while self.epoch < cfg.epochs and not self.should_stop:
             self._run_epoch()
         if self.rank == 0:

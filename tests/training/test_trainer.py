@@ -115,6 +115,43 @@ def test_early_stopping_when_the_dev_metric_stalls(tmp_path):
     assert "has not improved for 2 epochs" in history[-1]["early_stop"]
 
 
+def test_time_limit_starts_no_epoch_that_would_end_past_the_budget(tmp_path):
+    from rnnkit.training.callbacks import TimeLimit
+
+    class Clock:  # every epoch takes 10 s, the third 25 s
+        def __init__(self):
+            self.now, self.calls = 0.0, 0
+
+        def __call__(self):
+            self.calls += 1
+            self.now += {1: 0.0, 4: 25.0}.get(self.calls, 10.0)
+            return self.now
+
+    limit = TimeLimit(1.0, clock=Clock())  # 60 s
+    trainer = make_trainer(tmp_path, epochs=10)
+    trainer.callbacks.insert(0, limit)  # first, where max_minutes puts it: the log line gets elapsed_seconds
+    history = trainer.fit()
+    # after epoch 3: 45 s used, the longest epoch 25 s -> 70 > 60, so epoch 4 never starts
+    assert [r["elapsed_seconds"] for r in history] == [10.0, 20.0, 45.0]
+    assert "stopped before epoch 4" in history[-1]["time_limit"]
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["elapsed_seconds"] == 45.0 and "time_limit" in log[-1]
+
+
+def test_time_limit_from_the_config_and_its_bounds(tmp_path):
+    from rnnkit.training.callbacks import TimeLimit
+
+    trainer = make_trainer(tmp_path, epochs=2, max_minutes=30)
+    assert isinstance(trainer.callbacks[0], TimeLimit) and trainer.callbacks[0].limit == 1800
+    history = trainer.fit()
+    assert len(history) == 2 and "time_limit" not in history[-1]
+    assert 0 <= history[0]["elapsed_seconds"] <= history[1]["elapsed_seconds"]  # rounded to 0.1 s
+    with pytest.raises(ValueError, match="max_minutes must be a number > 0; got 0"):
+        TimeLimit(0)
+    with pytest.raises(Exception, match="max_minutes"):
+        config(tmp_path, max_minutes=-1)
+
+
 @pytest.mark.parametrize("scheduler, expected", [
     ({"name": "step", "step_size": 1, "gamma": 0.5}, [0.05, 0.025, 0.0125]),
     ({"name": "cosine"}, [0.1 * 0.75, 0.1 * 0.25, 0.0]),
