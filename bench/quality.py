@@ -4,6 +4,7 @@
     python bench/quality.py sst2 --seeds 0 1 --jobs 2   # two runs at once (one thread each)
     python bench/quality.py ud_pos --summary            # only the table row of runs already made
     python bench/quality.py fra_eng --eval test_short=runs/data/fra_eng/test_short.txt
+    python bench/quality.py --plot docs/img/results_curves.png ud_pos sst2 ...   # the curves only
 
 Each run is ``rnnkit train examples/NAME.yaml --set trainer.seed=S --set trainer.num_threads=1
 --set trainer.progress=false --out OUT/NAME/seedS`` (``--set`` adds overrides; the results then
@@ -13,7 +14,10 @@ checkpoint on FILE and reports it as split LABEL.
 
 Writes OUT/NAME/summary.json -- per seed: wall seconds, epochs run, best epoch, dev and test
 metrics; over seeds: mean and sample standard deviation of every metric -- and prints the
-results table's row: the metric the run monitors, and any named with --metric.
+results table's row: the metric the run monitors, and any named with --metric. ``--plot PNG``
+draws, for each example named, the monitored dev metric of every seed against the wall minutes
+of training (log.jsonl's elapsed_seconds): whether a run was still improving when its time
+budget ended.
 """
 
 from __future__ import annotations
@@ -102,7 +106,8 @@ def summarise(name: str, out: Path, metrics: list[str]) -> dict:
                                "n": len(xs)}
     summary = {"example": name, "cpu": cpu_name(), "isa": isa(), "runs": runs, "stats": stats}
     (out / name / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    shown = metrics or [runs[0]["monitor"]]
+    # without dev data the monitor is the training loss: show the test file's first metric
+    shown = metrics or ([runs[0]["monitor"]] if runs[0]["dev"] else [k for k in runs[0]["test"] if k != "loss"][:1])
     walls = [r["wall_seconds"] for r in runs if r["wall_seconds"] is not None]
     print(f"{name}: {len(runs)} seeds on {summary['cpu']} ({summary['isa']} build); epochs "
           f"{', '.join(str(r['epochs']) for r in runs)}; wall "
@@ -116,9 +121,46 @@ def summarise(name: str, out: Path, metrics: list[str]) -> dict:
     return summary
 
 
+def plot(names: list[str], out: Path, png: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sys.path.insert(0, str(ROOT))
+    from rnnkit._plot import save_figure
+
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        for folder in sorted((out / name).glob("seed*")):
+            if not (folder / "log.jsonl").exists():
+                continue
+            log = [json.loads(line) for line in (folder / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+            res = json.loads((folder / "results.json").read_text()) if (folder / "results.json").exists() else {}
+            monitor = res.get("monitor") or next(iter(log[0].get("dev") or {"loss": 0}))
+            xs, ys, t = [], [], 0.0
+            for r in log:
+                t = r.get("elapsed_seconds", t + r.get("seconds", 0.0))
+                value = (r.get("dev") or {}).get(monitor, r.get(monitor))
+                if value is not None:
+                    xs.append(t / 60)
+                    ys.append(value)
+            ax.plot(xs, ys, marker="o", markersize=3, label=folder.name)
+            ax.set_ylabel(f"dev {monitor}")
+        ax.set_title(name)
+        ax.set_xlabel("minutes of training")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    return save_figure(fig, png)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("example", help="a name in examples/ (without .yaml)")
+    ap.add_argument("example", nargs="+", help="a name in examples/ (without .yaml); several with --plot only")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (each on one thread)")
     ap.add_argument("--out", default="runs/quality", help="folder of the runs (OUT/NAME/seedS)")
@@ -128,16 +170,24 @@ def main(argv: list[str] | None = None) -> int:
                     help="also evaluate each run's best checkpoint on FILE, reported as LABEL")
     ap.add_argument("--metric", action="append", default=[], help="metrics to print (default: the monitored one)")
     ap.add_argument("--summary", action="store_true", help="summarise the runs in OUT/NAME without training")
+    ap.add_argument("--plot", metavar="PNG", help="only draw the dev curves of the runs of every example named")
     args = ap.parse_args(argv)
-    if not (ROOT / "examples" / f"{args.example}.yaml").is_file():
-        sys.exit(f"examples/{args.example}.yaml: no such example")
+    for name in args.example:
+        if not (ROOT / "examples" / f"{name}.yaml").is_file():
+            sys.exit(f"examples/{name}.yaml: no such example")
+    out = (ROOT / args.out) if not Path(args.out).is_absolute() else Path(args.out)
+    if args.plot:
+        print(plot(args.example, out, Path(args.plot)))
+        return 0
+    if len(args.example) > 1:
+        sys.exit("name one example to train or summarise (several only with --plot)")
+    args.example = args.example[0]
     evals = {}
     for item in args.evals:
         label, sep, file = item.partition("=")
         if not sep or not label or not file:
             sys.exit(f"--eval {item!r}: expected LABEL=FILE")
         evals[label] = file
-    out = (ROOT / args.out) if not Path(args.out).is_absolute() else Path(args.out)
     if not args.summary:
         (out / args.example).mkdir(parents=True, exist_ok=True)
         rnnkit = str(Path(sys.executable).with_name("rnnkit"))

@@ -365,8 +365,10 @@ def _stand_ins(model: ModelConfig, data) -> dict:
     if kind == "SequenceClassifier":
         sizes = dict(input_size=2) if data.format in ("ts", "frames", "audio") else dict(vocab_size=8)
         return dict(num_classes=1 if options.get("task") == "regression" else 2, **sizes, **resolved)
-    if kind == "LanguageModel":
-        return dict(vocab_size=8, carry_state=True, eos_id=3)
+    if kind == "LanguageModel":  # adaptive_cutoffs are checked against the real vocabulary once it is fitted
+        cutoffs = options.get("adaptive_cutoffs")
+        known = isinstance(cutoffs, list) and cutoffs and all(type(c) is int for c in cutoffs)
+        return dict(vocab_size=max(8, max(cutoffs) + 1) if known else 8, carry_state=True, eos_id=3)
     if kind == "Generator":
         return dict(vocab_size=8, num_classes=2, condition_size=None, bos_id=2, eos_id=3)
     if kind == "Forecaster":

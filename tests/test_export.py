@@ -29,6 +29,8 @@ HEADS = {
         encoder={"cell": "gru", "hidden_sizes": [12, 12], "layer_norm": True, "residual": True,
                  "cell_layer_norm": True}),
     "language-model-lstm": lambda: LanguageModel(vocab_size=30, eos_id=3, encoder={"cell": "lstm", "hidden_sizes": [12, 12]}),
+    "language-model-adaptive-softmax": lambda: LanguageModel(vocab_size=30, eos_id=3, adaptive_cutoffs=[8, 20],
+                                                             adaptive_div=2.0, encoder={"cell": "gru", "hidden_sizes": [12]}),
     "seq2seq-bigru-attention": lambda: Seq2Seq(source_vocab_size=30, target_vocab_size=25, context="attention",
                                                encoder={"cell": "gru", "hidden_sizes": [12], "bidirectional": True}),
     "seq2seq-lstm-init": lambda: Seq2Seq(source_vocab_size=30, target_vocab_size=25, context="init",

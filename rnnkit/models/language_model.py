@@ -35,6 +35,25 @@ BIDIRECTIONAL_LM_ERROR = (
     "tokens are not there (d2l.ai's bidirectional RNN warning). Use a unidirectional encoder")
 
 
+def _check_cutoffs(cutoffs, vocab_size: int, tie_weights: bool, div) -> list[int] | None:
+    if isinstance(div, bool) or not isinstance(div, (int, float)) or not div >= 1:
+        raise ValueError(f"adaptive_div must be a number >= 1 (each tail cluster's projection is the "
+                         f"previous one's divided by it); got {div!r}")
+    if cutoffs is None:
+        return None
+    if tie_weights:
+        raise ValueError("adaptive_cutoffs and tie_weights exclude each other: an adaptive softmax has a head "
+                         "and a projection per cluster, not one V x E output matrix to share with the embedding")
+    if not isinstance(cutoffs, (list, tuple)) or not cutoffs or \
+            any(isinstance(c, bool) or not isinstance(c, int) for c in cutoffs):
+        raise ValueError(f"adaptive_cutoffs must be a non-empty list of token ids; got {cutoffs!r}")
+    cutoffs = list(cutoffs)
+    if cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1 or cutoffs[-1] > vocab_size - 1:
+        raise ValueError(f"adaptive_cutoffs must increase strictly and lie in [1, {vocab_size - 1}] (the "
+                         f"vocabulary has {vocab_size} ids, the most frequent first); got {cutoffs}")
+    return cutoffs
+
+
 class LanguageModel(nn.Module):
     """Next-token language model.
 
@@ -45,6 +64,16 @@ class LanguageModel(nn.Module):
         tie_weights: share the input embedding with the output layer (Press & Wolf 2017); when
             the top hidden size H differs from E, a linear H -> E projection comes first.
         dropout: on the embeddings and on the encoder output.
+        adaptive_cutoffs: an adaptive softmax (Grave et al. 2017; ``nn.AdaptiveLogSoftmaxWithLoss``)
+            instead of the full output layer: ids below the first cutoff form the head, each
+            further range a tail cluster reached through the head, its hidden vector projected
+            down by ``adaptive_div`` per cluster. The vocabulary's ids are in order of frequency,
+            so the head holds the frequent words, and the training loss computes only the head
+            and the clusters of the step's targets: on PTB (V = 10,000) about a third of the
+            full softmax's arithmetic (docs/results.md). The model is the same normalised
+            distribution at evaluation (``forward`` gives its log-probabilities, B x T x V).
+            Not with ``tie_weights``.
+        adaptive_div: the factor by which each tail cluster's projection shrinks (4: the paper's).
         carry_state: truncated BPTT across consecutive batches (see the module docstring).
         eos_id: token that ends generation (None: generate ``max_new_tokens`` always).
         max_length: longest input accepted (None: any).
@@ -56,9 +85,11 @@ class LanguageModel(nn.Module):
 
     def __init__(self, *, vocab_size: int, embedding_dim: int = 64, encoder: dict | None = None,
                  tie_weights: bool = False, dropout: float = 0.0, carry_state: bool = False,
-                 eos_id: int | None = None, max_length: int | None = None) -> None:
+                 eos_id: int | None = None, max_length: int | None = None,
+                 adaptive_cutoffs: list[int] | None = None, adaptive_div: float = 4.0) -> None:
         super().__init__()
         check_bool("tie_weights", tie_weights)
+        adaptive_cutoffs = _check_cutoffs(adaptive_cutoffs, vocab_size, tie_weights, adaptive_div)
         check_bool("carry_state", carry_state)
         check_rate("dropout", dropout)
         check_int("eos_id", eos_id, low=0, optional=True)
@@ -67,6 +98,8 @@ class LanguageModel(nn.Module):
         self.config = dict(vocab_size=vocab_size, embedding_dim=embedding_dim, encoder=encoder,
                            tie_weights=tie_weights, dropout=dropout, carry_state=carry_state,
                            eos_id=eos_id, max_length=max_length)
+        if adaptive_cutoffs is not None:  # only when given: older checkpoints' configs stay as they were
+            self.config.update(adaptive_cutoffs=adaptive_cutoffs, adaptive_div=float(adaptive_div))
         self.vocab_size, self.carry_state, self.eos_id, self.max_length = (
             vocab_size, carry_state, eos_id, max_length)
         self.input = InputLayer(vocab_size=vocab_size, input_size=None, embedding_dim=embedding_dim,
@@ -79,7 +112,13 @@ class LanguageModel(nn.Module):
         self.drop = nn.Dropout(dropout)
         # Tied: the output reuses the embedding matrix itself (no second parameter pointing at
         # it), so each weight is stored once in the state_dict.
-        self.output = None if tie_weights else nn.Linear(H, vocab_size)
+        if adaptive_cutoffs is not None and int(H // (adaptive_div ** len(adaptive_cutoffs))) < 1:
+            raise ValueError(f"adaptive_div {adaptive_div} leaves the last of the {len(adaptive_cutoffs)} tail clusters a "
+                             f"projection of {H} // {adaptive_div}^{len(adaptive_cutoffs)} = 0 dimensions; lower "
+                             f"adaptive_div, give fewer adaptive_cutoffs, or widen the encoder")
+        self.adaptive = (nn.AdaptiveLogSoftmaxWithLoss(H, vocab_size, adaptive_cutoffs, div_value=float(adaptive_div))
+                         if adaptive_cutoffs is not None else None)
+        self.output = None if tie_weights or self.adaptive is not None else nn.Linear(H, vocab_size)
         self.output_bias = nn.Parameter(torch.zeros(vocab_size)) if tie_weights else None
         self.state_ = None  # the carried state (carry_state=True), detached
         self._state_training = True  # the mode state_ was computed in
@@ -94,6 +133,8 @@ class LanguageModel(nn.Module):
 
     def _logits(self, out: Tensor) -> Tensor:
         out = self.proj(self.drop(out))
+        if self.adaptive is not None:  # log-probabilities: as logits, their softmax is the distribution
+            return self.adaptive.log_prob(out.reshape(-1, out.shape[-1])).reshape(*out.shape[:-1], -1)
         if self.output is None:
             return F.linear(out, self.input.embedding.weight, self.output_bias)
         return self.output(out)
@@ -105,14 +146,20 @@ class LanguageModel(nn.Module):
         return self.input(ids), lengths
 
     def forward(self, batch: dict, state=None) -> tuple[Tensor, list]:
-        """Next-token logits (B, T, V) and the state at each sequence's true end."""
+        """Next-token logits (B, T, V) and the state at each sequence's true end (with an
+        adaptive softmax the logits are its log-probabilities)."""
         x, lengths = self.encoder_input(batch)
         out, state = self.encoder(x, state, lengths=lengths)  # (B, T, H)
         return self._logits(out), state
 
     def _nll(self, batch: dict, state) -> tuple[Tensor, int, list]:
         """Summed NLL over the scored labels, their count, and the final state."""
-        logits, state = self(batch, state)
+        if self.adaptive is not None:
+            x, lengths = self.encoder_input(batch)
+            out, state = self.encoder(x, state, lengths=lengths)
+            logits = None
+        else:
+            logits, state = self(batch, state)
         check_batch(batch, ("labels",))
         y, (B, T) = batch["labels"], batch["inputs"].shape
         if tuple(y.shape) != (B, T) or y.is_floating_point() or y.dtype == torch.bool:
@@ -124,7 +171,11 @@ class LanguageModel(nn.Module):
         if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.vocab_size):
             raise ValueError(f"batch['labels'] must hold token ids in [0, {self.vocab_size - 1}] (or -100 "
                              f"to skip); got min {int(real.min())}, max {int(real.max())}")
-        nll = F.cross_entropy(logits[keep], real, reduction="sum")
+        if logits is None:  # the head and the clusters of these targets only
+            hidden = self.proj(self.drop(out))[keep]
+            nll = -self.adaptive(hidden, real).output.sum() if real.numel() else hidden.sum() * 0.0
+        else:
+            nll = F.cross_entropy(logits[keep], real, reduction="sum")
         return nll, int(keep.sum()), state
 
     def loss_count(self, batch: dict) -> int:

@@ -150,3 +150,44 @@ def test_bad_input_raises_clear_errors():
                     "labels": torch.zeros(0, 2, dtype=torch.long)})
     with pytest.raises(ValueError, match="strategy must be one of greedy, sample"):
         model.generate(batch, strategy="beam")
+
+
+# ----------------------------------------------------------------- adaptive softmax
+
+def test_adaptive_softmax_loss_is_the_nll_of_its_own_full_distribution():
+    model = _lm(adaptive_cutoffs=[4, 7], dropout=0.0).eval()
+    batch = _batch(SEQS)
+    logits, _ = model(batch)
+    assert logits.shape == (3, 6, V)
+    # forward gives log-probabilities: every row is a distribution over all V ids
+    torch.testing.assert_close(logits.exp().sum(-1), torch.ones(3, 6))
+    keep = batch["labels"] != -100
+    by_hand = -logits[keep].gather(1, batch["labels"][keep][:, None]).mean()
+    torch.testing.assert_close(model.loss(batch), by_hand)  # the fast path: head + target clusters only
+    # and it is not the full softmax of some other layer: the tail ids go through their cluster
+    assert model.output is None and len(model.adaptive.tail) == 2
+    assert math.isclose(model.perplexity([batch]), math.exp(float(by_hand.detach())), rel_tol=1e-5)
+
+
+def test_adaptive_softmax_trains_generates_and_rebuilds():
+    model = _lm(adaptive_cutoffs=[6])
+    batch = _batch(SEQS)
+    assert overfit(model, batch, steps=200, lr=0.03) < 0.05
+    prompts = {"inputs": torch.tensor([[4, 5, 0], [7, 6, 5]]), "lengths": torch.tensor([2, 3])}
+    assert model.predict(prompts, max_new_tokens=2) == [[6, 7], [4, 9]]
+    twin = rebuild(model)
+    assert twin.config["adaptive_cutoffs"] == [6]
+    torch.testing.assert_close(twin(batch)[0], model(batch)[0])
+
+
+def test_adaptive_softmax_options_are_checked():
+    with pytest.raises(ValueError, match="adaptive_cutoffs and tie_weights exclude each other"):
+        _lm(adaptive_cutoffs=[5], tie_weights=True)
+    for bad in ([7, 4], [0, 5], [5, 10], [5, 5], "5", []):
+        with pytest.raises(ValueError, match="adaptive_cutoffs must"):
+            _lm(adaptive_cutoffs=bad)
+    with pytest.raises(ValueError, match="adaptive_div must be a number >= 1"):
+        _lm(adaptive_cutoffs=[5], adaptive_div=0.5)
+    with pytest.raises(ValueError, match=r"projection of 24 // 8\^2 = 0 dimensions"):
+        _lm(adaptive_cutoffs=[3, 6], adaptive_div=8)
+    assert "adaptive_cutoffs" not in _lm().config  # a plain model's config is as before
