@@ -206,14 +206,15 @@ class Retagger:
     """One sentence's span tags checked against ``scheme`` and rewritten in the model's.
 
     A sentence that breaks the scheme is an error naming its line when the scheme was declared
-    (``data.tag_scheme``) or the model's CRF constraints forbid the path: training on it would
-    cost the CRF 1e4 per broken transition. Otherwise (``auto``, no constraints) it is read as
-    conlleval reads it -- an I-X that opens a chunk opens one -- and counted, so that ``report``
-    can say how many and where the first was, instead of passing them over silently."""
+    (``data.tag_scheme``). Otherwise (``auto``) it is read as conlleval reads it -- an I-X that
+    opens a chunk opens one -- and rewritten so (B-X in IOB2), which is also a path a CRF's
+    constraints allow (left as it was, each broken transition would cost the CRF 1e4); it is
+    counted, so that ``report`` can say how many and where the first was, instead of passing
+    them over silently."""
 
     def __init__(self, cfg: Config, scheme: str) -> None:
         self.scheme, self.target = scheme, model_tag_scheme(cfg)
-        self.strict = cfg.data.tag_scheme != "auto" or cfg.model.options.get("constraints") is not None
+        self.strict = cfg.data.tag_scheme != "auto"
         self.lenient, self.first = 0, None
 
     def __call__(self, ex):
@@ -238,7 +239,7 @@ class Retagger:
 
             get_logger(__name__).warning(
                 "rnnkit: %s: %d sentence(s) break %s (first: %s); read as conlleval reads them (an I-X "
-                "that opens a chunk opens one); declare data.tag_scheme or set constraints to refuse them",
+                "that opens a chunk opens one, rewritten so); declare data.tag_scheme to refuse them",
                 source, self.lenient, self.scheme.upper(), self.first)
 
 

@@ -160,9 +160,11 @@ def test_a_streamed_iob1_file_gets_the_tags_the_whole_file_reading_gives(tmp_pat
         list(TrainFile(cfg)())
 
 
-def test_a_noisy_iob2_file_is_read_leniently_without_constraints_and_refused_with_them(tmp_path, caplog):
-    """IOB2 files often hold a few I-X that open a chunk; with no constraints they are read as
-    conlleval reads them, counted in a warning; a BIO-constrained CRF refuses them at their line."""
+def test_a_noisy_iob2_file_is_repaired_as_conlleval_reads_it_and_refused_when_declared(tmp_path, caplog):
+    """IOB2 files often hold a few I-X that open a chunk (MSRA's train_data has one at line
+    739,284); read with tag_scheme auto they are read as conlleval reads them -- the I-X opens a
+    chunk, written B-X -- and counted in a warning, so a BIO-constrained CRF gets a path it
+    allows; a file declared IOB2 is refused at the line."""
     import logging
 
     path = tmp_path / "noisy.conll"
@@ -185,5 +187,9 @@ def test_a_noisy_iob2_file_is_read_leniently_without_constraints_and_refused_wit
 
     train, _, _ = _splits(loose)
     assert [ex.tags for ex in train] == [["B-PER", "I-PER", "O"], ["O", "B-LOC"], ["B-LOC", "O"]]
+    # a BIO-constrained CRF: the same repair, so that every gold path is one the constraints allow
+    train, _, _ = _splits(_cfg(tmp_path, path))
+    assert [ex.tags for ex in train] == [["B-PER", "I-PER", "O"], ["O", "B-LOC"], ["B-LOC", "O"]]
+    assert all(schemes.violation(ex.tags, "iob2") is None for ex in train)
     with pytest.raises(ValueError, match=r"noisy.conll:5: token 2: 'I-LOC' follows 'O'"):
-        prepare(_cfg(tmp_path, path))  # a BIO-constrained CRF
+        prepare(_cfg(tmp_path, path, tag_scheme="iob2"))  # declared: the file must keep it
