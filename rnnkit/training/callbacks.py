@@ -77,29 +77,39 @@ class TimeLimit(Callback):
 
     An epoch's wall time counts its training, its dev evaluation and its checkpoints, measured
     from the end of the one before (the first from ``Trainer.fit``'s start, ``on_train_begin``). The next epoch is
-    started only if the time used so far plus the longest epoch yet fits in the budget, so a run
-    never ends mid-epoch and its schedule and checkpoints stay those of whole epochs. Each log
-    line gets ``elapsed_seconds``, which a resumed run continues from.
+    started only if the time used so far plus the longest epoch yet fits in the budget, so that
+    the schedule and checkpoints stay those of whole epochs. An epoch that alone outlasts the
+    budget (the first one of a large run) is cut by the trainer at the step where the budget is
+    used up, then evaluated and saved as the last one. Each log line gets ``elapsed_seconds``,
+    which a resumed run continues from.
     """
 
     def __init__(self, minutes: float, *, clock=time.perf_counter) -> None:
         if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not minutes > 0:
             raise ValueError(f"max_minutes must be a number > 0; got {minutes!r}")
         self.limit, self.clock = 60.0 * minutes, clock
-        self.longest = 0.0
+        self.longest, self._spent = 0.0, 0.0
         self._last: float | None = None
 
     def on_train_begin(self, trainer) -> None:
         self._last = self.clock()
+        self._before = trainer.history[-1].get("elapsed_seconds") or 0.0 if trainer.history else 0.0
+
+    def used(self) -> float:
+        """Seconds of the budget used so far (a resumed run's earlier epochs included)."""
+        return getattr(self, "_before", 0.0) + (self.clock() - self._last if self._last is not None else 0.0) + \
+            self._spent
 
     def on_epoch_end(self, trainer, record: dict) -> None:
         now = self.clock()
         began = self._last if self._last is not None else now
         self._last = now
         self.longest = max(self.longest, now - began)
-        before = trainer.history[-2].get("elapsed_seconds", 0.0) if len(trainer.history) > 1 else 0.0
-        used = (before or 0.0) + (now - began)
+        self._spent += now - began
+        used = getattr(self, "_before", 0.0) + self._spent
         record["elapsed_seconds"] = round(used, 1)
+        if "time_limit" in record:  # the trainer cut this epoch: the budget is gone
+            return
         if trainer.epoch < trainer.config.epochs and used + self.longest > self.limit:
             trainer.should_stop = True
             record["time_limit"] = (f"{used / 60:.1f} of max_minutes {self.limit / 60:g} used and an epoch "

@@ -227,8 +227,9 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.loss_module = DistributedDataParallel(self.loss_module, device_ids=ids)
         self.callbacks: list[Callback] = []
-        if self.config.max_minutes is not None:  # first: the log line gets its elapsed_seconds
-            self.callbacks.append(TimeLimit(self.config.max_minutes))
+        self.time_limit = TimeLimit(self.config.max_minutes) if self.config.max_minutes is not None else None
+        if self.time_limit is not None:  # first: the log line gets its elapsed_seconds
+            self.callbacks.append(self.time_limit)
         if self.rank == 0:
             self.callbacks.append(JsonlLogger(self.out_dir / "log.jsonl"))
             if self.config.plots:
@@ -494,8 +495,12 @@ class Trainer:
         # only when some callback acts per step (a duck-typed one may have no on_step at all)
         per_step = self.rank == 0 and any(getattr(type(cb), "on_step", Callback.on_step) is not Callback.on_step
                                           for cb in self.callbacks)
+        cut = None  # the step at which max_minutes ran out inside this epoch
         for i, batch in enumerate(batches):
             if cfg.max_steps_per_epoch is not None and i >= cfg.max_steps_per_epoch:
+                break
+            if self.time_limit is not None and i > 0 and self._out_of_time():
+                cut = i
                 break
             batch = self._to_device(batch)
             began = time.perf_counter()
@@ -527,6 +532,10 @@ class Trainer:
                   # CPU time of every process's training (all its threads): on a shared machine
                   # tokens per CPU-second compares runs that got different shares of the cores
                   "cpu_seconds": round(cpu_seconds, 3)}
+        if cut is not None:  # evaluated and saved as any epoch, and the last one
+            record["time_limit"] = (f"max_minutes {self.time_limit.limit / 60:g} ran out in epoch {epoch} after {cut} of "
+                                    f"{self._steps_per_epoch() or '?'} steps: the epoch is cut there and training ends")
+            self.should_stop = True
         self.epoch = epoch
         # decided on rank 0: (monitored value, stop flag, 1.0 if higher is better)
         shared = torch.zeros(3, dtype=torch.float64, device=self.device)
@@ -573,6 +582,18 @@ class Trainer:
             import torch.distributed as dist
             dist.broadcast(shared, src=0)
             self.should_stop = bool(shared[1])
+
+    def _out_of_time(self) -> bool:
+        """Whether the wall-time budget is used up (rank 0's clock decides for every process,
+        so that all leave the epoch at the same step)."""
+        out = self.rank == 0 and self.time_limit.used() >= self.time_limit.limit
+        if self.world > 1:
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(out)], device=self.device)
+            dist.broadcast(flag, src=0)
+            out = bool(flag.item())
+        return out
 
     def _step_scheduler(self, value: float) -> None:
         if self.config.scheduler.name == "none":

@@ -115,21 +115,35 @@ def test_early_stopping_when_the_dev_metric_stalls(tmp_path):
     assert "has not improved for 2 epochs" in history[-1]["early_stop"]
 
 
+class _Clock:
+    """A fake clock that moves only when a training step ticks it: seconds per step by epoch."""
+
+    def __init__(self, per_step):
+        self.now, self.per_step = 0.0, per_step
+
+    def __call__(self):
+        return self.now
+
+
+def _ticking(tmp_path, minutes, per_step, **kw):
+    from rnnkit.training.callbacks import Callback, TimeLimit
+
+    clock = _Clock(per_step)
+
+    class Tick(Callback):
+        def on_step(self, trainer, record):
+            clock.now += clock.per_step(record["epoch"])
+
+    trainer = make_trainer(tmp_path, **kw)
+    trainer.time_limit = TimeLimit(minutes, clock=clock)
+    # first, where max_minutes puts it (the log line gets elapsed_seconds); the tick last
+    trainer.callbacks = [trainer.time_limit, *trainer.callbacks, Tick()]
+    return trainer
+
+
 def test_time_limit_starts_no_epoch_that_would_end_past_the_budget(tmp_path):
-    from rnnkit.training.callbacks import TimeLimit
-
-    class Clock:  # every epoch takes 10 s, the third 25 s
-        def __init__(self):
-            self.now, self.calls = 0.0, 0
-
-        def __call__(self):
-            self.calls += 1
-            self.now += {1: 0.0, 4: 25.0}.get(self.calls, 10.0)
-            return self.now
-
-    limit = TimeLimit(1.0, clock=Clock())  # 60 s
-    trainer = make_trainer(tmp_path, epochs=10)
-    trainer.callbacks.insert(0, limit)  # first, where max_minutes puts it: the log line gets elapsed_seconds
+    # 4 steps per epoch: 10 s an epoch, the third 25 s; a budget of 60 s
+    trainer = _ticking(tmp_path, 1.0, lambda epoch: 6.25 if epoch == 3 else 2.5, epochs=10)
     history = trainer.fit()
     # after epoch 3: 45 s used, the longest epoch 25 s -> 70 > 60, so epoch 4 never starts
     assert [r["elapsed_seconds"] for r in history] == [10.0, 20.0, 45.0]
@@ -138,11 +152,22 @@ def test_time_limit_starts_no_epoch_that_would_end_past_the_budget(tmp_path):
     assert log[-1]["elapsed_seconds"] == 45.0 and "time_limit" in log[-1]
 
 
+def test_an_epoch_longer_than_the_whole_budget_is_cut_where_it_runs_out(tmp_path):
+    # 10 s a step and a budget of 15 s: the first epoch stops before its third of 4 steps
+    trainer = _ticking(tmp_path, 0.25, lambda epoch: 10.0, epochs=5)
+    history = trainer.fit()
+    assert len(history) == 1 and trainer.step == 2
+    assert "ran out in epoch 1 after 2 of 4 steps" in history[0]["time_limit"]
+    assert history[0]["elapsed_seconds"] == 20.0 and "dev" in history[0]  # evaluated as any epoch
+    assert (tmp_path / "run" / "best").exists()  # and saved
+
+
 def test_time_limit_from_the_config_and_its_bounds(tmp_path):
     from rnnkit.training.callbacks import TimeLimit
 
     trainer = make_trainer(tmp_path, epochs=2, max_minutes=30)
-    assert isinstance(trainer.callbacks[0], TimeLimit) and trainer.callbacks[0].limit == 1800
+    assert trainer.callbacks[0] is trainer.time_limit and isinstance(trainer.time_limit, TimeLimit)
+    assert trainer.time_limit.limit == 1800
     history = trainer.fit()
     assert len(history) == 2 and "time_limit" not in history[-1]
     assert 0 <= history[0]["elapsed_seconds"] <= history[1]["elapsed_seconds"]  # rounded to 0.1 s
