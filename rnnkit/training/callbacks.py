@@ -73,47 +73,42 @@ class EarlyStopping(Callback):
 
 
 class TimeLimit(Callback):
-    """Stop before an epoch that would end past ``minutes`` of wall time (``trainer.max_minutes``).
+    """End training when ``minutes`` of wall time are used (``trainer.max_minutes``).
 
-    An epoch's wall time counts its training, its dev evaluation and its checkpoints, measured
-    from the end of the one before (the first from ``Trainer.fit``'s start, ``on_train_begin``). The next epoch is
-    started only if the time used so far plus the longest epoch yet fits in the budget, so that
-    the schedule and checkpoints stay those of whole epochs. An epoch that alone outlasts the
-    budget (the first one of a large run) is cut by the trainer at the step where the budget is
-    used up, then evaluated and saved as the last one. Each log line gets ``elapsed_seconds``,
-    which a resumed run continues from.
+    The trainer asks ``used()`` before every step and, once the budget is gone, cuts the epoch
+    there: the cut epoch is evaluated and saved like any other and training ends (its log line
+    says where it was cut). Epochs are measured from the end of the one before (the first from
+    ``Trainer.fit``'s start, ``on_train_begin``), dev evaluation and checkpoints included; the
+    final evaluation on the test file comes after the budget. Each log line gets
+    ``elapsed_seconds``, which a resumed run continues from.
     """
 
     def __init__(self, minutes: float, *, clock=time.perf_counter) -> None:
         if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not minutes > 0:
             raise ValueError(f"max_minutes must be a number > 0; got {minutes!r}")
         self.limit, self.clock = 60.0 * minutes, clock
-        self.longest, self._spent = 0.0, 0.0
+        self._spent, self._before = 0.0, 0.0
         self._last: float | None = None
 
     def on_train_begin(self, trainer) -> None:
         self._last = self.clock()
-        self._before = trainer.history[-1].get("elapsed_seconds") or 0.0 if trainer.history else 0.0
+        self._before = (trainer.history[-1].get("elapsed_seconds") or 0.0) if trainer.history else 0.0
 
     def used(self) -> float:
         """Seconds of the budget used so far (a resumed run's earlier epochs included)."""
-        return getattr(self, "_before", 0.0) + (self.clock() - self._last if self._last is not None else 0.0) + \
-            self._spent
+        current = self.clock() - self._last if self._last is not None else 0.0
+        return self._before + self._spent + current
 
     def on_epoch_end(self, trainer, record: dict) -> None:
         now = self.clock()
-        began = self._last if self._last is not None else now
+        self._spent += now - (self._last if self._last is not None else now)
         self._last = now
-        self.longest = max(self.longest, now - began)
-        self._spent += now - began
-        used = getattr(self, "_before", 0.0) + self._spent
-        record["elapsed_seconds"] = round(used, 1)
-        if "time_limit" in record:  # the trainer cut this epoch: the budget is gone
-            return
-        if trainer.epoch < trainer.config.epochs and used + self.longest > self.limit:
-            trainer.should_stop = True
-            record["time_limit"] = (f"{used / 60:.1f} of max_minutes {self.limit / 60:g} used and an epoch "
-                                    f"takes up to {self.longest / 60:.1f}: stopped before epoch {trainer.epoch + 1}")
+        record["elapsed_seconds"] = round(self._before + self._spent, 1)
+        if "time_limit" not in record and trainer.epoch < trainer.config.epochs and \
+                self._before + self._spent >= self.limit:
+            trainer.should_stop = True  # the budget ran out with the epoch's evaluation
+            record["time_limit"] = (f"max_minutes {self.limit / 60:g} used up at the end of epoch {trainer.epoch}: "
+                                    "training ends")
 
 
 class JsonlLogger(Callback):

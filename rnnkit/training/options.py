@@ -47,7 +47,7 @@ class TrainerConfig(Strict):
     patience: int | None = Field(None, ge=1)           # early stopping after this many epochs without gain
     bptt: int | None = Field(None, ge=1)               # truncated BPTT window (language models)
     max_steps_per_epoch: int | None = Field(None, ge=1)  # cap on batches per epoch (short runs)
-    max_minutes: float | None = Field(None, gt=0)      # wall-time budget: no epoch starts that would end past it
+    max_minutes: float | None = Field(None, gt=0)      # wall-time budget: training ends where it runs out
     seed: int = 0                                      # seeds python, numpy and torch
     out_dir: str = "runs/model"                        # checkpoints, log.jsonl, curves.png
     overwrite: bool = False                            # allow a fresh run to replace one in out_dir

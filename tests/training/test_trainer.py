@@ -141,15 +141,16 @@ def _ticking(tmp_path, minutes, per_step, **kw):
     return trainer
 
 
-def test_time_limit_starts_no_epoch_that_would_end_past_the_budget(tmp_path):
+def test_time_limit_cuts_the_epoch_in_which_the_budget_runs_out(tmp_path):
     # 4 steps per epoch: 10 s an epoch, the third 25 s; a budget of 60 s
     trainer = _ticking(tmp_path, 1.0, lambda epoch: 6.25 if epoch == 3 else 2.5, epochs=10)
     history = trainer.fit()
-    # after epoch 3: 45 s used, the longest epoch 25 s -> 70 > 60, so epoch 4 never starts
-    assert [r["elapsed_seconds"] for r in history] == [10.0, 20.0, 45.0]
-    assert "stopped before epoch 4" in history[-1]["time_limit"]
+    # 10, 20, 45, 55 s; epoch 5 reaches 60 s after 2 of its 4 steps and is cut there
+    assert [r["elapsed_seconds"] for r in history] == [10.0, 20.0, 45.0, 55.0, 60.0]
+    assert "ran out in epoch 5 after 2 of 4 steps" in history[-1]["time_limit"]
+    assert trainer.step == 18 and "dev" in history[-1]
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert log[-1]["elapsed_seconds"] == 45.0 and "time_limit" in log[-1]
+    assert log[-1]["elapsed_seconds"] == 60.0 and "time_limit" in log[-1]
 
 
 def test_an_epoch_longer_than_the_whole_budget_is_cut_where_it_runs_out(tmp_path):
