@@ -133,12 +133,13 @@ def plot(names: list[str], out: Path, png: Path) -> Path:
     rows = -(-len(names) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names):
-        for folder in sorted((out / name).glob("seed*")):
-            if not (folder / "log.jsonl").exists():
-                continue
+        folders = [f for f in sorted((out / name).glob("seed*")) if (f / "log.jsonl").exists()]
+        finished = [json.loads((f / "results.json").read_text()) for f in folders if (f / "results.json").exists()]
+        for folder in folders:
             log = [json.loads(line) for line in (folder / "log.jsonl").read_text(encoding="utf-8").splitlines()]
-            res = json.loads((folder / "results.json").read_text()) if (folder / "results.json").exists() else {}
-            monitor = res.get("monitor") or next(iter(log[0].get("dev") or {"loss": 0}))
+            # a run still training has no results.json yet: the example's other seeds name the metric
+            dev_keys = [k for k in (log[0].get("dev") or {}) if k != "loss"]
+            monitor = finished[0]["monitor"] if finished else (dev_keys[0] if dev_keys else "train_loss")
             xs, ys, t = [], [], 0.0
             for r in log:
                 t = r.get("elapsed_seconds", t + r.get("seconds", 0.0))
@@ -147,7 +148,7 @@ def plot(names: list[str], out: Path, png: Path) -> Path:
                     xs.append(t / 60)
                     ys.append(value)
             ax.plot(xs, ys, marker="o", markersize=3, label=folder.name)
-            ax.set_ylabel(f"dev {monitor}")
+            ax.set_ylabel(monitor if monitor == "train_loss" else f"dev {monitor}")
         ax.set_title(name)
         ax.set_xlabel("minutes of training")
         ax.grid(alpha=0.3)
