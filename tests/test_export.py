@@ -23,7 +23,11 @@ HEADS = {
     "tagger-gru-uni": lambda: SequenceTagger(vocab_size=30, num_tags=4, encoder={"cell": "gru", "hidden_sizes": [12]}),
     "tagger-bilstm-crf-chars": lambda: SequenceTagger(
         vocab_size=30, num_tags=5, output="crf", char_vocab_size=20, char_hidden_size=6, encoder=BI_LSTM),
+    "tagger-bilstm-crf-bigrams": lambda: SequenceTagger(
+        vocab_size=30, num_tags=5, output="crf", bigram_buckets=37, bigram_embedding_dim=4, encoder=BI_LSTM),
     "classifier-bilstm-last": lambda: SequenceClassifier(num_classes=3, vocab_size=30, encoder=BI_LSTM),
+    "classifier-bigru-bigrams-attention": lambda: SequenceClassifier(
+        num_classes=2, vocab_size=30, pooling="attention", bigram_buckets=37, bigram_embedding_dim=4, encoder=BI_GRU),
     "classifier-values-layernorm-attention": lambda: SequenceClassifier(
         num_classes=3, input_size=4, pooling="attention",
         encoder={"cell": "gru", "hidden_sizes": [12, 12], "layer_norm": True, "residual": True,
@@ -31,6 +35,9 @@ HEADS = {
     "language-model-lstm": lambda: LanguageModel(vocab_size=30, eos_id=3, encoder={"cell": "lstm", "hidden_sizes": [12, 12]}),
     "language-model-adaptive-softmax": lambda: LanguageModel(vocab_size=30, eos_id=3, adaptive_cutoffs=[8, 20],
                                                              adaptive_div=2.0, encoder={"cell": "gru", "hidden_sizes": [12]}),
+    "language-model-tied-adaptive-softmax": lambda: LanguageModel(
+        vocab_size=30, eos_id=3, adaptive_cutoffs=[8, 20], tie_weights=True, embedding_dim=10,
+        encoder={"cell": "lstm", "hidden_sizes": [12]}),
     "seq2seq-bigru-attention": lambda: Seq2Seq(source_vocab_size=30, target_vocab_size=25, context="attention",
                                                encoder={"cell": "gru", "hidden_sizes": [12], "bidirectional": True}),
     "seq2seq-lstm-init": lambda: Seq2Seq(source_vocab_size=30, target_vocab_size=25, context="init",

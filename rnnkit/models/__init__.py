@@ -14,7 +14,7 @@ from .crf import CRF, allowed_transitions
 from .decoding import beam_search, greedy, sample
 from .forecaster import Forecaster, make_windows
 from .generator import Generator
-from .language_model import LanguageModel
+from .language_model import LanguageModel, TiedAdaptiveSoftmax
 from .registry import model_types, register
 from .seq2seq import Bridge, Seq2Seq
 from .tagger import CharFeatures, SequenceTagger
@@ -22,7 +22,7 @@ from .ctc import collapse, ctc_greedy, ctc_prefix_beam  # audio (issue #17)
 from .transcriber import Transcriber
 
 __all__ = [
-    "SequenceClassifier", "SequenceTagger", "LanguageModel", "Seq2Seq", "Generator", "Forecaster",
+    "SequenceClassifier", "SequenceTagger", "LanguageModel", "TiedAdaptiveSoftmax", "Seq2Seq", "Generator", "Forecaster",
     "BiLanguageModel", "Transcriber", "ctc_greedy", "ctc_prefix_beam", "collapse", "ContextualFeatures", "ScalarMix", "make_windows",
     "CRF", "allowed_transitions", "Attention", "masked_softmax", "Bridge", "CharFeatures",
     "greedy", "sample", "beam_search", "ENCODER_DEFAULTS", "register", "model_types",

@@ -22,7 +22,7 @@ from .._checks import _shape, check_bool, check_choice, check_int, check_rate, e
 from ..layers import MERGES, Bidirectional, BiState, Stack
 from ..recurrence import length_mask, zero_padding
 
-__all__ = ["ENCODER_DEFAULTS", "encoder_config", "build_stack", "InputLayer", "hidden_of",
+__all__ = ["ENCODER_DEFAULTS", "encoder_config", "build_stack", "InputLayer", "BigramFeatures", "hidden_of",
            "final_features", "final_size", "map_state", "detach_state", "check_batch", "check_tokens",
            "check_values", "check_class_labels", "check_choice", "check_int", "check_rate",
            "check_bool", "length_mask", "last_step", "layer_outputs"]
@@ -137,6 +137,45 @@ class InputLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop(self.embedding(x)) if self.embedding is not None else x
+
+
+class BigramFeatures(nn.Module):
+    """Token ids (B, T) -> the embeddings of each token's two bigrams, ``(x[t-1], x[t])`` and
+    ``(x[t], x[t+1])``, joined: (B, T, 2D).
+
+    Character bigrams are what Chinese NER and sentiment models add to single characters (most
+    words there are two characters long; Zhang & Yang 2018 use them beside the lattice). A bigram
+    is hashed into one of ``buckets`` rows (fastText's hashing trick), so the model needs no
+    bigram vocabulary: it reads the token ids it already gets, and so do ``predict``, ``serve``
+    and the exported graph. Padding (id 0) marks both ends of a sentence. Two bigrams may share
+    a row; with as many buckets as bigrams seen twice or more, those are mostly rare ones.
+    """
+
+    # ((key mod P) * M mod Q) mod buckets: a universal hash, spread whatever the bucket count (a
+    # power of two too); key mod P times M stays below 2^63, so int64 never overflows
+    P, M, Q = 2147483647, 2654435761, 4294967291
+
+    def __init__(self, vocab_size: int, buckets: int, dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        check_int("bigram_buckets", buckets, low=2)
+        check_int("bigram_embedding_dim", dim)
+        self.vocab_size, self.buckets = vocab_size, buckets
+        self.embedding = nn.Embedding(buckets, dim)
+        self.output_size = 2 * dim
+        self.drop = nn.Dropout(dropout)
+
+    def bucket(self, a: Tensor, b: Tensor) -> Tensor:
+        """The row of bigram (a, b) of token ids in [0, vocab_size)."""
+        return (a * self.vocab_size + b) % self.P * self.M % self.Q % self.buckets
+
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        B, T = ids.shape
+        x = ids.masked_fill(~length_mask(lengths, T), 0)  # past the end reads as the boundary
+        edge = x.new_zeros(B, 1)
+        left = torch.cat([edge, x[:, :-1]], dim=1)
+        right = torch.cat([x[:, 1:], edge], dim=1)
+        rows = torch.stack([self.bucket(left, x), self.bucket(x, right)], dim=-1)  # (B, T, 2)
+        return self.drop(self.embedding(rows).reshape(B, T, -1))
 
 
 # ----------------------------------------------------------------------------- states

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import (InputLayer, build_stack, check_batch, check_choice, check_class_labels,
+from ._common import (BigramFeatures, InputLayer, build_stack, check_batch, check_choice, check_class_labels,
                       check_int, check_rate, check_tokens, check_values, encoder_config,
                       final_features, final_size, length_mask)
 from .attention import Attention
@@ -47,6 +47,9 @@ class SequenceClassifier(nn.Module):
         max_length: longest sequence accepted (None: any).
         contextual: a pre-trained biLM's vectors as extra token features (``ContextualFeatures``:
             ``{"bilm": BiLanguageModel config, "freeze": True}``), token-id inputs only.
+        bigram_buckets: enables bigram features (``BigramFeatures``): each token's bigrams with
+            its neighbours, hashed into this many rows of ``bigram_embedding_dim``, joined to the
+            token embedding (character-level Chinese text); token-id inputs only.
 
     ``forward(batch)`` gives logits or values (B, K); ``predict(batch)`` class ids (B,) or
     values (B, K).
@@ -55,7 +58,8 @@ class SequenceClassifier(nn.Module):
     def __init__(self, *, num_classes: int, vocab_size: int | None = None,
                  input_size: int | None = None, embedding_dim: int = 64, encoder: dict | None = None,
                  pooling: str = "last", task: str = "classification", dropout: float = 0.0,
-                 max_length: int | None = None, contextual: dict | None = None) -> None:
+                 max_length: int | None = None, contextual: dict | None = None,
+                 bigram_buckets: int | None = None, bigram_embedding_dim: int = 50) -> None:
         super().__init__()
         check_choice("pooling", pooling, POOLINGS)
         check_choice("task", task, TASKS)
@@ -67,14 +71,25 @@ class SequenceClassifier(nn.Module):
         if contextual is not None and vocab_size is None:
             raise ValueError("contextual features are per token: they need token-id inputs (vocab_size), "
                              f"not numeric values (input_size={input_size!r})")
+        check_int("bigram_buckets", bigram_buckets, low=2, optional=True)
+        check_int("bigram_embedding_dim", bigram_embedding_dim)
+        if bigram_buckets is not None and vocab_size is None:
+            raise ValueError("bigram features pair neighbouring tokens: they need token-id inputs (vocab_size), "
+                             f"not numeric values (input_size={input_size!r})")
         self.config = dict(num_classes=num_classes, vocab_size=vocab_size, input_size=input_size,
                            embedding_dim=embedding_dim, encoder=encoder, pooling=pooling, task=task,
                            dropout=dropout, max_length=max_length, contextual=contextual)
+        if bigram_buckets is not None:  # only when given: older checkpoints' configs stay as they were
+            self.config.update(bigram_buckets=bigram_buckets, bigram_embedding_dim=bigram_embedding_dim)
         self.num_classes, self.pooling, self.task, self.max_length = num_classes, pooling, task, max_length
         self.input = InputLayer(vocab_size=vocab_size, input_size=input_size,
                                 embedding_dim=embedding_dim, dropout=dropout)
         self.contextual = None
         width = self.input.output_size
+        self.bigrams = None
+        if bigram_buckets is not None:  # dropped as the embeddings are
+            self.bigrams = BigramFeatures(vocab_size, bigram_buckets, bigram_embedding_dim, dropout)
+            width += self.bigrams.output_size
         if contextual is not None:
             self.contextual = ContextualFeatures(**contextual, vocab_size=vocab_size)
             width += self.contextual.output_size
@@ -115,6 +130,8 @@ class SequenceClassifier(nn.Module):
         and the lengths (B,)."""
         x, lengths = self._inputs(batch)
         e = self.input(x)
+        if self.bigrams is not None:
+            e = torch.cat([e, self.bigrams(x, lengths)], dim=-1)  # (B, T, E+2D)
         if self.contextual is not None:
             e = torch.cat([e, self.contextual(x, lengths)], dim=-1)  # (B, T, E+2H)
         return e, lengths

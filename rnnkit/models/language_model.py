@@ -26,7 +26,7 @@ from ._common import (InputLayer, build_stack, check_batch, check_bool, check_ch
                       check_rate, check_tokens, detach_state, encoder_config, last_step, length_mask)
 from .decoding import STRATEGIES, forbid, greedy, sample
 
-__all__ = ["LanguageModel", "BIDIRECTIONAL_LM_ERROR"]
+__all__ = ["LanguageModel", "TiedAdaptiveSoftmax", "BIDIRECTIONAL_LM_ERROR"]
 
 BIDIRECTIONAL_LM_ERROR = (
     "a language model predicts each next token from the tokens before it, and a backward "
@@ -35,15 +35,20 @@ BIDIRECTIONAL_LM_ERROR = (
     "tokens are not there (d2l.ai's bidirectional RNN warning). Use a unidirectional encoder")
 
 
-def _check_cutoffs(cutoffs, vocab_size: int, tie_weights: bool, div) -> list[int] | None:
+def _check_cutoffs(cutoffs, vocab_size: int, tie_weights: bool, div) -> tuple[list[int] | None, float]:
+    """The checked cutoffs (None: no adaptive softmax) and the cluster divisor (default: 4 untied,
+    1 tied)."""
+    if div is None:
+        div = 1.0 if tie_weights else 4.0
     if isinstance(div, bool) or not isinstance(div, (int, float)) or not div >= 1:
         raise ValueError(f"adaptive_div must be a number >= 1 (each tail cluster's projection is the "
                          f"previous one's divided by it); got {div!r}")
     if cutoffs is None:
-        return None
-    if tie_weights:
-        raise ValueError("adaptive_cutoffs and tie_weights exclude each other: an adaptive softmax has a head "
-                         "and a projection per cluster, not one V x E output matrix to share with the embedding")
+        return None, float(div)
+    if tie_weights and div != 1:
+        raise ValueError(f"with tie_weights the adaptive softmax scores every word by its embedding vector, "
+                         f"so each cluster's projection keeps all E dimensions: adaptive_div must be 1 (or "
+                         f"left out); got {div!r}")
     if not isinstance(cutoffs, (list, tuple)) or not cutoffs or \
             any(isinstance(c, bool) or not isinstance(c, int) for c in cutoffs):
         raise ValueError(f"adaptive_cutoffs must be a non-empty list of token ids; got {cutoffs!r}")
@@ -51,7 +56,60 @@ def _check_cutoffs(cutoffs, vocab_size: int, tie_weights: bool, div) -> list[int
     if cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1 or cutoffs[-1] > vocab_size - 1:
         raise ValueError(f"adaptive_cutoffs must increase strictly and lie in [1, {vocab_size - 1}] (the "
                          f"vocabulary has {vocab_size} ids, the most frequent first); got {cutoffs}")
-    return cutoffs
+    return cutoffs, float(div)
+
+
+class TiedAdaptiveSoftmax(nn.Module):
+    """An adaptive softmax whose word vectors are the input embedding's rows (Grave et al. 2017,
+    tied as Baevski & Auli 2019 tie adaptive input and output).
+
+    The head scores the ids below ``cutoffs[0]`` by ``h . e_w + b_w`` and each tail cluster by a
+    vector of its own; a word of cluster ``i`` has ``log p(cluster i | h) + log p(w | cluster i, h)``
+    with the second scored by ``(P_i h) . e_w + b_w`` over the cluster's words only. ``P_i`` is an
+    E x E projection, initialised to the identity, so at the start every word is scored as in a
+    tied full softmax, factored through its cluster. The embedding matrix ``weight`` (V x E) is an
+    argument of every call and not a parameter here: it is stored once, in the embedding.
+    """
+
+    def __init__(self, dim: int, vocab_size: int, cutoffs: list[int]) -> None:
+        super().__init__()
+        self.bounds = list(cutoffs) + [vocab_size]
+        n = len(cutoffs)
+        self.cluster = nn.Linear(dim, n)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+        self.tail = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(n))
+        with torch.no_grad():
+            for proj in self.tail:
+                proj.weight.copy_(torch.eye(dim))
+
+    def _head(self, h: Tensor, weight: Tensor) -> Tensor:
+        c0 = self.bounds[0]
+        return torch.cat([F.linear(h, weight[:c0], self.bias[:c0]), self.cluster(h)], -1).log_softmax(-1)
+
+    def _tail(self, i: int, h: Tensor, weight: Tensor) -> Tensor:
+        lo, hi = self.bounds[i], self.bounds[i + 1]
+        return F.linear(self.tail[i](h), weight[lo:hi], self.bias[lo:hi]).log_softmax(-1)
+
+    def log_prob(self, h: Tensor, weight: Tensor) -> Tensor:
+        """Log-probabilities of every id, (N, E) -> (N, V)."""
+        c0 = self.bounds[0]
+        head = self._head(h, weight)
+        parts = [head[:, :c0]] + [head[:, c0 + i, None] + self._tail(i, h, weight)
+                                  for i in range(len(self.tail))]
+        return torch.cat(parts, -1)
+
+    def nll(self, h: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+        """-log p(target) per row (N,), computing only the head and the clusters of the targets."""
+        c0 = self.bounds[0]
+        head = self._head(h, weight)
+        cluster = torch.bucketize(target, torch.tensor(self.bounds[:-1], device=target.device), right=True)
+        lp = head.gather(1, torch.where(target < c0, target, c0 + cluster - 1)[:, None]).squeeze(1)
+        for i in range(len(self.tail)):
+            rows = (cluster == i + 1).nonzero().squeeze(1)
+            if rows.numel():
+                tail = self._tail(i, h.index_select(0, rows), weight)
+                lp = lp.index_add(0, rows, tail.gather(1, (target[rows] - self.bounds[i])[:, None]).squeeze(1))
+        return -lp
 
 
 class LanguageModel(nn.Module):
@@ -72,8 +130,10 @@ class LanguageModel(nn.Module):
             and the clusters of the step's targets: on PTB (V = 10,000) about a third of the
             full softmax's arithmetic (docs/results.md). The model is the same normalised
             distribution at evaluation (``forward`` gives its log-probabilities, B x T x V).
-            Not with ``tie_weights``.
-        adaptive_div: the factor by which each tail cluster's projection shrinks (4: the paper's).
+            With ``tie_weights`` the head and the clusters score words by their embedding
+            vectors (``TiedAdaptiveSoftmax``): each cluster has an E x E projection instead.
+        adaptive_div: the factor by which each tail cluster's projection shrinks (default 4, the
+            paper's; with ``tie_weights`` it must be 1, its default there).
         carry_state: truncated BPTT across consecutive batches (see the module docstring).
         eos_id: token that ends generation (None: generate ``max_new_tokens`` always).
         max_length: longest input accepted (None: any).
@@ -86,10 +146,10 @@ class LanguageModel(nn.Module):
     def __init__(self, *, vocab_size: int, embedding_dim: int = 64, encoder: dict | None = None,
                  tie_weights: bool = False, dropout: float = 0.0, carry_state: bool = False,
                  eos_id: int | None = None, max_length: int | None = None,
-                 adaptive_cutoffs: list[int] | None = None, adaptive_div: float = 4.0) -> None:
+                 adaptive_cutoffs: list[int] | None = None, adaptive_div: float | None = None) -> None:
         super().__init__()
         check_bool("tie_weights", tie_weights)
-        adaptive_cutoffs = _check_cutoffs(adaptive_cutoffs, vocab_size, tie_weights, adaptive_div)
+        adaptive_cutoffs, adaptive_div = _check_cutoffs(adaptive_cutoffs, vocab_size, tie_weights, adaptive_div)
         check_bool("carry_state", carry_state)
         check_rate("dropout", dropout)
         check_int("eos_id", eos_id, low=0, optional=True)
@@ -113,15 +173,23 @@ class LanguageModel(nn.Module):
         # Tied: the output reuses the embedding matrix itself (no second parameter pointing at
         # it), so each weight is stored once in the state_dict.
         if adaptive_cutoffs is not None and int(H // (adaptive_div ** len(adaptive_cutoffs))) < 1:
-            raise ValueError(f"adaptive_div {adaptive_div} leaves the last of the {len(adaptive_cutoffs)} tail clusters a "
-                             f"projection of {H} // {adaptive_div}^{len(adaptive_cutoffs)} = 0 dimensions; lower "
+            raise ValueError(f"adaptive_div {adaptive_div:g} leaves the last of the {len(adaptive_cutoffs)} tail clusters a "
+                             f"projection of {H} // {adaptive_div:g}^{len(adaptive_cutoffs)} = 0 dimensions; lower "
                              f"adaptive_div, give fewer adaptive_cutoffs, or widen the encoder")
-        self.adaptive = (nn.AdaptiveLogSoftmaxWithLoss(H, vocab_size, adaptive_cutoffs, div_value=float(adaptive_div))
-                         if adaptive_cutoffs is not None else None)
+        if adaptive_cutoffs is None:
+            self.adaptive = None
+        elif tie_weights:
+            self.adaptive = TiedAdaptiveSoftmax(embedding_dim, vocab_size, adaptive_cutoffs)
+        else:
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(H, vocab_size, adaptive_cutoffs, div_value=adaptive_div)
         self.output = None if tie_weights or self.adaptive is not None else nn.Linear(H, vocab_size)
-        self.output_bias = nn.Parameter(torch.zeros(vocab_size)) if tie_weights else None
+        self.output_bias = nn.Parameter(torch.zeros(vocab_size)) if tie_weights and self.adaptive is None else None
         self.state_ = None  # the carried state (carry_state=True), detached
         self._state_training = True  # the mode state_ was computed in
+
+    @property
+    def tied_adaptive(self) -> bool:
+        return isinstance(self.adaptive, TiedAdaptiveSoftmax)
 
     @property
     def device(self) -> torch.device:
@@ -134,7 +202,10 @@ class LanguageModel(nn.Module):
     def _logits(self, out: Tensor) -> Tensor:
         out = self.proj(self.drop(out))
         if self.adaptive is not None:  # log-probabilities: as logits, their softmax is the distribution
-            return self.adaptive.log_prob(out.reshape(-1, out.shape[-1])).reshape(*out.shape[:-1], -1)
+            flat = out.reshape(-1, out.shape[-1])
+            lp = (self.adaptive.log_prob(flat, self.input.embedding.weight) if self.tied_adaptive
+                  else self.adaptive.log_prob(flat))
+            return lp.reshape(*out.shape[:-1], -1)
         if self.output is None:
             return F.linear(out, self.input.embedding.weight, self.output_bias)
         return self.output(out)
@@ -173,7 +244,12 @@ class LanguageModel(nn.Module):
                              f"to skip); got min {int(real.min())}, max {int(real.max())}")
         if logits is None:  # the head and the clusters of these targets only
             hidden = self.proj(self.drop(out))[keep]
-            nll = -self.adaptive(hidden, real).output.sum() if real.numel() else hidden.sum() * 0.0
+            if not real.numel():
+                nll = hidden.sum() * 0.0
+            elif self.tied_adaptive:
+                nll = self.adaptive.nll(hidden, real, self.input.embedding.weight).sum()
+            else:
+                nll = -self.adaptive(hidden, real).output.sum()
         else:
             nll = F.cross_entropy(logits[keep], real, reduction="sum")
         return nll, int(keep.sum()), state

@@ -1,7 +1,7 @@
 """Aligned many-to-many: one tag per token -- part-of-speech tagging, named entities -- or
 per numeric frame (voice activity, per-frame events).
 
-    inputs (B, T) -> word embedding [+ char features per word] -> Stack (B, T, H)
+    inputs (B, T) -> word embedding [+ char features] [+ bigram features] -> Stack (B, T, H)
     or frames (B, T, D) ---------------------------------------> Stack (B, T, H)
     -> dropout -> linear emissions (B, T, K) -> softmax per step, a linear-chain CRF, or
     K independent sigmoids (multi-label: a set of labels per step)
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .._checks import exporting
 from ..data.batching import IGNORE_INDEX
 from ..layers import Stack
-from ._common import (InputLayer, build_stack, check_batch, check_choice, check_int,
+from ._common import (BigramFeatures, InputLayer, build_stack, check_batch, check_choice, check_int,
                       check_rate, check_tokens, check_values, encoder_config, hidden_of, length_mask)
 from .bilm import ContextualFeatures, contextual_config
 from .crf import CRF, SCHEMES
@@ -106,6 +106,10 @@ class SequenceTagger(nn.Module):
         max_length: longest sentence accepted (None: any).
         contextual: a pre-trained biLM's vectors as extra word features (``ContextualFeatures``:
             ``{"bilm": BiLanguageModel config, "freeze": True}``), joined to the word embedding.
+        bigram_buckets: enables bigram features (``BigramFeatures``): each token's bigrams with
+            its left and right neighbours, hashed into this many rows of
+            ``bigram_embedding_dim``, joined to the token embedding -- for character-level
+            Chinese or Japanese tagging, where a token is one character.
 
     Batches: ``inputs`` (B, T) ids or (B, T, D) float frames, ``lengths`` (B,), ``labels``
     (B, T) with -100 at padding (softmax output also skips -100 inside a sentence; the CRF needs
@@ -120,7 +124,8 @@ class SequenceTagger(nn.Module):
                  constraints: str | None = None, char_vocab_size: int | None = None,
                  char_encoder: str = "lstm", char_embedding_dim: int = 16, char_hidden_size: int = 32,
                  dropout: float = 0.0, max_length: int | None = None,
-                 contextual: dict | None = None) -> None:
+                 contextual: dict | None = None, bigram_buckets: int | None = None,
+                 bigram_embedding_dim: int = 50) -> None:
         super().__init__()
         check_choice("output", output, OUTPUTS)
         # K independent sigmoids can be one label (speech / not speech); a softmax needs two
@@ -140,9 +145,12 @@ class SequenceTagger(nn.Module):
         if constraints is not None and output != "crf":
             raise ValueError(f"constraints={constraints!r} needs output='crf' (a softmax output has no "
                              f"transitions to constrain); got output={output!r}")
-        if input_size is not None and (char_vocab_size is not None or contextual is not None):
-            raise ValueError("char_vocab_size and contextual are features of words: they need token-id "
-                             f"inputs (vocab_size), not numeric frames (input_size={input_size!r})")
+        if input_size is not None and (char_vocab_size is not None or contextual is not None
+                                       or bigram_buckets is not None):
+            raise ValueError("char_vocab_size, contextual and bigram_buckets are features of words: they need "
+                             f"token-id inputs (vocab_size), not numeric frames (input_size={input_size!r})")
+        check_int("bigram_buckets", bigram_buckets, low=2, optional=True)
+        check_int("bigram_embedding_dim", bigram_embedding_dim)
         encoder = encoder_config(encoder)
         contextual = contextual_config(contextual)
         self.config = dict(vocab_size=vocab_size, num_tags=num_tags, input_size=input_size,
@@ -151,6 +159,8 @@ class SequenceTagger(nn.Module):
                            char_vocab_size=char_vocab_size, char_encoder=char_encoder,
                            char_embedding_dim=char_embedding_dim, char_hidden_size=char_hidden_size,
                            dropout=dropout, max_length=max_length, contextual=contextual)
+        if bigram_buckets is not None:  # only when given: older checkpoints' configs stay as they were
+            self.config.update(bigram_buckets=bigram_buckets, bigram_embedding_dim=bigram_embedding_dim)
         self.num_tags, self.output_kind, self.max_length = num_tags, output, max_length
         self.input = InputLayer(vocab_size=vocab_size, input_size=input_size, embedding_dim=embedding_dim)
         self.chars = None
@@ -158,6 +168,10 @@ class SequenceTagger(nn.Module):
         if char_vocab_size is not None:
             self.chars = CharFeatures(char_vocab_size, char_embedding_dim, char_hidden_size, char_encoder)
             width += self.chars.output_size
+        self.bigrams = None
+        if bigram_buckets is not None:
+            self.bigrams = BigramFeatures(vocab_size, bigram_buckets, bigram_embedding_dim)
+            width += self.bigrams.output_size
         self.contextual = None
         if contextual is not None:
             self.contextual = ContextualFeatures(**contextual, vocab_size=vocab_size)
@@ -195,6 +209,8 @@ class SequenceTagger(nn.Module):
         x = self.input(ids)  # (B, T, E)
         if self.chars is not None:
             x = torch.cat([x, self.chars(self._chars(batch, *ids.shape))], dim=-1)  # (B, T, E+F)
+        if self.bigrams is not None:
+            x = torch.cat([x, self.bigrams(ids, lengths)], dim=-1)  # (B, T, ... + 2D)
         if self.contextual is not None:
             x = torch.cat([x, self.contextual(ids, lengths)], dim=-1)  # (B, T, E+F+2H)
         return self.drop(x), lengths

@@ -181,8 +181,8 @@ def test_adaptive_softmax_trains_generates_and_rebuilds():
 
 
 def test_adaptive_softmax_options_are_checked():
-    with pytest.raises(ValueError, match="adaptive_cutoffs and tie_weights exclude each other"):
-        _lm(adaptive_cutoffs=[5], tie_weights=True)
+    with pytest.raises(ValueError, match="with tie_weights .* adaptive_div must be 1"):
+        _lm(adaptive_cutoffs=[5], tie_weights=True, adaptive_div=2)
     for bad in ([7, 4], [0, 5], [5, 10], [5, 5], "5", []):
         with pytest.raises(ValueError, match="adaptive_cutoffs must"):
             _lm(adaptive_cutoffs=bad)
@@ -191,3 +191,51 @@ def test_adaptive_softmax_options_are_checked():
     with pytest.raises(ValueError, match=r"projection of 24 // 8\^2 = 0 dimensions"):
         _lm(adaptive_cutoffs=[3, 6], adaptive_div=8)
     assert "adaptive_cutoffs" not in _lm().config  # a plain model's config is as before
+
+
+# ----------------------------------------------------------------- tied adaptive softmax
+
+def test_tied_adaptive_softmax_is_a_distribution_its_loss_the_nll_and_the_words_the_embedding():
+    from rnnkit.models import TiedAdaptiveSoftmax
+    model = _lm(adaptive_cutoffs=[4, 7], tie_weights=True, dropout=0.0,
+                encoder={"hidden_sizes": [12], "cell": "lstm"}).eval()
+    assert isinstance(model.adaptive, TiedAdaptiveSoftmax) and model.config["adaptive_div"] == 1.0
+    batch = _batch(SEQS)
+    logp, _ = model(batch)
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(3, 6))
+    keep = batch["labels"] != -100
+    by_hand = -logp[keep].gather(1, batch["labels"][keep][:, None]).mean()
+    torch.testing.assert_close(model.loss(batch), by_hand)  # head + the targets' clusters only
+    # the reference math: with identity projections, every word is scored h . e_w + b_w and its
+    # probability is p(cluster) * softmax within the cluster
+    torch.manual_seed(1)
+    with torch.no_grad():
+        model.adaptive.bias.normal_()
+        for proj in model.adaptive.tail:
+            proj.weight.add_(0.1 * torch.randn_like(proj.weight))
+    h = torch.randn(5, 12)
+    E = model.input.embedding.weight
+    head = torch.cat([h @ E[:4].T + model.adaptive.bias[:4], model.adaptive.cluster(h)], -1).log_softmax(-1)
+    t1 = (model.adaptive.tail[0](h) @ E[4:7].T + model.adaptive.bias[4:7]).log_softmax(-1)
+    t2 = (model.adaptive.tail[1](h) @ E[7:].T + model.adaptive.bias[7:]).log_softmax(-1)
+    ref = torch.cat([head[:, :4], head[:, 4:5] + t1, head[:, 5:6] + t2], -1)
+    torch.testing.assert_close(model.adaptive.log_prob(h, E), ref)
+    target = torch.tensor([1, 5, 9, 3, 7])
+    torch.testing.assert_close(model.adaptive.nll(h, target, E), -ref.gather(1, target[:, None]).squeeze(1))
+    # tied: the embedding gets the output's gradient, and no V x E matrix is stored twice
+    model.train()
+    model.zero_grad()
+    model.loss(batch).backward()
+    assert model.input.embedding.weight.grad[7:].abs().sum() > 0  # rows only the last cluster scores
+    assert not any(p.shape == E.shape for n, p in model.named_parameters() if not n.startswith("input."))
+
+
+def test_tied_adaptive_softmax_trains_generates_and_rebuilds():
+    model = _lm(adaptive_cutoffs=[6], tie_weights=True)  # H 24 != E 12: the tied projection comes first
+    batch = _batch(SEQS)
+    assert overfit(model, batch, steps=200, lr=0.03) < 0.05
+    prompts = {"inputs": torch.tensor([[4, 5, 0], [7, 6, 5]]), "lengths": torch.tensor([2, 3])}
+    assert model.predict(prompts, max_new_tokens=2) == [[6, 7], [4, 9]]
+    twin = rebuild(model)
+    assert twin.tied_adaptive and twin.config["adaptive_cutoffs"] == [6]
+    torch.testing.assert_close(twin(batch)[0], model(batch)[0])
