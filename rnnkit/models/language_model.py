@@ -66,8 +66,8 @@ class TiedAdaptiveSoftmax(nn.Module):
     The head scores the ids below ``cutoffs[0]`` by ``h . e_w + b_w`` and each tail cluster by a
     vector of its own; a word of cluster ``i`` has ``log p(cluster i | h) + log p(w | cluster i, h)``
     with the second scored by ``(P_i h) . e_w + b_w`` over the cluster's words only. ``P_i`` is an
-    E x E projection, initialised to the identity, so at the start every word is scored as in a
-    tied full softmax, factored through its cluster. The embedding matrix ``weight`` (V x E) is an
+    E x E projection, initialised to the identity, and a cluster starts with the log of its size
+    as its score, so at the start every word is scored as in a tied full softmax. The embedding matrix ``weight`` (V x E) is an
     argument of every call and not a parameter here: it is stored once, in the embedding.
     """
 
@@ -78,9 +78,11 @@ class TiedAdaptiveSoftmax(nn.Module):
         self.cluster = nn.Linear(dim, n)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
         self.tail = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(n))
-        with torch.no_grad():
+        with torch.no_grad():  # at the start every id about equally likely, tail ids too
             for proj in self.tail:
                 proj.weight.copy_(torch.eye(dim))
+            self.cluster.weight.mul_(0.01)
+            self.cluster.bias.copy_(torch.tensor([math.log(hi - lo) for lo, hi in zip(self.bounds, self.bounds[1:])]))
 
     def _head(self, h: Tensor, weight: Tensor) -> Tensor:
         c0 = self.bounds[0]
@@ -166,6 +168,14 @@ class LanguageModel(nn.Module):
                                 dropout=dropout)
         if eos_id is not None and eos_id >= vocab_size:
             raise ValueError(f"eos_id must be a token id in [0, {vocab_size - 1}]; got {eos_id}")
+        if tie_weights:
+            # the embedding rows are also the output's word vectors: N(0, 1) rows (nn.Embedding's
+            # default) give first logits h . e_w of std ~sqrt(E), a saturated softmax that SGD
+            # takes epochs to undo; Zaremba et al. start every weight in +-0.1, as PyTorch's
+            # word_language_model does the tied encoder
+            with torch.no_grad():
+                self.input.embedding.weight.uniform_(-0.1, 0.1)
+                self.input.embedding.weight[0].zero_()
         self.encoder = build_stack(embedding_dim, encoder)
         H = self.encoder.output_size
         self.proj = nn.Linear(H, embedding_dim) if tie_weights and H != embedding_dim else nn.Identity()

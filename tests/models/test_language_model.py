@@ -239,3 +239,15 @@ def test_tied_adaptive_softmax_trains_generates_and_rebuilds():
     twin = rebuild(model)
     assert twin.tied_adaptive and twin.config["adaptive_cutoffs"] == [6]
     torch.testing.assert_close(twin(batch)[0], model(batch)[0])
+
+
+@pytest.mark.parametrize("adaptive", [None, [20]])
+def test_a_tied_model_starts_from_small_word_vectors_not_a_saturated_softmax(adaptive):
+    torch.manual_seed(0)
+    model = LanguageModel(vocab_size=50, embedding_dim=64, tie_weights=True, adaptive_cutoffs=adaptive,
+                          encoder={"cell": "lstm", "hidden_sizes": [64]})
+    weight = model.input.embedding.weight.detach()
+    assert float(weight.abs().max()) <= 0.1 and float(weight[0].abs().max()) == 0.0  # padding stays zero
+    ids = torch.randint(1, 50, (8, 12))
+    batch = {"inputs": ids, "lengths": torch.full((8,), 12), "labels": torch.roll(ids, -1, 1)}
+    assert abs(model.loss(batch).item() - math.log(50)) < 0.1  # every word about equally likely
