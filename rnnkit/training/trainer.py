@@ -79,6 +79,7 @@ from .metrics import HIGHER_IS_BETTER
 from .distributed import batch_rows as _batch_size
 from .distributed import global_mean_loss, loss_count, resolve_device, setup_distributed, shard_rows
 from .options import TrainerConfig
+from .sparse_rows import LazyRowsAdam, LazyRowsAdamW, clip_grad_norm, sparse_tables
 
 __all__ = ["Trainer", "TrainingError", "EXPLODE_FACTOR", "evaluate_batches", "seed_everything", "setup_distributed",
            "resolve_device", "build_optimizer", "build_scheduler"]
@@ -112,18 +113,22 @@ def fused_supported(params: list[torch.Tensor]) -> bool:
         all(p.dtype in _FUSED_DTYPES and not p.is_sparse for p in params)
 
 
-def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg, *, sparse_rows: bool = False) -> torch.optim.Optimizer:
     """The optimizer ``cfg.optimizer`` names, with torch's fused kernel where it applies: one
     multi-tensor update instead of a loop of small ops per parameter. On the CPU, for a
     char + word BiLSTM-CRF tagger at batch 16, Adam's update was about a fifth of each step
-    before (docs/benchmarks.md, section 9); the arithmetic is the same (tests/training)."""
+    before (docs/benchmarks.md, section 9); the arithmetic is the same (tests/training).
+    ``sparse_rows``: Adam and AdamW also take sparse gradients, updating those tables by rows
+    (``sparse_rows.LazyRowsAdam``)."""
     params = [p for p in model.parameters() if p.requires_grad]
     o = cfg.optimizer
     fused = {"fused": True} if fused_supported(params) else {}
     if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, **fused)
+        kind = LazyRowsAdam if sparse_rows else torch.optim.Adam
+        return kind(params, lr=o.lr, weight_decay=o.weight_decay, **fused)
     if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, **fused)
+        kind = LazyRowsAdamW if sparse_rows else torch.optim.AdamW
+        return kind(params, lr=o.lr, weight_decay=o.weight_decay, **fused)
     return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
                            weight_decay=o.weight_decay, **fused)
 
@@ -205,7 +210,12 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.config.precision == "fp16")
         self.monitor = self.config.monitor or ("loss" if metrics is None else None)
         self.higher_is_better: bool | None = None
-        self.optimizer = build_optimizer(model, self.config)
+        # hashed bigram tables: sparse gradients and row updates while training (one process,
+        # fp32, Adam or AdamW; otherwise dense, as any parameter)
+        self.sparse_tables = sparse_tables(model) if (
+            self.world == 1 and self.config.precision == "fp32"
+            and self.config.optimizer.name in ("adam", "adamw")) else []
+        self.optimizer = build_optimizer(model, self.config, sparse_rows=bool(self.sparse_tables))
         # plateau is built once the monitored metric's direction is known; the others now, so
         # that they see every optimizer step
         self.scheduler = None
@@ -346,7 +356,7 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)  # clip the true gradients (a no-op unless fp16)
         # clip_grad_norm_ measures the norm either way; with no limit it scales by exactly 1
         limit = self.config.clip_grad_norm if self.config.clip_grad_norm is not None else math.inf
-        norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), limit))
+        norm = clip_grad_norm(self.model.parameters(), limit)
         if not math.isfinite(norm) and not self.scaler.is_enabled():
             raise self._diverged(f"the gradient norm is {norm} (loss {value:.4g})")
         self.scaler.step(self.optimizer)  # fp16: skipped when the gradients overflowed
@@ -471,8 +481,14 @@ class Trainer:
         if self.rank == 0:
             for cb in self.callbacks:
                 getattr(cb, "on_train_begin", lambda trainer: None)(self)
-        while self.epoch < cfg.epochs and not self.should_stop:
-            self._run_epoch()
+        for table in self.sparse_tables:  # until fit returns: the model stays a plain module
+            table.sparse = True
+        try:
+            while self.epoch < cfg.epochs and not self.should_stop:
+                self._run_epoch()
+        finally:
+            for table in self.sparse_tables:
+                table.sparse = False
         if self.rank == 0:
             for cb in self.callbacks:
                 cb.on_train_end(self)
