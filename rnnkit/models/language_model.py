@@ -67,8 +67,9 @@ class TiedAdaptiveSoftmax(nn.Module):
     vector of its own; a word of cluster ``i`` has ``log p(cluster i | h) + log p(w | cluster i, h)``
     with the second scored by ``(P_i h) . e_w + b_w`` over the cluster's words only. ``P_i`` is an
     E x E projection, initialised to the identity, and a cluster starts with the log of its size
-    as its score, so at the start every word is scored as in a tied full softmax. The embedding matrix ``weight`` (V x E) is an
-    argument of every call and not a parameter here: it is stored once, in the embedding.
+    as its score, so at the start every word is scored about as in a tied full softmax. The
+    embedding matrix ``weight`` (V x E) is an argument of every call, not a parameter here: it
+    is stored once, in the embedding.
     """
 
     def __init__(self, dim: int, vocab_size: int, cutoffs: list[int]) -> None:
@@ -183,8 +184,9 @@ class LanguageModel(nn.Module):
         # Tied: the output reuses the embedding matrix itself (no second parameter pointing at
         # it), so each weight is stored once in the state_dict.
         if adaptive_cutoffs is not None and int(H // (adaptive_div ** len(adaptive_cutoffs))) < 1:
-            raise ValueError(f"adaptive_div {adaptive_div:g} leaves the last of the {len(adaptive_cutoffs)} tail clusters a "
-                             f"projection of {H} // {adaptive_div:g}^{len(adaptive_cutoffs)} = 0 dimensions; lower "
+            raise ValueError(f"adaptive_div {adaptive_div:g} leaves the last of the {len(adaptive_cutoffs)} tail "
+                             f"clusters a projection of {H} // {adaptive_div:g}^{len(adaptive_cutoffs)} = 0 "
+                             f"dimensions; lower "
                              f"adaptive_div, give fewer adaptive_cutoffs, or widen the encoder")
         if adaptive_cutoffs is None:
             self.adaptive = None
