@@ -48,6 +48,8 @@ class TrainerConfig(Strict):
     bptt: int | None = Field(None, ge=1)               # truncated BPTT window (language models)
     max_steps_per_epoch: int | None = Field(None, ge=1)  # cap on batches per epoch (short runs)
     max_minutes: float | None = Field(None, gt=0)      # wall-time budget: training ends where it runs out
+    ema: float | None = Field(None, gt=0, lt=1)        # decay of a moving average of the weights, which
+                                                       # dev evaluation, best/ and test use; null: off
     seed: int = 0                                      # seeds python, numpy and torch
     out_dir: str = "runs/model"                        # checkpoints, log.jsonl, curves.png
     overwrite: bool = False                            # allow a fresh run to replace one in out_dir

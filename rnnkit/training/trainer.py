@@ -59,6 +59,7 @@ stderr when an evaluation produced one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -216,6 +217,10 @@ class Trainer:
             self.world == 1 and self.config.precision == "fp32"
             and self.config.optimizer.name in ("adam", "adamw")) else []
         self.optimizer = build_optimizer(model, self.config, sparse_rows=bool(self.sparse_tables))
+        # trainer.ema: after every step avg <- decay * avg + (1 - decay) * weights (floating
+        # parameters and buffers); dev evaluation and best/ use the average, last/ keeps both
+        self._ema_tensors = [t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()]
+        self.ema = ([t.detach().clone() for t in self._ema_tensors] if self.config.ema is not None else None)
         # plateau is built once the monitored metric's direction is known; the others now, so
         # that they see every optimizer step
         self.scheduler = None
@@ -361,6 +366,9 @@ class Trainer:
             raise self._diverged(f"the gradient norm is {norm} (loss {value:.4g})")
         self.scaler.step(self.optimizer)  # fp16: skipped when the gradients overflowed
         self.scaler.update()
+        if self.ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(self.ema, [t.detach() for t in self._ema_tensors], 1.0 - self.config.ema)
         self.step += 1
         self._grad_norms = (norm, min(norm, limit))  # before and after clipping, for on_step
 
@@ -555,7 +563,8 @@ class Trainer:
         self.epoch = epoch
         # decided on rank 0: (monitored value, stop flag, 1.0 if higher is better)
         shared = torch.zeros(3, dtype=torch.float64, device=self.device)
-        dev = self.evaluate() if self.dev_data is not None else None  # every process takes part
+        with self._averaged():
+            dev = self.evaluate() if self.dev_data is not None else None  # every process takes part
         rngs = self._gather_rng()
         if self.rank == 0:
             if dev is not None:
@@ -631,10 +640,26 @@ class Trainer:
                 "best_value": self.best_value, "best_epoch": self.best_epoch,
                 "dev": self.history[-1].get("dev") if self.history else None}
 
+    @contextlib.contextmanager
+    def _averaged(self):
+        """With trainer.ema: the model holds the averaged weights inside, its own after."""
+        if self.ema is None:
+            yield
+            return
+        with torch.no_grad():
+            own = [t.detach().clone() for t in self._ema_tensors]
+            torch._foreach_copy_(self._ema_tensors, self.ema)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self._ema_tensors, own)
+
     def _save(self, *, best: bool, rngs: list | None = None) -> None:
         model = self.model
         if best:
-            ckpt.save(self.out_dir / "best", model, vocabs=self.vocabs, extra=self._extra())
+            with self._averaged():
+                ckpt.save(self.out_dir / "best", model, vocabs=self.vocabs, extra=self._extra())
         ckpt.save(self.out_dir / "last", model, vocabs=self.vocabs, extra=self._extra(),
                   trainer_state=self._trainer_state(rngs))
 
@@ -659,6 +684,7 @@ class Trainer:
                 # under torchrun: every process's, in rank order (rng above is rank 0's)
                 "rng_ranks": rngs,
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "ema": {str(i): t for i, t in enumerate(self.ema)} if self.ema is not None else None,
                 "world_size": self.world,
                 "config": self.config.model_dump(mode="json")}
 
@@ -712,6 +738,14 @@ class Trainer:
             self._pending_scheduler_state = state["scheduler"]
         if self.scaler.is_enabled() and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            saved = state.get("ema")
+            if not saved or len(saved) != len(self.ema):
+                raise ValueError(f"{path}: holds no moving average of the weights for trainer.ema = "
+                                 f"{self.config.ema} to continue; resume without trainer.ema, or train anew")
+            with torch.no_grad():
+                for i, t in enumerate(self.ema):
+                    t.copy_(saved[str(i)])
         ranks = state.get("rng_ranks")
         if ranks is not None and len(ranks) == self.world:
             _set_rng_state(ranks[self.rank])
