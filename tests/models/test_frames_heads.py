@@ -113,7 +113,7 @@ def test_save_load_round_trip(tmp_path):
 def test_errors():
     with pytest.raises(ValueError, match="exactly one of vocab_size"):
         SequenceTagger(vocab_size=5, input_size=D, num_tags=K)
-    with pytest.raises(ValueError, match="char_vocab_size and contextual are features of words"):
+    with pytest.raises(ValueError, match="char_vocab_size, contextual and bigram_buckets are features of words"):
         SequenceTagger(input_size=D, num_tags=K, char_vocab_size=5)
     with pytest.raises(ValueError, match="output must be one of softmax, crf, sigmoid"):
         SequenceTagger(input_size=D, num_tags=K, output="sigmod")
