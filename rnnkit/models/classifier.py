@@ -71,8 +71,6 @@ class SequenceClassifier(nn.Module):
         if contextual is not None and vocab_size is None:
             raise ValueError("contextual features are per token: they need token-id inputs (vocab_size), "
                              f"not numeric values (input_size={input_size!r})")
-        check_int("bigram_buckets", bigram_buckets, low=2, optional=True)
-        check_int("bigram_embedding_dim", bigram_embedding_dim)
         if bigram_buckets is not None and vocab_size is None:
             raise ValueError("bigram features pair neighbouring tokens: they need token-id inputs (vocab_size), "
                              f"not numeric values (input_size={input_size!r})")

@@ -79,6 +79,8 @@ class TiedAdaptiveSoftmax(nn.Module):
         self.cluster = nn.Linear(dim, n)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
         self.tail = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(n))
+        # each cluster's first id, for bucketize (not in the state_dict: the config gives it)
+        self.register_buffer("starts", torch.tensor(cutoffs), persistent=False)
         with torch.no_grad():  # at the start every id about equally likely, tail ids too
             for proj in self.tail:
                 proj.weight.copy_(torch.eye(dim))
@@ -105,7 +107,7 @@ class TiedAdaptiveSoftmax(nn.Module):
         """-log p(target) per row (N,), computing only the head and the clusters of the targets."""
         c0 = self.bounds[0]
         head = self._head(h, weight)
-        cluster = torch.bucketize(target, torch.tensor(self.bounds[:-1], device=target.device), right=True)
+        cluster = torch.bucketize(target, self.starts, right=True)
         lp = head.gather(1, torch.where(target < c0, target, c0 + cluster - 1)[:, None]).squeeze(1)
         for i in range(len(self.tail)):
             rows = (cluster == i + 1).nonzero().squeeze(1)

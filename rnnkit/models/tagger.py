@@ -149,8 +149,6 @@ class SequenceTagger(nn.Module):
                                        or bigram_buckets is not None):
             raise ValueError("char_vocab_size, contextual and bigram_buckets are features of words: they need "
                              f"token-id inputs (vocab_size), not numeric frames (input_size={input_size!r})")
-        check_int("bigram_buckets", bigram_buckets, low=2, optional=True)
-        check_int("bigram_embedding_dim", bigram_embedding_dim)
         encoder = encoder_config(encoder)
         contextual = contextual_config(contextual)
         self.config = dict(vocab_size=vocab_size, num_tags=num_tags, input_size=input_size,

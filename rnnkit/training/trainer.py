@@ -219,8 +219,10 @@ class Trainer:
         self.optimizer = build_optimizer(model, self.config, sparse_rows=bool(self.sparse_tables))
         # trainer.ema: after every step avg <- decay * avg + (1 - decay) * weights (floating
         # parameters and buffers); dev evaluation and best/ use the average, last/ keeps both
-        self._ema_tensors = [t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()]
-        self.ema = ([t.detach().clone() for t in self._ema_tensors] if self.config.ema is not None else None)
+        # (detached views: they follow the optimizer's in-place updates, built once)
+        self._ema_tensors = [t.detach() for t in [*model.parameters(), *model.buffers()]
+                             if t.is_floating_point()] if self.config.ema is not None else []
+        self.ema = [t.clone() for t in self._ema_tensors] if self.config.ema is not None else None
         # plateau is built once the monitored metric's direction is known; the others now, so
         # that they see every optimizer step
         self.scheduler = None
@@ -368,7 +370,7 @@ class Trainer:
         self.scaler.update()
         if self.ema is not None:
             with torch.no_grad():
-                torch._foreach_lerp_(self.ema, [t.detach() for t in self._ema_tensors], 1.0 - self.config.ema)
+                torch._foreach_lerp_(self.ema, self._ema_tensors, 1.0 - self.config.ema)
         self.step += 1
         self._grad_norms = (norm, min(norm, limit))  # before and after clipping, for on_step
 
@@ -647,7 +649,7 @@ class Trainer:
             yield
             return
         with torch.no_grad():
-            own = [t.detach().clone() for t in self._ema_tensors]
+            own = [t.clone() for t in self._ema_tensors]
             torch._foreach_copy_(self._ema_tensors, self.ema)
         try:
             yield
@@ -740,9 +742,14 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
             saved = state.get("ema")
-            if not saved or len(saved) != len(self.ema):
+            if not saved:
                 raise ValueError(f"{path}: holds no moving average of the weights for trainer.ema = "
                                  f"{self.config.ema} to continue; resume without trainer.ema, or train anew")
+            shapes = [tuple(t.shape) for t in self.ema]
+            got = [tuple(saved[str(i)].shape) if str(i) in saved else None for i in range(len(saved))]
+            if got != shapes:
+                raise ValueError(f"{path}: its moving average of the weights holds tensors of shapes {got}; "
+                                 f"this model's weights have {shapes}")
             with torch.no_grad():
                 for i, t in enumerate(self.ema):
                     t.copy_(saved[str(i)])

@@ -1,5 +1,7 @@
 """Hashed bigram features (``BigramFeatures``) and the heads that join them to the embeddings."""
 
+import math
+
 import pytest
 import torch
 
@@ -37,7 +39,6 @@ def test_each_token_gets_the_rows_of_its_left_and_right_bigram_with_padding_as_t
 def test_the_hash_spreads_bigrams_over_a_power_of_two_buckets_as_a_random_map_would():
     # n distinct bigrams thrown at random into m rows leave a fraction e^(-n/m) alone in theirs;
     # so must the hash, for random pairs and for the regular ones of neighbouring ids
-    import math
     torch.manual_seed(0)
     m = 1 << 16
     feats = BigramFeatures(5000, m, 1)

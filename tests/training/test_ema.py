@@ -42,7 +42,7 @@ def test_the_average_follows_every_step_as_the_reference_recursion(tmp_path):
     assert trainer.history[-1]["dev"]["loss"] == pytest.approx(dev["loss"], rel=1e-5)
 
 
-def test_a_resumed_average_equals_the_uninterrupted_one(tmp_path):
+def test_a_resumed_average_equals_the_uninterrupted_one(tmp_path, monkeypatch):
     full = _trainer(tmp_path / "a", tagger(), ema=0.9, epochs=3)
     full.fit()
     first = _trainer(tmp_path / "b", tagger(), ema=0.9, epochs=2)
@@ -55,6 +55,16 @@ def test_a_resumed_average_equals_the_uninterrupted_one(tmp_path):
     plain.fit()
     with pytest.raises(ValueError, match="holds no moving average of the weights"):
         _trainer(tmp_path / "c", tagger(), ema=0.9, epochs=2).fit(resume=True)
+    # an average of other shapes (a tampered or foreign state) is named, not copied
+    load_state = checkpoint.load_state
+
+    def tampered(path):
+        state = load_state(path)
+        state["ema"]["0"] = torch.zeros(2, 2)
+        return state
+    monkeypatch.setattr(checkpoint, "load_state", tampered)
+    with pytest.raises(ValueError, match=r"moving average of the weights holds tensors of shapes \[\(2, 2\)"):
+        _trainer(tmp_path / "b", tagger(), ema=0.9, epochs=4).fit(resume=True)
 
 
 def test_ema_must_lie_between_0_and_1():
