@@ -346,6 +346,10 @@ class Config(Strict):
             if self.data.target != want:
                 raise ValueError(f"data.target {self.data.target!r}: a {self.model.type} learns from each "
                                  f"line's {want} (set data.target: {want})")
+        if self.trainer.watch_test and getattr(self.data, "test", None) is None and \
+                getattr(self.data, "test_fraction", None) is None:
+            raise ValueError("trainer.watch_test: true evaluates the test set after every epoch, and this "
+                             "config has none: give data.test (or data.test_fraction for a series)")
         _build_on_meta(self.model, self.data)
         return self
 

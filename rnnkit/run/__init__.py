@@ -90,7 +90,7 @@ def train(cfg: Config, *, resume: bool = False, stream=None) -> dict:
     trainer = Trainer(p.model, cfg.trainer, train=p.train, dev=p.dev, metrics=p.metrics,
                       vocabs=vocabs_to_json(p.vocabs), extra={"config": stored_config(cfg),
                                                               **_scheme_extra(cfg, p)},
-                      name=cfg.name)
+                      name=cfg.name, watch={"test": p.test} if cfg.trainer.watch_test and p.test is not None else None)
     history = trainer.fit(resume=resume)
     if rank != 0:  # rank 0 evaluates, writes and reports for every process
         return {}

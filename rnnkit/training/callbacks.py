@@ -125,7 +125,8 @@ class JsonlLogger(Callback):
 
 
 class CurvePlotter(Callback):
-    """Learning curves as a PNG: train and dev loss, and every dev metric, per epoch."""
+    """Learning curves as a PNG: train and dev loss, and every dev metric, per epoch (and those
+    of a watched set, dashed)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -148,18 +149,26 @@ def plot_history(history: list[dict], path: str | Path, *, title: str = "") -> P
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     ax = axes[0]
     ax.plot(epochs, [_value(r.get("train_loss")) for r in history], marker="o", label="train loss")
-    dev_loss = [_value(r.get("dev", {}).get("loss")) for r in history]
-    if any(not math.isnan(v) for v in dev_loss):
-        ax.plot(epochs, dev_loss, marker="o", label="dev loss")
+    # dev, then any watched set (trainer.watch_test: "test"), dashed
+    splits = ["dev", *sorted({k for r in history for k, v in r.items()
+                               if isinstance(v, dict) and "loss" in v and k != "dev"})]
+    for split in splits:
+        loss = [_value(r.get(split, {}).get("loss")) for r in history]
+        if any(not math.isnan(v) for v in loss):
+            ax.plot(epochs, loss, marker="o", label=f"{split} loss", linestyle="-" if split == "dev" else "--")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.legend()
     ax.grid(alpha=0.3)
     ax = axes[1]
-    for name in metrics:
-        ax.plot(epochs, [_value(r.get("dev", {}).get(name)) for r in history], marker="o", label=name)
+    for split in splits:
+        for i, name in enumerate(metrics):
+            values = [_value(r.get(split, {}).get(name)) for r in history]
+            if split == "dev" or any(not math.isnan(v) for v in values):
+                ax.plot(epochs, values, marker="o", color=f"C{i}", linestyle="-" if split == "dev" else "--",
+                        label=name if split == "dev" else f"{split} {name}")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("dev metric")
+    ax.set_ylabel("dev metric" if len(splits) == 1 else "metric (dev solid)")
     if metrics:
         ax.legend()
     ax.grid(alpha=0.3)

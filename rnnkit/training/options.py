@@ -50,6 +50,8 @@ class TrainerConfig(Strict):
     max_minutes: float | None = Field(None, gt=0)      # wall-time budget: training ends where it runs out
     ema: float | None = Field(None, gt=0, lt=1)        # decay of a moving average of the weights, which
                                                        # dev evaluation, best/ and test use; null: off
+    watch_test: bool = False                           # also evaluate the test file after every epoch (log.jsonl
+                                                       # "test", the curves); never chooses best/ or stops
     seed: int = 0                                      # seeds python, numpy and torch
     out_dir: str = "runs/model"                        # checkpoints, log.jsonl, curves.png
     overwrite: bool = False                            # allow a fresh run to replace one in out_dir

@@ -66,7 +66,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -183,12 +183,16 @@ class Trainer:
         extra: JSON stored in every checkpoint's manifest (e.g. the run's full config).
         callbacks: more ``Callback``s, run after the built-in logger, plotter and early stop.
         name: a title for the plots and progress bar.
+        watch: more labelled batches evaluated after each epoch as dev is (the same weights: the
+            average under ``ema``), each logged under its label; they never choose ``best/`` or
+            stop training (``trainer.watch_test`` passes the test file as ``test``).
     """
 
     def __init__(self, model: nn.Module, config: TrainerConfig | None = None, *,
                  train: Iterable[dict], dev: Iterable[dict] | None = None, metrics=None,
                  vocabs: dict | None = None, extra: dict | None = None,
-                 callbacks: Sequence[Callback] = (), name: str = "") -> None:
+                 callbacks: Sequence[Callback] = (), name: str = "",
+                 watch: Mapping[str, Iterable[dict]] | None = None) -> None:
         self.config = config if config is not None else TrainerConfig()
         if not isinstance(self.config, TrainerConfig):
             raise TypeError(f"config must be a TrainerConfig; got {type(self.config).__name__}")
@@ -197,6 +201,11 @@ class Trainer:
                 raise TypeError(f"model must be a task head with loss(batch) and predict(batch); "
                                 f"{type(model).__name__} has no {method}()")
         self.model, self.train_data, self.dev_data = model, train, dev
+        self.watch = dict(watch or {})
+        for label in self.watch:
+            if label in ("epoch", "step", "dev", "train_loss", "lr", "seconds", "best"):
+                raise ValueError(f"watch label {label!r} would overwrite the epoch record's own {label!r}; "
+                                 "name the set otherwise (e.g. 'test')")
         self.metrics, self.vocabs, self.extra = metrics, vocabs or {}, extra or {}
         self.name = name or type(model).__name__
         self.out_dir = Path(self.config.out_dir)
@@ -567,8 +576,10 @@ class Trainer:
         shared = torch.zeros(3, dtype=torch.float64, device=self.device)
         with self._averaged():
             dev = self.evaluate() if self.dev_data is not None else None  # every process takes part
+            watched = {label: self.evaluate(batches) for label, batches in self.watch.items()}
         rngs = self._gather_rng()
         if self.rank == 0:
+            record.update(watched)
             if dev is not None:
                 record["dev"] = dev
                 if self.higher_is_better is None:
