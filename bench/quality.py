@@ -17,7 +17,7 @@ metrics; over seeds: mean and sample standard deviation of every metric -- and p
 results table's row: the metric the run monitors, and any named with --metric. ``--plot PNG``
 draws, for each example named, the monitored dev metric of every seed against the wall minutes
 of training (log.jsonl's elapsed_seconds): whether a run was still improving when its time
-budget ended.
+budget ended; a run that watched its test file (trainer.watch_test) adds that curve, dashed.
 """
 
 from __future__ import annotations
@@ -141,14 +141,22 @@ def plot(names: list[str], out: Path, png: Path) -> Path:
             dev_keys = [k for k in (log[0].get("dev") or {}) if k != "loss"]
             monitor = finished[0]["monitor"] if finished else (dev_keys[0] if dev_keys else "train_loss")
             xs, ys, t = [], [], 0.0
+            test_xs, test_ys = [], []  # trainer.watch_test: the test file's curve, dashed
             for r in log:
                 t = r.get("elapsed_seconds", t + r.get("seconds", 0.0))
                 value = (r.get("dev") or {}).get(monitor, r.get(monitor))
                 if value is not None:
                     xs.append(t / 60)
                     ys.append(value)
-            ax.plot(xs, ys, marker="o", markersize=3, label=folder.name)
-            ax.set_ylabel(monitor if monitor == "train_loss" else f"dev {monitor}")
+                if (r.get("test") or {}).get(monitor) is not None:
+                    test_xs.append(t / 60)
+                    test_ys.append(r["test"][monitor])
+            line, = ax.plot(xs, ys, marker="o", markersize=3, label=folder.name)
+            if test_ys:
+                ax.plot(test_xs, test_ys, marker="o", markersize=2, linestyle="--", color=line.get_color(),
+                        label=f"{folder.name} test")
+            ax.set_ylabel(monitor if monitor == "train_loss" else
+                          f"dev {monitor}" + (" (test dashed)" if test_ys else ""))
         ax.set_title(name)
         ax.set_xlabel("minutes of training")
         ax.grid(alpha=0.3)
