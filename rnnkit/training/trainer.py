@@ -169,6 +169,11 @@ def _tokens(batch: dict) -> int:
     return int(batch["inputs"].shape[0] * batch["inputs"].shape[1])
 
 
+# the keys of an epoch's record (log.jsonl) that a watched set's label may not take
+_RECORD_KEYS = ("epoch", "step", "train_loss", "lr", "seconds", "tokens_per_s", "cpu_seconds", "dev", "best",
+                "time_limit", "early_stop", "elapsed_seconds")
+
+
 class Trainer:
     """Train ``model`` (a head with ``loss(batch)``, ``predict(batch)`` and ``config``).
 
@@ -203,7 +208,7 @@ class Trainer:
         self.model, self.train_data, self.dev_data = model, train, dev
         self.watch = dict(watch or {})
         for label in self.watch:
-            if label in ("epoch", "step", "dev", "train_loss", "lr", "seconds", "best"):
+            if label in _RECORD_KEYS:
                 raise ValueError(f"watch label {label!r} would overwrite the epoch record's own {label!r}; "
                                  "name the set otherwise (e.g. 'test')")
         self.metrics, self.vocabs, self.extra = metrics, vocabs or {}, extra or {}
