@@ -16,13 +16,13 @@ import json
 import sys
 from pathlib import Path
 
+from seqeval.metrics.sequence_labeling import get_entities
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def entities(tokens: list[str], tags: list[str]) -> set[tuple[str, int, int, str]]:
     """(type, start, end, text) of every chunk, ends inclusive, as seqeval reads IOB2."""
-    from seqeval.metrics.sequence_labeling import get_entities
-
     return {(kind, start, end, "".join(tokens[start:end + 1])) for kind, start, end in get_entities(list(tags))}
 
 

@@ -207,10 +207,12 @@ class Trainer:
                                 f"{type(model).__name__} has no {method}()")
         self.model, self.train_data, self.dev_data = model, train, dev
         self.watch = dict(watch or {})
-        for label in self.watch:
+        for label, batches in self.watch.items():
             if label in _RECORD_KEYS:
                 raise ValueError(f"watch label {label!r} would overwrite the epoch record's own {label!r}; "
                                  "name the set otherwise (e.g. 'test')")
+            if batches is None:  # evaluate(None) would measure dev under this label
+                raise ValueError(f"watch[{label!r}] is None; give its batches, or leave the label out")
         self.metrics, self.vocabs, self.extra = metrics, vocabs or {}, extra or {}
         self.name = name or type(model).__name__
         self.out_dir = Path(self.config.out_dir)

@@ -53,6 +53,8 @@ def test_the_watched_set_is_measured_on_the_moving_average_as_dev_is(tmp_path):
 def test_a_watch_label_may_not_overwrite_the_record(tmp_path):
     with pytest.raises(ValueError, match="watch label 'dev' would overwrite"):
         _trainer(tmp_path, watch={"dev": tagging_batches()[:1]})
+    with pytest.raises(ValueError, match=r"watch\['test'\] is None"):
+        _trainer(tmp_path, watch={"test": None})
 
 
 def _conll(tmp_path, name, rows):
